@@ -1,1 +1,1 @@
-
+"""Thought-anchor sentence tables: character alignment, anchor labels and the DuckDB metadata store."""

@@ -1,1 +1,1 @@
-
+"""Dagster wiring, one sub-package per domain; the science lives outside ``defs``."""

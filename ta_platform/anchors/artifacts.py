@@ -1,0 +1,21 @@
+"""Where the thought-anchor tables are written under the storage root (Parquet beside DuckDB).
+
+DuckDB holds the queryable metadata; the Parquet copies are what downstream Python reads, so a
+long extraction never holds the DuckDB lock while it works.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ta_platform.common.paths import storage_path
+
+
+def thought_anchor_file(name: str) -> Path:
+    return storage_path("thought_anchors", name)
+
+
+SNAPSHOT = "traces.parquet"
+LABELS = "sentence_labels.parquet"
+CHAR_SPANS = "sentence_spans.parquet"
+TOKEN_SPANS = "token_spans.parquet"

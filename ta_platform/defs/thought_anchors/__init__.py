@@ -1,0 +1,1 @@
+"""Thought-anchor data assets (problem index, labels, spans) and their invariant checks."""

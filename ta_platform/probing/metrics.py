@@ -1,0 +1,147 @@
+"""Ranking metrics for anchor probes, with one documented NaN policy.
+
+Why our own PR-AUC/AUROC instead of ``sklearn.metrics``: the bootstrap calls them thousands of times
+on small arrays, where sklearn's input validation dominates the cost. Both functions reproduce
+sklearn's tie handling exactly (``average_precision_score`` steps over distinct score thresholds;
+AUROC counts a tied positive/negative pair as 1/2) and the tests check them against sklearn.
+
+NaN policy (one rule everywhere): a metric that is undefined on its input returns ``nan`` instead
+of raising or inventing a value.
+- PR-AUC and AUROC are NaN when the labels hold a single class.
+- Spearman is NaN when either the scores or the importances are constant (or fewer than 3 rows).
+- Top-k recall/precision are computed per problem and averaged over the problems that have at least
+  one positive; a problem with no positive has no recall to speak of and would add the same 0
+  precision to every probe, so it is skipped. NaN when no problem has a positive.
+Aggregators must therefore use ``nanmean`` and report how many values they averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+
+def prevalence(labels: np.ndarray) -> float:
+    """Share of positive rows: the PR-AUC of a random ranking, so the floor every probe must beat."""
+    labels = np.asarray(labels)
+    return float(labels.mean()) if labels.size else float("nan")
+
+
+def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision (sklearn's step-wise PR-AUC); NaN for single-class labels."""
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos = labels.sum()
+    if labels.size == 0 or n_pos == 0 or n_pos == labels.size:
+        return float("nan")
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    # One threshold per distinct score: the last index of each run of tied scores.
+    last_of_run = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_labels.size - 1]
+    true_pos = np.cumsum(sorted_labels)[last_of_run]
+    predicted_pos = last_of_run + 1.0
+    precision = true_pos / predicted_pos
+    recall_gain = np.diff(np.r_[0.0, true_pos]) / n_pos
+    return float(np.sum(recall_gain * precision))
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve via the Mann-Whitney U statistic; NaN for single-class labels."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)  # average ranks: a tied pair counts 1/2
+    u_stat = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u_stat / (n_pos * n_neg))
+
+
+def spearman(scores: np.ndarray, importance: np.ndarray) -> float:
+    """Spearman rank correlation of probe scores with the continuous importance; NaN if undefined."""
+    scores = np.asarray(scores, dtype=np.float64)
+    importance = np.asarray(importance, dtype=np.float64)
+    finite = np.isfinite(scores) & np.isfinite(importance)
+    scores, importance = scores[finite], importance[finite]
+    if scores.size < 3 or np.ptp(scores) == 0 or np.ptp(importance) == 0:
+        return float("nan")
+    return float(np.corrcoef(rankdata(scores), rankdata(importance))[0, 1])
+
+
+def importance_target(counterfactual_importance: np.ndarray, mode: str) -> np.ndarray:
+    """The continuous target Spearman is taken against: |CI| for ``absolute`` labels, CI for ``signed``.
+
+    Anchors are defined by |CI| (a sentence matters whether it helps or hurts), so the absolute mode
+    is the default; ``signed`` exists for probes of the direction of the effect.
+    """
+    values = np.asarray(counterfactual_importance, dtype=np.float64)
+    if mode == "absolute":
+        return np.abs(values)
+    if mode == "signed":
+        return values
+    raise ValueError(f"importance mode must be 'absolute' or 'signed', not {mode!r}")
+
+
+def top_k_per_problem(
+    labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int
+) -> tuple[float, float]:
+    """Mean over problems of (recall@k, precision@k) of the k highest-scoring sentences.
+
+    Computed within each problem because a reader of one trace looks at its top sentences; pooled
+    top-k would be dominated by long traces. Precision divides by min(k, n_sentences) so a short
+    problem is not penalised for having fewer than k sentences. Ties in score are broken by row
+    order (stable sort), which is deterministic. Problems without a positive are skipped (see the
+    module docstring); returns (nan, nan) when none is left.
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    groups = np.asarray(groups)
+    recalls, precisions = [], []
+    for group in _unique_in_order(groups):
+        rows = np.flatnonzero(groups == group)
+        n_pos = int(labels[rows].sum())
+        if n_pos == 0:
+            continue
+        top = rows[np.argsort(-scores[rows], kind="mergesort")[:k]]
+        hits = int(labels[top].sum())
+        recalls.append(hits / n_pos)
+        precisions.append(hits / min(k, rows.size))
+    if not recalls:
+        return float("nan"), float("nan")
+    return float(np.mean(recalls)), float(np.mean(precisions))
+
+
+def ranking_metrics(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    importance: np.ndarray,
+    groups: np.ndarray,
+    k_list: Iterable[int] = (5, 10),
+) -> dict[str, float]:
+    """Every reported metric for one probe on one evaluation set, keyed by metric name.
+
+    ``importance`` is already the Spearman target (see ``importance_target``); ``groups`` are the
+    per-problem units for top-k (trace keys: within a model/setting slice one trace is one problem).
+    """
+    metrics = {
+        "pr_auc": pr_auc(labels, scores),
+        "auroc": auroc(labels, scores),
+        "spearman": spearman(scores, importance),
+        "prevalence": prevalence(labels),
+        "n_rows": float(np.asarray(labels).size),
+        "n_problems": float(len(_unique_in_order(np.asarray(groups)))),
+    }
+    for k in k_list:
+        recall, precision = top_k_per_problem(labels, scores, groups, k)
+        metrics[f"top{k}_recall"] = recall
+        metrics[f"top{k}_precision"] = precision
+    return metrics
+
+
+def _unique_in_order(values: np.ndarray | Sequence) -> list:
+    """Distinct values in first-seen order (deterministic, unlike set iteration)."""
+    return list(pd.unique(pd.Series(np.asarray(values))))
