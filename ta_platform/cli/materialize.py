@@ -1,0 +1,56 @@
+"""``ta-platform materialize``: the main job, as a sequence of runs in the project's Dagster instance.
+
+Why several runs: Dagster puts assets with different partitions definitions in different runs
+(unpartitioned tables, model x layer activations, seed-partitioned probes, then the unpartitioned
+aggregates). Each stage is one run recorded in ``storage/dagster_home``, visible in the UI, and
+partitioned stages run all their partitions in ONE run (single-run backfill policy), so all
+layers of a model come from one forward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", action="append", default=None,
+                        help="run only these stages (data, activations, probes, summary); default: all")
+    parser.add_argument("--seeds", default=None, help="seed range for the probes stage, e.g. 0...4")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ta_platform.common.instance import ensure_dagster_home
+
+    home = ensure_dagster_home()
+    import dagster as dg
+
+    from ta_platform.definitions import MAIN_STAGES, defs
+
+    wanted = args.stage or [stage.name for stage in MAIN_STAGES]
+    with dg.DagsterInstance.get() as instance:
+        print(f"Dagster instance: {home}", flush=True)
+        for stage in MAIN_STAGES:
+            if stage.name not in wanted:
+                continue
+            job = defs.resolve_job_def(stage.job_name)
+            tags = stage.partition_tags(job, seeds=args.seeds)
+            started = time.monotonic()
+            print(f"[{stage.name}] running {stage.job_name} {tags or ''}", flush=True)
+            result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+            elapsed = time.monotonic() - started
+            failed_checks = [
+                f"{e.asset_check_evaluation_data.asset_check_key.to_user_string()}"
+                for e in result.all_events
+                if e.is_asset_check_evaluation and not e.asset_check_evaluation_data.passed
+            ]
+            print(f"[{stage.name}] run {result.run_id} {'succeeded' if result.success else 'FAILED'} "
+                  f"in {elapsed:.1f}s; failed checks: {failed_checks or 'none'}", flush=True)
+            if not result.success:
+                for event in result.all_events:
+                    if event.is_step_failure:
+                        print(f"  step {event.step_key} failed: {event.step_failure_data.error.message.strip()}",
+                              file=sys.stderr)
+                return 1
+    return 0

@@ -1,0 +1,202 @@
+"""The probe family and hyperparameter selection on the validation split.
+
+Every probe is an sklearn ``Pipeline`` wrapped in ``Probe`` (``fit`` / ``predict_score`` /
+``weights``). Class imbalance (~10% anchors) is handled explicitly: logistic models use
+``class_weight="balanced"``; the MLP gets the same balanced weights as ``sample_weight``.
+
+The MLP is trained for a FIXED number of epochs with no early stopping: sklearn's early stopping
+silently holds out 10% of the training rows (the pilot's memorisation tripwire failed 11 of 26 runs
+because of it). ``n_iter_no_change`` is set past the epoch budget so the training-loss plateau rule
+cannot stop it either; epochs and L2 strength are chosen on the val split like every other knob.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
+
+from .config import ProbeConfig
+from .features import (
+    POSITION_FEATURE_NAMES,
+    ActivationAndPositionColumns,
+    ActivationColumns,
+    PositionColumns,
+    ProbeInputs,
+    TextColumn,
+)
+from .metrics import pr_auc
+
+
+@dataclass
+class Probe:
+    """A named pipeline with the three operations the suite needs."""
+
+    name: str
+    pipeline: Pipeline
+
+    def fit(self, inputs: ProbeInputs, y: np.ndarray) -> Probe:
+        y = np.asarray(y, dtype=int)
+        fit_params = {}
+        if isinstance(self.pipeline[-1], MLPClassifier):
+            fit_params["model__sample_weight"] = compute_sample_weight("balanced", y)
+        with warnings.catch_warnings():
+            # Fixed-epoch training ends "unconverged" by design; lbfgs on tiny folds may too.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.pipeline.fit(inputs, y, **fit_params)
+        return self
+
+    def predict_score(self, inputs: ProbeInputs) -> np.ndarray:
+        """Ranking score (higher = more anchor-like): decision values, or P(anchor) for the MLP."""
+        model = self.pipeline[-1]
+        if hasattr(model, "decision_function"):
+            return np.asarray(self.pipeline.decision_function(inputs), dtype=np.float64)
+        return np.asarray(self.pipeline.predict_proba(inputs)[:, 1], dtype=np.float64)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Arrays that reproduce a linear probe's decision function; empty for the MLP.
+
+        ``decision = ((features - scaler_mean) / scaler_scale) @ coef + intercept``; the text
+        baseline has no scaler and stores its vocabulary instead.
+        """
+        model = self.pipeline[-1]
+        if not isinstance(model, LogisticRegression):
+            return {}
+        arrays = {"coef": model.coef_.ravel().copy(), "intercept": model.intercept_.copy()}
+        steps = dict(self.pipeline.steps)
+        if "scale" in steps:
+            arrays["scaler_mean"] = steps["scale"].mean_.copy()
+            arrays["scaler_scale"] = steps["scale"].scale_.copy()
+        if "tfidf" in steps:
+            arrays["vocabulary"] = steps["tfidf"].get_feature_names_out().astype(str)
+        if isinstance(steps["columns"], PositionColumns):
+            arrays["feature_names"] = np.array(POSITION_FEATURE_NAMES)
+        return arrays
+
+
+def _logistic(c_value: float, config: ProbeConfig) -> LogisticRegression:
+    return LogisticRegression(C=c_value, class_weight="balanced", max_iter=config.logistic_max_iter)
+
+
+def make_position_baseline(c_value: float, seed: int, config: ProbeConfig) -> Probe:
+    """Logistic regression on position features only: what a probe must beat to mean anything."""
+    steps = [("columns", PositionColumns()), ("scale", StandardScaler()), ("model", _logistic(c_value, config))]
+    return Probe("position_baseline", Pipeline(steps))
+
+
+def make_text_baseline(c_value: float, seed: int, config: ProbeConfig) -> Probe:
+    """TF-IDF on the sentence text + logistic: is the anchor readable from the words alone?"""
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=config.text_max_features)
+    steps = [("columns", TextColumn()), ("tfidf", vectorizer), ("model", _logistic(c_value, config))]
+    return Probe("text_baseline", Pipeline(steps))
+
+
+def make_linear_probe(c_value: float, seed: int, config: ProbeConfig) -> Probe:
+    """StandardScaler + L2 logistic on activations: the primary probe."""
+    steps = [("columns", ActivationColumns()), ("scale", StandardScaler()), ("model", _logistic(c_value, config))]
+    return Probe("linear_probe", Pipeline(steps))
+
+
+def make_activations_plus_position(c_value: float, seed: int, config: ProbeConfig) -> Probe:
+    """Linear probe on activations with position features appended: does content add to position?"""
+    steps = [
+        ("columns", ActivationAndPositionColumns()),
+        ("scale", StandardScaler()),
+        ("model", _logistic(c_value, config)),
+    ]
+    return Probe("activations_plus_position", Pipeline(steps))
+
+
+def make_mlp_probe(alpha: float, seed: int, config: ProbeConfig) -> Probe:
+    """One-hidden-layer MLP on standardised activations; fixed epochs, seeded, no early stopping."""
+    model = MLPClassifier(
+        hidden_layer_sizes=config.mlp_hidden,
+        alpha=alpha,
+        batch_size=config.mlp_batch_size,
+        learning_rate_init=config.mlp_learning_rate,
+        max_iter=config.mlp_epochs,
+        n_iter_no_change=config.mlp_epochs + 1,
+        early_stopping=False,
+        random_state=seed,
+    )
+    steps = [("columns", ActivationColumns()), ("scale", StandardScaler()), ("model", model)]
+    return Probe("mlp_probe", Pipeline(steps))
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """How to build one probe family for a hyperparameter value, and which values to try on val."""
+
+    name: str
+    build: Callable[[float, int, ProbeConfig], Probe]
+    hyperparameter: str
+    grid: tuple[float, ...]
+
+
+def probe_specs(config: ProbeConfig) -> dict[str, ProbeSpec]:
+    """The specs of the probes named in ``config.probes``, in that order."""
+    all_specs = {
+        "position_baseline": ProbeSpec("position_baseline", make_position_baseline, "C", config.l2_c_grid),
+        "text_baseline": ProbeSpec("text_baseline", make_text_baseline, "C", config.l2_c_grid),
+        "linear_probe": ProbeSpec("linear_probe", make_linear_probe, "C", config.l2_c_grid),
+        "mlp_probe": ProbeSpec("mlp_probe", make_mlp_probe, "alpha", config.mlp_alpha_grid),
+        "activations_plus_position": ProbeSpec(
+            "activations_plus_position", make_activations_plus_position, "C", config.l2_c_grid
+        ),
+    }
+    return {name: all_specs[name] for name in config.probes}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The fitted probe and how its hyperparameter was chosen."""
+
+    probe: Probe
+    hyperparameter: str
+    value: float
+    val_pr_auc: float
+    val_scores: dict[float, float] = field(default_factory=dict)
+
+
+def select_and_fit(
+    spec: ProbeSpec,
+    train: ProbeInputs,
+    y_train: np.ndarray,
+    val: ProbeInputs,
+    y_val: np.ndarray,
+    seed: int,
+    config: ProbeConfig,
+) -> Selection:
+    """Choose the hyperparameter by val PR-AUC, then fit the final probe.
+
+    Ties go to the first grid value (grids are ordered strongest regularisation first). When val
+    is empty or single-class every val score is NaN and the middle of the grid is used -- a
+    documented default, never a silent choice on the test split. With ``refit_on_train_val`` the
+    final probe is refit on train + val with the chosen value.
+    """
+    val_scores: dict[float, float] = {}
+    has_val = len(val) > 0 and 0 < int(np.sum(y_val)) < len(val)
+    for value in spec.grid if has_val and len(spec.grid) > 1 else ():
+        candidate = spec.build(value, seed, config).fit(train, y_train)
+        val_scores[value] = pr_auc(y_val, candidate.predict_score(val))
+    finite = {value: score for value, score in val_scores.items() if np.isfinite(score)}
+    chosen = max(finite, key=lambda value: finite[value]) if finite else spec.grid[len(spec.grid) // 2]
+    if config.refit_on_train_val and len(val) > 0:
+        frame = pd.concat([train.frame, val.frame], ignore_index=True)
+        fit_inputs = ProbeInputs(frame=frame, X=np.concatenate([train.X, val.X], axis=0))
+        fit_labels = np.concatenate([np.asarray(y_train), np.asarray(y_val)])
+    else:
+        fit_inputs, fit_labels = train, np.asarray(y_train)
+    probe = spec.build(chosen, seed, config).fit(fit_inputs, fit_labels)
+    return Selection(probe, spec.hyperparameter, float(chosen), val_scores.get(chosen, float("nan")), val_scores)
+
