@@ -43,11 +43,6 @@ class AnchorLabelConfig:
             raise ValueError(f"anchor percentile must be in (0, 100), got {self.percentile}")
 
 
-def setting_of_split(split: str) -> str:
-    """``correct_base_solution`` -> ``correct``; the probe settings are named this way."""
-    return split.split("_", 1)[0]
-
-
 def anchor_scores(importance: np.ndarray, config: AnchorLabelConfig) -> np.ndarray:
     return np.abs(importance) if config.score == "abs" else -importance
 
@@ -79,7 +74,7 @@ def trace_label_rows(trace: Trace, config: AnchorLabelConfig, data_split: str) -
             "trace_key": trace.key,
             "model": trace.model,
             "split": trace.split,
-            "setting": setting_of_split(trace.split),
+            "setting": trace.setting,
             "problem_id": trace.problem_id,
             "chunk_idx": chunk_idx,
             "n_chunks": n_chunks,

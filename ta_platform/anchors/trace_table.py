@@ -12,7 +12,6 @@ import json
 
 import pandas as pd
 
-from ta_platform.anchors.labels import setting_of_split
 from ta_platform.common.hashing import stable_json_hash
 from ta_platform.rollouts.parsing import think_region
 from ta_platform.rollouts.trace import Trace
@@ -34,7 +33,7 @@ def problem_index_rows(traces: list[Trace]) -> pd.DataFrame:
             "trace_key": trace.key,
             "model": trace.model,
             "split": trace.split,
-            "setting": setting_of_split(trace.split),
+            "setting": trace.setting,
             "problem_id": trace.problem_id,
             "is_correct": bool(trace.base_solution["is_correct"]),
             "n_sentences": len(trace.chunks),

@@ -1,0 +1,1 @@
+"""The release gate: an asset check that reads every other check's latest evaluation."""

@@ -1,0 +1,208 @@
+"""``run_probe_suite``: every probe on one (model, layer, setting) slice, for one seed.
+
+The seed picks the problem-level split (unless ``split_source="stored"``) and every model's
+initialisation, so seeds measure split variance and not just MLP init noise -- the pilot's seeds
+all shared one split, which is why its linear probe had a standard deviation of exactly 0.
+Only ``in_label_set`` rows are used (the dropped last chunk has no label).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from .bootstrap import bootstrap_margins
+from .config import ProbeConfig
+from .features import ProbeInputs
+from .metrics import importance_target, ranking_metrics
+from .models import probe_specs, select_and_fit
+from .splits import leave_problems_out_folds, problem_level_split, rows_split
+
+__all__ = ["ProbeConfig", "ProbeSuiteResult", "labelled_inputs", "resolve_split", "run_probe_suite"]
+
+REQUIRED_COLUMNS = ("trace_key", "problem_id", "chunk_idx", "n_chunks", "rel_position", "text", "anchor")
+METRIC_COLUMNS = ["seed", "probe", "metric", "value"]
+PREDICTION_COLUMNS = ["trace_key", "chunk_idx", "probe", "score", "split"]
+MARGIN_COLUMNS = ["seed", "probe", "metric", "margin", "ci_low", "ci_high", "n_valid_resamples"]
+
+
+@dataclass(frozen=True)
+class ProbeSuiteResult:
+    """Everything one suite run produces; the lead adds model_key / layer_key / setting columns.
+
+    ``metrics``: long rows (seed, probe, metric, value) on the evaluation rows (test split, or all
+    out-of-fold rows in leave-problems-out mode). ``predictions``: one score per labelled sentence
+    and probe with the split it belonged to. ``weights``: probe -> arrays (linear probes only; keyed
+    ``probe@fold<k>`` in leave-problems-out mode). ``margins``: probe - baseline with a problem
+    bootstrap interval, per metric. ``split``: problem id -> split name (or ``fold<k>``).
+    """
+
+    metrics: pd.DataFrame
+    predictions: pd.DataFrame
+    weights: dict[str, dict[str, np.ndarray]]
+    margins: pd.DataFrame
+    split: dict[str, str]
+    config: dict = field(default_factory=dict)
+
+    def metric(self, probe: str, metric: str) -> float:
+        """One metric value (convenience for tests and reports)."""
+        rows = self.metrics[(self.metrics["probe"] == probe) & (self.metrics["metric"] == metric)]
+        return float(rows["value"].iloc[0]) if len(rows) else float("nan")
+
+
+def labelled_inputs(frame: pd.DataFrame, X: np.ndarray) -> tuple[ProbeInputs, np.ndarray]:
+    """The rows that carry a label (``in_label_set``), aligned with their activations, and labels."""
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"labels frame lacks columns {missing}")
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] != len(frame):
+        raise ValueError(f"activations of shape {X.shape} do not match {len(frame)} label rows")
+    keep = frame["in_label_set"].to_numpy(dtype=bool) if "in_label_set" in frame else np.ones(len(frame), bool)
+    inputs = ProbeInputs(frame.loc[keep].reset_index(drop=True), X[keep])
+    return inputs, inputs.frame["anchor"].to_numpy(dtype=int)
+
+
+def resolve_split(frame: pd.DataFrame, seed: int, config: ProbeConfig) -> dict[str, str]:
+    """Problem id -> split: from the seed (default) or the frame's stored ``data_split`` column."""
+    if config.split_source == "stored":
+        stored = frame[["problem_id", "data_split"]].astype(str).drop_duplicates()
+        return dict(zip(stored["problem_id"], stored["data_split"], strict=True))
+    return problem_level_split(frame["problem_id"], seed, config.fractions)
+
+
+def run_probe_suite(
+    frame: pd.DataFrame, X: np.ndarray, seed: int, config: ProbeConfig | None = None
+) -> ProbeSuiteResult:
+    """Fit every configured probe, score the evaluation rows, bootstrap margins over the baseline."""
+    config = config or ProbeConfig()
+    inputs, labels = labelled_inputs(frame, X)
+    if config.cv_mode == "holdout":
+        split = resolve_split(inputs.frame, seed, config)
+        row_split = rows_split(inputs.frame["problem_id"], split)
+        scores, weights, selection_rows = _fit_holdout(inputs, labels, row_split, seed, config)
+        evaluated = row_split == "test"
+    else:
+        split, row_split, scores, weights = _fit_leave_problems_out(inputs, labels, seed, config)
+        selection_rows = []
+        evaluated = np.ones(len(inputs), dtype=bool)
+    metrics = _metric_rows(inputs.frame[evaluated], labels[evaluated], {p: s[evaluated] for p, s in scores.items()},
+                           seed, config) + selection_rows
+    margins = _margin_rows(inputs.frame[evaluated], labels[evaluated], {p: s[evaluated] for p, s in scores.items()},
+                           seed, config)
+    return ProbeSuiteResult(
+        metrics=pd.DataFrame(metrics, columns=METRIC_COLUMNS),
+        predictions=_prediction_rows(inputs.frame, scores, row_split),
+        weights=weights,
+        margins=pd.DataFrame(margins, columns=MARGIN_COLUMNS),
+        split=split,
+        config=config.as_dict(),
+    )
+
+
+def _fit_holdout(inputs, labels, row_split, seed, config):
+    """Select on val, refit, score every labelled row (train/val rows are reported, not evaluated)."""
+    train, val = row_split == "train", row_split == "val"
+    scores, weights, selection_rows = {}, {}, []
+    for name, spec in probe_specs(config).items():
+        chosen = select_and_fit(
+            spec, inputs.take(train), labels[train], inputs.take(val), labels[val], seed, config
+        )
+        scores[name] = chosen.probe.predict_score(inputs)
+        if chosen.probe.weights():
+            weights[name] = chosen.probe.weights()
+        selection_rows += [
+            (seed, name, f"selected_{chosen.hyperparameter}", chosen.value),
+            (seed, name, "val_pr_auc", chosen.val_pr_auc),
+        ]
+    return scores, weights, selection_rows
+
+
+def _fit_leave_problems_out(inputs, labels, seed, config):
+    """Out-of-fold scores for every row: fold k's problems are scored by a model that never saw them.
+
+    Inside each fold the remaining problems are split into train/val (same fractions, test share
+    removed) to choose hyperparameters, so the held-out fold is never used for selection.
+    """
+    problem_ids = inputs.frame["problem_id"].astype(str).to_numpy()
+    folds = leave_problems_out_folds(problem_ids, config.n_folds, seed)
+    inner_fractions = _inner_fractions(config.fractions)
+    scores = {name: np.full(len(inputs), np.nan) for name in config.probes}
+    weights, split = {}, {}
+    for fold, held_out in enumerate(folds):
+        test = np.isin(problem_ids, held_out)
+        inner = problem_level_split(problem_ids[~test], seed, inner_fractions)
+        inner_rows = np.array([inner.get(pid, "test") for pid in problem_ids], dtype=object)
+        train, val = ~test & (inner_rows == "train"), ~test & (inner_rows == "val")
+        split.update({pid: f"fold{fold}" for pid in held_out})
+        for name, spec in probe_specs(config).items():
+            chosen = select_and_fit(
+                spec, inputs.take(train), labels[train], inputs.take(val), labels[val], seed, config
+            )
+            scores[name][test] = chosen.probe.predict_score(inputs.take(test))
+            if chosen.probe.weights():
+                weights[f"{name}@fold{fold}"] = chosen.probe.weights()
+    row_split = np.full(len(inputs), "test", dtype=object)
+    return split, row_split, scores, weights
+
+
+def _inner_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+    train, val, _ = fractions
+    return (train / (train + val), val / (train + val), 0.0)
+
+
+def _metric_rows(frame, labels, scores, seed, config) -> list[tuple]:
+    importance = (
+        importance_target(frame["counterfactual_importance"].to_numpy(), config.importance_mode)
+        if "counterfactual_importance" in frame
+        else np.full(len(frame), np.nan)
+    )
+    groups = frame["trace_key"].to_numpy()  # top-k unit: within a setting slice, one trace = one problem
+    rows = []
+    for name, probe_scores in scores.items():
+        values = ranking_metrics(labels, probe_scores, importance, groups, config.k_list)
+        rows += [(seed, name, metric, value) for metric, value in values.items()]
+    return rows
+
+
+def _margin_rows(frame, labels, scores, seed, config) -> list[tuple]:
+    if config.baseline not in scores:
+        return []
+    others = {name: values for name, values in scores.items() if name != config.baseline}
+    intervals = bootstrap_margins(
+        labels,
+        others,
+        scores[config.baseline],
+        frame["problem_id"].astype(str).to_numpy(),
+        n_resamples=config.bootstrap_resamples,
+        seed=seed,
+        level=config.ci_level,
+    )
+    return [
+        (seed, m.probe, m.metric, m.margin, m.ci_low, m.ci_high, m.n_valid_resamples) for m in intervals
+    ]
+
+
+def _prediction_rows(frame, scores, row_split) -> pd.DataFrame:
+    parts = [
+        pd.DataFrame(
+            {
+                "trace_key": frame["trace_key"].to_numpy(),
+                "chunk_idx": frame["chunk_idx"].to_numpy(),
+                "probe": name,
+                "score": values,
+                "split": row_split,
+            }
+        )
+        for name, values in scores.items()
+    ]
+    return pd.concat(parts, ignore_index=True)[PREDICTION_COLUMNS] if parts else pd.DataFrame(
+        columns=PREDICTION_COLUMNS
+    )
+
+
+def linear_only(config: ProbeConfig) -> ProbeConfig:
+    """The config the tripwires use: the same linear-probe path, without the other probes or bootstrap."""
+    return replace(config, probes=("linear_probe",), bootstrap_resamples=0)
