@@ -1,0 +1,51 @@
+"""One asset per ``dbt_like_sql/*.sql`` file, built on the project's DuckDB file.
+
+``{{ ref('m') }}`` becomes a dependency on the asset ``m``; ``{{ source('t') }}`` a dependency on
+the Python asset(s) that write table ``t`` (``SOURCE_TABLES``). Adding a model needs no Python.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ta_platform.common.hashing import sha256_bytes
+from ta_platform.defs.resources import MetadataStoreResource
+from ta_platform.sql_models import SqlModel, load_models
+
+GROUP = "aggregates"
+
+# DuckDB tables written by Python assets -> the assets that write them.
+SOURCE_TABLES: dict[str, list[str]] = {
+    "probe_metrics": ["probes"],
+    "probe_margins": ["probes"],
+    "tripwire_results": ["probe_tripwires"],
+    "faults": ["problem_index", "sentence_spans", "sentence_activations"],
+}
+
+
+def _sql_asset(model: SqlModel) -> dg.AssetsDefinition:
+    unknown = [s for s in model.sources if s not in SOURCE_TABLES]
+    if unknown:
+        raise ValueError(f"{model.path}: source table(s) {unknown} are not written by any asset; "
+                         f"known: {sorted(SOURCE_TABLES)}")
+    deps = [*model.refs, *(asset for source in model.sources for asset in SOURCE_TABLES[source])]
+
+    @dg.asset(name=model.name, group_name=GROUP, deps=sorted(set(deps)), kinds={"duckdb", "sql"},
+              description=model.description, code_version=sha256_bytes(model.sql.encode())[:16])
+    def _build(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
+        store = metadata_store.store()
+        store.execute(model.render())
+        preview = store.query(f'SELECT * FROM "{model.name}" LIMIT 30')
+        n_rows = int(store.query(f'SELECT count(*) AS n FROM "{model.name}"')["n"].iloc[0])
+        context.log.info(f"{model.name}: {n_rows} rows")
+        return dg.MaterializeResult(metadata={
+            "rows": n_rows,
+            "sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"),
+            "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(empty)"),
+        })
+
+    return _build
+
+
+def build_sql_assets() -> list[dg.AssetsDefinition]:
+    return [_sql_asset(model) for model in load_models().values()]
