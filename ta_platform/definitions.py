@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ta_platform.defs.compute import ComputeResource
 from ta_platform.defs.resources import MetadataStoreResource, RolloutsResource, StudySettings
 from ta_platform.defs.thought_anchors import assets as thought_anchor_assets
 from ta_platform.defs.thought_anchors import checks as thought_anchor_checks
@@ -28,5 +29,6 @@ defs = dg.Definitions(
         "metadata_store": MetadataStoreResource(),
         "rollouts": RolloutsResource(),
         "settings": StudySettings(),
+        "compute": ComputeResource(),
     },
 )

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             failed_checks = [
                 f"{e.asset_check_evaluation_data.asset_check_key.to_user_string()}"
                 for e in result.all_events
-                if e.is_asset_check_evaluation and not e.asset_check_evaluation_data.passed
+                if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
             ]
             print(f"[{stage.name}] run {result.run_id} {'succeeded' if result.success else 'FAILED'} "
                   f"in {elapsed:.1f}s; failed checks: {failed_checks or 'none'}", flush=True)

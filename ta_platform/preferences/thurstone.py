@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 from ta_platform.common.faults import DataFault
 
 DEFAULT_PRIOR_GRID: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03)
-DEFAULT_SIGMA_PENALTY = 1.0
+DEFAULT_SIGMA_PENALTY = 10.0
 LOG_SIGMA_BOUNDS = (-3.0, 2.0)
 _WINNERS = ("a", "b")
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
@@ -364,7 +364,7 @@ def fit_thurstonian(
         p = probability_first_wins(x[:n], np.exp(x[n:]), sel_a, sel_b)
         metrics = pairwise_metrics(p, sel_won)
         rows.append({"prior_strength": strength, "heldout_log_loss": metrics["log_loss"],
-                     "heldout_accuracy": metrics["accuracy"]})
+                     "heldout_accuracy": metrics["accuracy"], "n_iterations": nit, "converged": ok})
         score = metrics["log_loss"] if len(sel_a) else 0.0
         if best is None or score < best[0]:
             best = (score, strength, x.copy(), ok, nit, metrics)

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import auroc, pr_auc
+from .metrics import auroc_columns, pr_auc_columns
 
-METRIC_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"pr_auc": pr_auc, "auroc": auroc}
+# Column-vectorised metrics: one sort per resample scores the baseline and every probe.
+METRIC_COLUMNS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "pr_auc": pr_auc_columns,
+    "auroc": auroc_columns,
+}
 
 
 @dataclass(frozen=True)
@@ -58,22 +62,26 @@ def bootstrap_margins(
         np.concatenate([rows_by_group[g] for g in rng.integers(0, n_groups, n_groups)])
         for _ in range(n_resamples if n_groups else 0)
     ]
+    names = list(scores_by_probe)
+    score_matrix = np.column_stack(
+        [baseline_scores] + [np.asarray(scores_by_probe[name], dtype=np.float64) for name in names]
+    )
     alpha = (1.0 - level) / 2.0
     results = []
     for metric in metrics:
-        metric_fn = METRIC_FUNCTIONS[metric]
-        baseline_resampled = np.array([metric_fn(labels[rows], baseline_scores[rows]) for rows in draws])
-        baseline_point = metric_fn(labels, baseline_scores)
-        for probe, scores in scores_by_probe.items():
-            scores = np.asarray(scores, dtype=np.float64)
-            resampled = np.array([metric_fn(labels[rows], scores[rows]) for rows in draws]) - baseline_resampled
-            resampled = resampled[np.isfinite(resampled)]
-            if resampled.size >= 2:
-                low, high = np.quantile(resampled, [alpha, 1.0 - alpha])
-            else:
-                low = high = float("nan")
-            margin = metric_fn(labels, scores) - baseline_point
-            results.append(MarginInterval(probe, metric, float(margin), float(low), float(high), int(resampled.size)))
+        metric_columns = METRIC_COLUMNS[metric]
+        point = metric_columns(labels, score_matrix)
+        resampled = np.array([metric_columns(labels[rows], score_matrix[rows]) for rows in draws])
+        resampled = resampled.reshape(len(draws), score_matrix.shape[1])
+        for column, name in enumerate(names, start=1):
+            margins = resampled[:, column] - resampled[:, 0]
+            margins = margins[np.isfinite(margins)]
+            low, high = np.quantile(margins, [alpha, 1.0 - alpha]) if margins.size >= 2 else (np.nan, np.nan)
+            results.append(
+                MarginInterval(
+                    name, metric, float(point[column] - point[0]), float(low), float(high), margins.size
+                )
+            )
     return results
 
 

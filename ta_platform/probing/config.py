@@ -68,4 +68,6 @@ class ProbeConfig:
 
     def as_dict(self) -> dict:
         """JSON-ready provenance record (tuples become lists)."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
+        }

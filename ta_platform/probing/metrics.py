@@ -32,33 +32,50 @@ def prevalence(labels: np.ndarray) -> float:
 
 def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Average precision (sklearn's step-wise PR-AUC); NaN for single-class labels."""
-    labels = np.asarray(labels, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos = labels.sum()
-    if labels.size == 0 or n_pos == 0 or n_pos == labels.size:
-        return float("nan")
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores, sorted_labels = scores[order], labels[order]
-    # One threshold per distinct score: the last index of each run of tied scores.
-    last_of_run = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_labels.size - 1]
-    true_pos = np.cumsum(sorted_labels)[last_of_run]
-    predicted_pos = last_of_run + 1.0
-    precision = true_pos / predicted_pos
-    recall_gain = np.diff(np.r_[0.0, true_pos]) / n_pos
-    return float(np.sum(recall_gain * precision))
+    return float(pr_auc_columns(labels, np.asarray(scores, dtype=np.float64)[:, None])[0])
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve via the Mann-Whitney U statistic; NaN for single-class labels."""
+    """Area under the ROC curve (Mann-Whitney U, ties count 1/2); NaN for single-class labels."""
+    return float(auroc_columns(labels, np.asarray(scores, dtype=np.float64)[:, None])[0])
+
+
+def pr_auc_columns(labels: np.ndarray, score_matrix: np.ndarray) -> np.ndarray:
+    """Average precision of every column of ``score_matrix`` (n_rows x n_scorers) at once.
+
+    Each positive contributes the precision at the END of its run of tied scores (sklearn evaluates
+    precision once per distinct threshold), averaged over positives. Vectorised over columns so the
+    bootstrap scores all probes of a resample with one sort.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(score_matrix, dtype=np.float64)
+    n_rows, n_cols = scores.shape
+    n_pos = labels.sum()
+    if n_rows == 0 or n_pos == 0 or n_pos == n_rows:
+        return np.full(n_cols, np.nan)
+    order = np.argsort(-scores, axis=0, kind="stable")
+    sorted_scores = np.take_along_axis(scores, order, axis=0)
+    sorted_labels = labels[order]
+    positions = np.arange(n_rows)[:, None]
+    is_run_end = np.vstack([np.diff(sorted_scores, axis=0) != 0, np.ones((1, n_cols), dtype=bool)])
+    run_end = np.where(is_run_end, positions, n_rows)
+    run_end = np.minimum.accumulate(run_end[::-1], axis=0)[::-1]  # last index of each row's tie run
+    true_pos = np.cumsum(sorted_labels, axis=0)
+    precision_at_run_end = np.take_along_axis(true_pos, run_end, axis=0) / (run_end + 1.0)
+    return (sorted_labels * precision_at_run_end).sum(axis=0) / n_pos
+
+
+def auroc_columns(labels: np.ndarray, score_matrix: np.ndarray) -> np.ndarray:
+    """AUROC of every column of ``score_matrix`` at once (average ranks handle ties)."""
     labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(score_matrix, dtype=np.float64)
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)  # average ranks: a tied pair counts 1/2
-    u_stat = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u_stat / (n_pos * n_neg))
+        return np.full(scores.shape[1], np.nan)
+    ranks = rankdata(scores, axis=0)
+    u_stat = ranks[labels].sum(axis=0) - n_pos * (n_pos + 1) / 2.0
+    return u_stat / (n_pos * n_neg)
 
 
 def spearman(scores: np.ndarray, importance: np.ndarray) -> float:

@@ -90,7 +90,11 @@ def _logistic(c_value: float, config: ProbeConfig) -> LogisticRegression:
 
 def make_position_baseline(c_value: float, seed: int, config: ProbeConfig) -> Probe:
     """Logistic regression on position features only: what a probe must beat to mean anything."""
-    steps = [("columns", PositionColumns()), ("scale", StandardScaler()), ("model", _logistic(c_value, config))]
+    steps = [
+        ("columns", PositionColumns()),
+        ("scale", StandardScaler()),
+        ("model", _logistic(c_value, config)),
+    ]
     return Probe("position_baseline", Pipeline(steps))
 
 
@@ -103,7 +107,11 @@ def make_text_baseline(c_value: float, seed: int, config: ProbeConfig) -> Probe:
 
 def make_linear_probe(c_value: float, seed: int, config: ProbeConfig) -> Probe:
     """StandardScaler + L2 logistic on activations: the primary probe."""
-    steps = [("columns", ActivationColumns()), ("scale", StandardScaler()), ("model", _logistic(c_value, config))]
+    steps = [
+        ("columns", ActivationColumns()),
+        ("scale", StandardScaler()),
+        ("model", _logistic(c_value, config)),
+    ]
     return Probe("linear_probe", Pipeline(steps))
 
 
@@ -198,5 +206,6 @@ def select_and_fit(
     else:
         fit_inputs, fit_labels = train, np.asarray(y_train)
     probe = spec.build(chosen, seed, config).fit(fit_inputs, fit_labels)
-    return Selection(probe, spec.hyperparameter, float(chosen), val_scores.get(chosen, float("nan")), val_scores)
-
+    return Selection(
+        probe, spec.hyperparameter, float(chosen), val_scores.get(chosen, float("nan")), val_scores
+    )

@@ -8,7 +8,7 @@ Only ``in_label_set`` rows are used (the dropped last chunk has no label).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,9 @@ def labelled_inputs(frame: pd.DataFrame, X: np.ndarray) -> tuple[ProbeInputs, np
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] != len(frame):
         raise ValueError(f"activations of shape {X.shape} do not match {len(frame)} label rows")
-    keep = frame["in_label_set"].to_numpy(dtype=bool) if "in_label_set" in frame else np.ones(len(frame), bool)
+    keep = (
+        frame["in_label_set"].to_numpy(dtype=bool) if "in_label_set" in frame else np.ones(len(frame), bool)
+    )
     inputs = ProbeInputs(frame.loc[keep].reset_index(drop=True), X[keep])
     return inputs, inputs.frame["anchor"].to_numpy(dtype=int)
 
@@ -88,10 +90,19 @@ def run_probe_suite(
         split, row_split, scores, weights = _fit_leave_problems_out(inputs, labels, seed, config)
         selection_rows = []
         evaluated = np.ones(len(inputs), dtype=bool)
-    metrics = _metric_rows(inputs.frame[evaluated], labels[evaluated], {p: s[evaluated] for p, s in scores.items()},
-                           seed, config) + selection_rows
-    margins = _margin_rows(inputs.frame[evaluated], labels[evaluated], {p: s[evaluated] for p, s in scores.items()},
-                           seed, config)
+    metrics = (
+        _metric_rows(
+            inputs.frame[evaluated],
+            labels[evaluated],
+            {p: s[evaluated] for p, s in scores.items()},
+            seed,
+            config,
+        )
+        + selection_rows
+    )
+    margins = _margin_rows(
+        inputs.frame[evaluated], labels[evaluated], {p: s[evaluated] for p, s in scores.items()}, seed, config
+    )
     return ProbeSuiteResult(
         metrics=pd.DataFrame(metrics, columns=METRIC_COLUMNS),
         predictions=_prediction_rows(inputs.frame, scores, row_split),
@@ -180,9 +191,7 @@ def _margin_rows(frame, labels, scores, seed, config) -> list[tuple]:
         seed=seed,
         level=config.ci_level,
     )
-    return [
-        (seed, m.probe, m.metric, m.margin, m.ci_low, m.ci_high, m.n_valid_resamples) for m in intervals
-    ]
+    return [(seed, m.probe, m.metric, m.margin, m.ci_low, m.ci_high, m.n_valid_resamples) for m in intervals]
 
 
 def _prediction_rows(frame, scores, row_split) -> pd.DataFrame:
@@ -198,11 +207,8 @@ def _prediction_rows(frame, scores, row_split) -> pd.DataFrame:
         )
         for name, values in scores.items()
     ]
-    return pd.concat(parts, ignore_index=True)[PREDICTION_COLUMNS] if parts else pd.DataFrame(
-        columns=PREDICTION_COLUMNS
+    return (
+        pd.concat(parts, ignore_index=True)[PREDICTION_COLUMNS]
+        if parts
+        else pd.DataFrame(columns=PREDICTION_COLUMNS)
     )
-
-
-def linear_only(config: ProbeConfig) -> ProbeConfig:
-    """The config the tripwires use: the same linear-probe path, without the other probes or bootstrap."""
-    return replace(config, probes=("linear_probe",), bootstrap_resamples=0)

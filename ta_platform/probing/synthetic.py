@@ -18,8 +18,16 @@ _VOCABULARY = np.array(
     "answer is equal divide multiply square root total number each step because therefore".split()
 )
 _FUNCTION_TAGS = np.array(
-    ["problem_setup", "plan_generation", "fact_retrieval", "active_computation", "result_consolidation",
-     "uncertainty_management", "self_checking", "final_answer_emission"]
+    [
+        "problem_setup",
+        "plan_generation",
+        "fact_retrieval",
+        "active_computation",
+        "result_consolidation",
+        "uncertainty_management",
+        "self_checking",
+        "final_answer_emission",
+    ]
 )
 _SPLIT_FOLDERS = {"correct": "correct_base_solution", "incorrect": "incorrect_base_solution"}
 
@@ -49,8 +57,9 @@ def make_synthetic_probe_data(
         offset = rng.normal(0.0, 0.5, size=dims)
         for setting in settings:
             n_chunks = int(rng.integers(sentences[0], sentences[1] + 1))
-            frame, latents = _synthetic_trace(rng, model, setting, problem_id, n_chunks, anchor_rate,
-                                              content_strength, position_strength)
+            frame, latents = _synthetic_trace(
+                rng, model, setting, problem_id, n_chunks, anchor_rate, content_strength, position_strength
+            )
             frames.append(frame)
             blocks.append(latents @ projection + offset + rng.normal(0.0, noise_sd, size=(n_chunks, dims)))
     frame = pd.concat(frames, ignore_index=True)
@@ -58,7 +67,9 @@ def make_synthetic_probe_data(
     return frame, np.vstack(blocks).astype(np.float32)
 
 
-def _synthetic_trace(rng, model, setting, problem_id, n_chunks, anchor_rate, content_strength, position_strength):
+def _synthetic_trace(
+    rng, model, setting, problem_id, n_chunks, anchor_rate, content_strength, position_strength
+):
     chunk_idx = np.arange(n_chunks)
     rel_position = chunk_idx / (n_chunks - 1)
     content = rng.normal(size=n_chunks)
@@ -85,7 +96,9 @@ def _synthetic_trace(rng, model, setting, problem_id, n_chunks, anchor_rate, con
             "n_chunks": n_chunks,
             "rel_position": rel_position,
             "function_tag": rng.choice(_FUNCTION_TAGS, size=n_chunks),
-            "text": [" ".join(rng.choice(_VOCABULARY, size=int(rng.integers(4, 14)))) for _ in range(n_chunks)],
+            "text": [
+                " ".join(rng.choice(_VOCABULARY, size=int(rng.integers(4, 14)))) for _ in range(n_chunks)
+            ],
             "counterfactual_importance": counterfactual,
             "resampling_importance": rng.normal(0.0, 0.02, size=n_chunks),
             "is_last_chunk": ~in_label_set,

@@ -4,7 +4,6 @@
 the Python asset(s) that write table ``t`` (``SOURCE_TABLES``). Adding a model needs no Python.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

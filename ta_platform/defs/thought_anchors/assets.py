@@ -1,6 +1,5 @@
 """problem_index -> sentence_labels -> sentence_spans. Thin: the science is in ta_platform.anchors."""
 
-from __future__ import annotations
 
 import time
 
@@ -13,6 +12,7 @@ from ta_platform.anchors.spans import char_span_table
 from ta_platform.anchors.trace_table import problem_index_rows, trace_snapshot, traces_from_snapshot
 from ta_platform.common.hashing import code_version, sha256_file, stable_json_hash
 from ta_platform.common.parquet_io import write_parquet
+from ta_platform.defs.compute import ComputeResource
 from ta_platform.defs.resources import MetadataStoreResource, RolloutsResource, StudySettings
 
 GROUP = "thought_anchors"
@@ -83,17 +83,19 @@ def sentence_labels(
 
 @dg.asset(group_name=GROUP, deps=[problem_index], kinds={"duckdb", "parquet"})
 def sentence_spans(
-    context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource
+    context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource, compute: ComputeResource
 ) -> dg.MaterializeResult:
     """Character spans of every sentence in ``full_cot`` and token spans for each registry tokenizer."""
-    from ta_platform.defs.token_spans import token_spans_for_registry
+    from ta_platform.anchors.token_table import token_span_table
 
     snapshot_file = artifacts.thought_anchor_file(artifacts.SNAPSHOT)
     snapshot = pd.read_parquet(snapshot_file)
     char_spans, faults = char_span_table(snapshot)
     for fault in faults:
         context.log.warning(f"unaligned {fault.item}: {fault.problem}")
-    token_spans, tokenizer_hashes = token_spans_for_registry(snapshot, char_spans, context.log)
+    tokenizers = {key: compute.load_tokenizer(spec) for key, spec in compute.registry().items()}
+    token_spans, token_faults = token_span_table(snapshot, char_spans, tokenizers)
+    tokenizer_hashes = {key: stable_json_hash(tok.backend_tokenizer.to_str()) for key, tok in tokenizers.items()}
     provenance = {"snapshot_sha256": sha256_file(snapshot_file), "tokenizers": tokenizer_hashes,
                   "code_version": code_version()}
     write_parquet(char_spans, artifacts.thought_anchor_file(artifacts.CHAR_SPANS), provenance)
@@ -102,9 +104,11 @@ def sentence_spans(
     store.replace_slice("sentence_spans", char_spans)
     store.replace_slice("token_spans", token_spans)
     metadata_store.record_faults("align", faults)
+    metadata_store.record_faults("tokenize", token_faults)
     n_whitespace = int((char_spans["match"] == "whitespace").sum())
     return dg.MaterializeResult(
         data_version=dg.DataVersion(stable_json_hash(provenance)),
         metadata={"n_spans": len(char_spans), "n_whitespace_matches": n_whitespace, "n_unaligned_traces": len(faults),
+                  "n_untokenizable": len(token_faults),
                   "n_token_spans": len(token_spans), "tokenizers": sorted(tokenizer_hashes), "provenance": provenance},
     )

@@ -1,7 +1,6 @@
 """Asset checks encoding the span/label invariants. Blocking where a failure makes downstream
 results meaningless; each failing check names the problems and sentences concerned."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
