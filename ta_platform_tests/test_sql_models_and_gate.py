@@ -13,11 +13,11 @@ from ta_platform.sql_models import load_models, topological_order
 def test_project_models_parse_and_their_refs_form_a_dag():
     models = load_models()
     assert {"probe_metric_summary", "probe_margin_summary", "tripwire_summary", "extraction_failure_summary",
-            "scaling_matrix"} <= set(models)
+            "scaling_report_rows"} <= set(models)
     order = topological_order(models)
-    assert order.index("probe_metric_summary") < order.index("scaling_matrix")
-    assert set(models["scaling_matrix"].refs) == {"probe_metric_summary", "probe_margin_summary"}
-    assert "tripwire_results" in models["scaling_matrix"].sources
+    assert order.index("probe_metric_summary") < order.index("scaling_report_rows")
+    assert set(models["scaling_report_rows"].refs) == {"probe_metric_summary", "probe_margin_summary"}
+    assert "tripwire_results" in models["scaling_report_rows"].sources
 
 
 def test_a_new_model_needs_only_a_file_and_cycles_and_unknown_refs_are_named(tmp_path):
@@ -52,22 +52,20 @@ def _probe_tables(store: MetadataStore) -> None:
     ]))
 
 
-def test_scaling_matrix_picks_the_best_probe_and_reports_failing_tripwires(tmp_path):
+def test_report_rows_join_summary_margins_and_failing_tripwires(tmp_path):
     store = MetadataStore(tmp_path / "m.duckdb")
     _probe_tables(store)
     models = load_models()
     for name in topological_order(models):
         if name != "extraction_failure_summary":
             store.execute(models[name].render())
-    matrix = store.read_table("scaling_matrix")
-    assert len(matrix) == 1
-    row = matrix.iloc[0]
-    assert row["best_probe"] == "linear_probe"
-    assert row["pr_auc"] == pytest.approx(0.41)
-    assert row["position_pr_auc"] == pytest.approx(0.20)
-    assert row["margin"] == pytest.approx(0.2)
-    assert not row["tripwires_passed"]
-    assert "planted_signal:planted_signal_not_recovered" in row["tripwire_failures"]
+    rows = store.read_table("scaling_report_rows")
+    assert len(rows) == 3
+    linear = rows[rows["probe"] == "linear_probe"].iloc[0]
+    assert linear["mean"] == pytest.approx(0.41)
+    assert linear["margin"] == pytest.approx(0.2) and linear["ci_low"] == pytest.approx(0.1)
+    assert linear["tripwire_status"] == "FAIL: planted_signal:planted_signal_not_recovered"
+    assert rows[rows["probe"] == "mlp_probe"]["margin"].isna().all()
     summary = store.read_table("probe_metric_summary")
     linear = summary[summary["probe"] == "linear_probe"].iloc[0]
     assert linear["n_seeds"] == 3 and linear["std"] == pytest.approx(0.01)

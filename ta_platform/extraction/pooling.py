@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-POOLINGS = ("mean", "last")
+from ta_platform.extraction.pooling_names import POOLINGS
 
 
 @dataclass(frozen=True)

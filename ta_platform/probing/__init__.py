@@ -8,7 +8,15 @@ one seed; ``run_tripwires`` checks that the data and the pipeline can be trusted
 from .bootstrap import MarginInterval, bootstrap_margins
 from .config import PROBE_NAMES, ProbeConfig
 from .features import ProbeInputs, position_features
-from .metrics import auroc, importance_target, pr_auc, prevalence, ranking_metrics, spearman, top_k_per_problem
+from .metrics import (
+    auroc,
+    importance_target,
+    pr_auc,
+    prevalence,
+    ranking_metrics,
+    spearman,
+    top_k_per_problem,
+)
 from .models import Probe, ProbeSpec, Selection, probe_specs, select_and_fit
 from .report import best_probe_cells, markdown_matrix, matrix_png
 from .splits import leave_problems_out_folds, problem_level_split, rows_split

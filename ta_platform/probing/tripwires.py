@@ -234,7 +234,7 @@ def random_label_null(
 
     Labels are permuted within each problem (prevalence and problem structure kept, content link
     destroyed) ``null_permutations`` times; the linear probe is trained through the normal suite path
-    each time. Under a sound pipeline its test PR-AUC is then distributed exactly like the PR-AUC of a
+    each time (with the L2 strength the real-label run chose). Under a sound pipeline its test PR-AUC is then distributed exactly like the PR-AUC of a
     random ranking of the test labels, which we simulate (``null_reference_draws``) -- so both bands
     are calibrated for the actual prevalence and test size, with no hand-tuned margin.
     - permutation_null passes iff the mean null PR-AUC <= reference mean + max(sigmas x SE, floor):
@@ -249,12 +249,17 @@ def random_label_null(
             for n in ("permutation_null", "signal_beats_null")
         ]
     linear = _linear_only(config)
-    real = run_probe_suite(frame, X, seed, linear).metric("linear_probe", "pr_auc")
+    real_run = run_probe_suite(frame, X, seed, linear)
+    real = real_run.metric("linear_probe", "pr_auc")
+    # Null probes reuse the real run's L2 choice: selection only sees val labels, so it cannot change
+    # the null distribution, and skipping it makes each permutation one fit instead of len(grid) + 1.
+    chosen_c = real_run.metric("linear_probe", "selected_C")
+    null_config = replace(linear, l2_c_grid=(chosen_c,)) if np.isfinite(chosen_c) else linear
     rng = np.random.default_rng([seed, 7919])
     null_scores = []
     for _ in range(config.null_permutations):
         permuted = _permute_within_problems(frame, rng)
-        null_scores.append(run_probe_suite(permuted, X, seed, linear).metric("linear_probe", "pr_auc"))
+        null_scores.append(run_probe_suite(permuted, X, seed, null_config).metric("linear_probe", "pr_auc"))
     null_scores = np.array(null_scores)
     test_labels = _evaluation_labels(frame, X, seed, config)
     reference = _random_ranking_pr_auc(test_labels, config.null_reference_draws, rng)

@@ -1,0 +1,1 @@
+"""Probes partitioned by seed, tripwires as asset checks, the scaling summary and the release gate."""

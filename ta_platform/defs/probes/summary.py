@@ -1,0 +1,59 @@
+"""scaling_summary: the model x setting matrix as a DuckDB table, markdown, PNG and a report file;
+and the release gate, an asset check on it that reads every other check's latest evaluation."""
+
+import time
+
+import dagster as dg
+
+from ta_platform.common.atomic import atomic_write_bytes, atomic_write_text
+from ta_platform.common.paths import storage_path
+from ta_platform.common.release_gate import evaluate_gate
+from ta_platform.defs.gate.instance_reader import latest_evaluations
+from ta_platform.defs.resources import MetadataStoreResource
+from ta_platform.probing.report import best_probe_cells, markdown_matrix, matrix_png
+
+GATE_CHECK_NAME = "release_gate"
+
+
+@dg.asset(group_name="probes", deps=["scaling_report_rows"], kinds={"duckdb", "markdown"})
+def scaling_summary(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
+    """Best probe per model x setting, its PR-AUC margin over position with the bootstrap interval,
+    and the tripwire status; written to DuckDB, storage/reports/ and the asset's metadata."""
+    store = metadata_store.store()
+    rows = store.read_table("scaling_report_rows")
+    if rows.empty:
+        raise ValueError("scaling_report_rows is empty: materialise probes and the SQL aggregates first")
+    cells = best_probe_cells(rows)
+    store.replace_slice("scaling_summary", cells)
+    table = markdown_matrix(rows)
+    png = matrix_png(rows)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    report = f"# Scaling summary\n\nGenerated {stamp} by run {context.run_id}.\n\n{table}\n"
+    atomic_write_text(storage_path("reports", "scaling_summary.md"), report)
+    atomic_write_bytes(storage_path("reports", "scaling_summary.png"), png)
+    context.log.info("\n" + table)
+    return dg.MaterializeResult(metadata={
+        "table": dg.MetadataValue.md(table),
+        "plot": dg.MetadataValue.md(_png_markdown(png)),
+        "report_path": dg.MetadataValue.path(str(storage_path("reports", "scaling_summary.md"))),
+        "n_cells": len(cells),
+    })
+
+
+def _png_markdown(png: bytes) -> str:
+    import base64
+
+    return f"![scaling summary](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+@dg.asset_check(asset=scaling_summary, name=GATE_CHECK_NAME,
+                description="Release gate: the latest evaluation of every other check passed (none missing).")
+def release_gate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    graph = context.op_execution_context.repository_def.asset_graph
+    keys = [key for key in graph.asset_check_keys if key.name != GATE_CHECK_NAME]
+    verdict = evaluate_gate(latest_evaluations(context.instance, keys))
+    context.log.info(verdict.summary())
+    return dg.AssetCheckResult(passed=verdict.passed, metadata={
+        "summary": verdict.summary(), "failing": verdict.failing, "missing": verdict.missing,
+        "warnings": verdict.warnings, "n_checks": len(keys),
+    })

@@ -1,0 +1,3 @@
+"""Names of the pooling modes, torch-free so configs can validate them without importing torch."""
+
+POOLINGS = ("mean", "last")

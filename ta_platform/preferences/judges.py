@@ -1,0 +1,272 @@
+"""Judges answer "which of these two tasks would you rather do?" with P(first task chosen).
+
+Two implementations share one protocol so active learning never cares which it talks to:
+``HFLogitJudge`` reads a Hugging Face causal LM's next-token logits for the two option labels and
+averages both presentation orders (cancelling position bias); ``SimulatedJudge`` samples from a
+Thurstonian model with hidden utilities (tests, benchmarks, the embedded default). torch is imported
+lazily so the simulated path never pays for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr
+
+QUESTION = "Which of these two tasks would you rather do?"
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a judge sees of a task: its id (simulated judges) and its prompt (model judges)."""
+
+    task_id: str
+    prompt: str
+
+
+@runtime_checkable
+class PairwiseJudge(Protocol):
+    """P(first task of each pair chosen); pairs are (first, second) in presentation order."""
+
+    def prefer_first(self, pairs: Sequence[tuple[Task, Task]]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class SamplingJudge(PairwiseJudge, Protocol):
+    """A judge that draws its own choices (one bool per pair: True = first chosen)."""
+
+    def sample_first_chosen(self, pairs: Sequence[tuple[Task, Task]]) -> np.ndarray: ...
+
+
+def tasks_from_pool(pool: pd.DataFrame) -> dict[str, Task]:
+    """``task_id -> Task`` from a task-pool frame (``task_id, prompt``)."""
+    return {str(t): Task(str(t), str(p)) for t, p in zip(pool["task_id"], pool["prompt"], strict=True)}
+
+
+# --------------------------------------------------------------------------- HF logit judge
+
+
+def build_comparison_prompt(first: str, second: str, tokenizer: Any = None, system_prompt: str | None = None,
+                            labels: tuple[str, str] = ("A", "B")) -> str:
+    """The exact text shown to the model: both tasks labelled, ending where the label is answered.
+
+    With a tokenizer that has a chat template, the question becomes the user turn (plus the system
+    prompt) and the generation prompt is appended; otherwise a plain text prompt ending in
+    "Answer:" is used, with the system prompt as a leading paragraph.
+    """
+    question = (f"{QUESTION}\n\nTask {labels[0]}:\n{first}\n\nTask {labels[1]}:\n{second}\n\n"
+                f"Reply with the letter {labels[0]} or {labels[1]} only.")
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": question}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prefix = f"{system_prompt}\n\n" if system_prompt else ""
+    return f"{prefix}{question}\nAnswer:"
+
+
+class HFLogitJudge:
+    """A Hugging Face causal LM as a judge, read from the logits of the two option tokens.
+
+    For every pair both orders are asked; P(first chosen) = mean(P(label A | first shown as A),
+    P(label B | first shown as B)), each a softmax over just the two option logits. A model that
+    always says "A" therefore yields 0.5, not a spurious preference. Prompts are sorted by length
+    and right-padded in batches; the next-token position is the last real token of each row.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, system_prompt: str | None = None, *, batch_size: int = 16,
+                 labels: tuple[str, str] = ("A", "B"), option_tokens: tuple[str, str] | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        self.batch_size = batch_size
+        self.labels = labels
+        chat = bool(getattr(tokenizer, "chat_template", None))
+        # After "Answer:" the label follows a space; after a chat generation prompt it does not.
+        tokens = option_tokens or (labels if chat else (f" {labels[0]}", f" {labels[1]}"))
+        self.option_ids = tuple(self._single_token_id(t) for t in tokens)
+        if self.option_ids[0] == self.option_ids[1]:
+            raise ValueError(f"option tokens {tokens} map to the same token id")
+
+    def _single_token_id(self, text: str) -> int:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if not ids:
+            raise ValueError(f"option token {text!r} encodes to nothing")
+        return int(ids[-1] if len(ids) > 1 and ids[0] == self._space_id() else ids[0])
+
+    def _space_id(self) -> int | None:
+        ids = self.tokenizer.encode(" ", add_special_tokens=False)
+        return ids[0] if len(ids) == 1 else None
+
+    def prompt_for(self, first: str, second: str) -> str:
+        return build_comparison_prompt(first, second, self.tokenizer, self.system_prompt, self.labels)
+
+    def option_probabilities(self, prompts: Sequence[str]) -> np.ndarray:
+        """P(label A) for each prompt: softmax over the two option-token logits at the next position."""
+        import torch  # lazy: model judges only
+
+        encoded = [self.tokenizer.encode(p, add_special_tokens=not self._has_bos(p)) for p in prompts]
+        order = np.argsort([len(e) for e in encoded], kind="stable")
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        device = next(self.model.parameters()).device
+        out = np.empty(len(prompts))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), self.batch_size):
+                    rows = order[start:start + self.batch_size]
+                    width = max(len(encoded[r]) for r in rows)
+                    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+                    mask = torch.zeros((len(rows), width), dtype=torch.long)
+                    for k, r in enumerate(rows):
+                        ids[k, : len(encoded[r])] = torch.tensor(encoded[r])
+                        mask[k, : len(encoded[r])] = 1
+                    logits = self._next_token_option_logits(ids.to(device), mask.to(device))
+                    out[rows] = torch.softmax(logits.float(), dim=-1)[:, 0].cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _has_bos(self, prompt: str) -> bool:
+        bos = getattr(self.tokenizer, "bos_token", None)
+        return bool(bos) and prompt.startswith(bos)  # chat templates already add BOS
+
+    def _next_token_option_logits(self, ids: Any, mask: Any) -> Any:
+        """Logits of the two option tokens at each row's last real position, shape (batch, 2)."""
+        import torch
+
+        last = mask.sum(dim=1) - 1
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        option_ids = torch.tensor(self.option_ids, device=ids.device)
+        # Only the positions we read: rows are length-sorted, so a batch has few distinct ends. This
+        # avoids materialising (batch, seq, vocab) logits, which is GBs for 256k-token vocabularies.
+        positions, which = torch.unique(last, return_inverse=True)
+        try:
+            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
+            picked = logits[rows, which]
+        except TypeError:  # models without logits_to_keep
+            picked = self.model(input_ids=ids, attention_mask=mask).logits[rows, last]
+        return picked[:, option_ids]
+
+    def prefer_first(self, pairs: Sequence[tuple[Task, Task]]) -> np.ndarray:
+        """Order-averaged P(first task chosen), asking (first, second) and (second, first)."""
+        if not pairs:
+            return np.empty(0)
+        forward = [self.prompt_for(a.prompt, b.prompt) for a, b in pairs]
+        backward = [self.prompt_for(b.prompt, a.prompt) for a, b in pairs]
+        p_label_a = self.option_probabilities(forward + backward)
+        n = len(pairs)
+        return 0.5 * (p_label_a[:n] + (1.0 - p_label_a[n:]))
+
+
+# --------------------------------------------------------------------------- simulated judge
+
+
+UtilityShift = Callable[[str, Task], float]
+
+
+class SimulatedJudge:
+    """Thurstonian judge: utility of task t is a draw from N(mu_t + shift, sigma_t^2); higher wins.
+
+    ``utility_shift(system_prompt, task)`` models an induced preference (e.g. "you hate math"
+    lowers mu of math tasks) so system-prompt experiments can be simulated with a known answer.
+    """
+
+    def __init__(self, true_mu: Mapping[str, float] | pd.Series, noise_sigma: Mapping[str, float] | pd.Series | float,
+                 seed: int = 0, *, system_prompt: str | None = None, utility_shift: UtilityShift | None = None):
+        self.true_mu = pd.Series(true_mu, dtype=float)
+        self.true_mu.index = self.true_mu.index.astype(str)
+        if np.isscalar(noise_sigma):
+            self.noise_sigma = pd.Series(float(noise_sigma), index=self.true_mu.index)
+        else:
+            self.noise_sigma = pd.Series(noise_sigma, dtype=float)
+            self.noise_sigma.index = self.noise_sigma.index.astype(str)
+        self.system_prompt = system_prompt
+        self.utility_shift = utility_shift
+        self._rng = np.random.default_rng(seed)
+
+    def with_system_prompt(self, system_prompt: str | None) -> SimulatedJudge:
+        """Same hidden utilities (and a fresh stream of the same seed) under another system prompt."""
+        judge = SimulatedJudge(self.true_mu, self.noise_sigma, 0, system_prompt=system_prompt,
+                               utility_shift=self.utility_shift)
+        judge._rng = np.random.default_rng(self._rng.integers(2**63))
+        return judge
+
+    def _mu_sigma(self, tasks: Sequence[Task]) -> tuple[np.ndarray, np.ndarray]:
+        ids = [t.task_id for t in tasks]
+        missing = [i for i in ids if i not in self.true_mu.index]
+        if missing:
+            raise KeyError(f"simulated judge has no utility for task(s) {missing[:5]}")
+        mu = self.true_mu.loc[ids].to_numpy(copy=True)
+        if self.system_prompt is not None and self.utility_shift is not None:
+            mu += np.array([self.utility_shift(self.system_prompt, t) for t in tasks])
+        return mu, self.noise_sigma.loc[ids].to_numpy()
+
+    def prefer_first(self, pairs: Sequence[tuple[Task, Task]]) -> np.ndarray:
+        mu_a, s_a = self._mu_sigma([a for a, _ in pairs])
+        mu_b, s_b = self._mu_sigma([b for _, b in pairs])
+        return ndtr((mu_a - mu_b) / np.sqrt(s_a**2 + s_b**2))
+
+    def sample_first_chosen(self, pairs: Sequence[tuple[Task, Task]]) -> np.ndarray:
+        mu_a, s_a = self._mu_sigma([a for a, _ in pairs])
+        mu_b, s_b = self._mu_sigma([b for _, b in pairs])
+        draws_a = self._rng.normal(mu_a, s_a)
+        draws_b = self._rng.normal(mu_b, s_b)
+        return draws_a > draws_b
+
+
+# --------------------------------------------------------------------------- planted utilities
+
+
+@dataclass(frozen=True)
+class PlantedUtilities:
+    """Hidden utilities planted for the embedded default, with every component kept for audits."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    readout: np.ndarray  # activation readout part (unit variance x readout_scale)
+    topic_part: np.ndarray
+    noise: np.ndarray
+    direction: np.ndarray  # unit vector in standardised-activation space
+    topic_effects: dict[str, float]
+
+    def as_frame(self, task_ids: Sequence[str]) -> pd.DataFrame:
+        return pd.DataFrame({"task_id": list(task_ids), "mu": self.mu, "sigma": self.sigma,
+                             "readout": self.readout, "topic_part": self.topic_part, "noise": self.noise})
+
+
+def planted_utilities(activations: np.ndarray, topics: Sequence[str], seed: int = 0, *,
+                      readout_scale: float = 1.0, topic_scale: float = 0.5, noise_scale: float = 0.3,
+                      sigma_range: tuple[float, float] = (0.3, 0.7)) -> PlantedUtilities:
+    """mu = readout_scale * z(X_std @ w) + topic_effect[topic] + N(0, noise_scale^2).
+
+    X_std is the activations standardised per column (constant columns left at 0); w is a seeded
+    random unit direction; z() standardises the readout to unit variance. Topic effects are seeded
+    N(0, topic_scale^2) per topic. Why: a probe on the judge's own activations can recover the
+    readout AND the topic part, while a content baseline (text embeddings) sees the topic part
+    and only whatever of the readout happens to be predictable from text. Per-task Thurstonian noise
+    sigma ~ U(sigma_range). Documented in docs/preferences.md.
+    """
+    x = np.asarray(activations, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(topics):
+        raise ValueError(f"activations must be (n_tasks, d) matching {len(topics)} topics, got {x.shape}")
+    rng = np.random.default_rng(seed)
+    std = x.std(axis=0)
+    x_std = np.divide(x - x.mean(axis=0), std, out=np.zeros_like(x), where=std > 0)
+    direction = rng.normal(size=x.shape[1])
+    direction /= np.linalg.norm(direction)
+    raw = x_std @ direction
+    readout = readout_scale * (raw - raw.mean()) / (raw.std() or 1.0)
+    names = sorted(set(map(str, topics)))
+    effects = dict(zip(names, rng.normal(0.0, topic_scale, len(names)).tolist(), strict=True))
+    topic_part = np.array([effects[str(t)] for t in topics])
+    noise = rng.normal(0.0, noise_scale, len(topics))
+    sigma = rng.uniform(*sigma_range, len(topics))
+    return PlantedUtilities(mu=readout + topic_part + noise, sigma=sigma, readout=readout, topic_part=topic_part,
+                            noise=noise, direction=direction, topic_effects=effects)
