@@ -183,3 +183,16 @@ def test_planted_content_signal_beats_position_and_tag_baselines(full):
     assert bow - pos > 0.2, scores
     assert bow - tag > 0.2, scores
     assert bow < 0.9, scores  # learnable, not trivially perfect
+
+
+def test_a_stale_embedded_dataset_is_regenerated_not_reused(tmp_path):
+    from ta_platform.rollouts.generator import ensure_dataset, read_manifest
+
+    target = tmp_path / "embedded"
+    ensure_dataset(target, seed=0, n_problems=3)
+    first = read_manifest(target)
+    ensure_dataset(target, seed=1, n_problems=3)
+    second = read_manifest(target)
+    assert (first["seed"], second["seed"]) == (0, 1)
+    assert first["traces"] != second["traces"]
+    assert [p.name for p in tmp_path.iterdir()] == ["embedded"], "no stale copies left behind"

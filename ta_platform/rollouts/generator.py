@@ -178,11 +178,16 @@ def ensure_dataset(out_dir: str | os.PathLike[str], seed: int = 0, n_problems: i
     """
     out_dir = Path(out_dir)
     if (out_dir / MANIFEST_FILE).is_file():
-        version = read_manifest(out_dir).get("generator_version")
-        if version != GENERATOR_VERSION:
-            logger.warning("%s was written by generator version %s (current %s); delete it to regenerate",
-                           out_dir, version, GENERATOR_VERSION)
-        return out_dir
+        manifest = read_manifest(out_dir)
+        found = (manifest.get("generator_version"), manifest.get("seed"), manifest.get("n_problems"))
+        if found == (GENERATOR_VERSION, seed, n_problems):
+            return out_dir
+        # A stale cache is never silently reused: move it aside and regenerate.
+        logger.warning("%s holds (version, seed, problems) = %s, wanted %s; regenerating", out_dir, found,
+                       (GENERATOR_VERSION, seed, n_problems))
+        stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale.", dir=out_dir.parent))
+        os.rename(out_dir, stale / out_dir.name)
+        shutil.rmtree(stale, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
