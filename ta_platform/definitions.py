@@ -29,7 +29,7 @@ CHECK_MODULES = [thought_anchor_checks, activation_checks, probe_checks, probe_s
 all_assets = [*dg.load_assets_from_modules(ASSET_MODULES), *build_sql_assets()]
 all_checks = dg.load_asset_checks_from_modules(CHECK_MODULES)
 
-partitioned = dg.AssetSelection.assets(activation_assets.sentence_activations, preference_assets.prompt_activations)
+partitioned = dg.AssetSelection.assets(activation_assets.sentence_activations)
 upstream = partitioned.upstream() - partitioned
 gate = dg.AssetSelection.checks(probe_summary.release_gate)
 

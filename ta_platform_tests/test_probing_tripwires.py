@@ -197,11 +197,16 @@ def test_planted_signal_failure_path(sound):
 def test_permutation_null_fails_when_random_labels_look_learnable(sound, monkeypatch):
     frame, X = sound
 
-    def leaky_suite(frame, X, seed, config):  # stands in for a pipeline that leaks labels into scores
-        metrics = pd.DataFrame(
-            [(seed, "linear_probe", "pr_auc", 0.9)], columns=["seed", "probe", "metric", "value"]
+    def leaky_suite(frame, X, seed, config):  # a pipeline whose scores ARE the (permuted) labels
+        labelled = frame[frame["in_label_set"]].reset_index(drop=True)
+        predictions = labelled[["trace_key", "chunk_idx"]].assign(
+            probe="linear_probe", score=labelled["anchor"].astype(float), split="test"
         )
-        return ProbeSuiteResult(metrics, pd.DataFrame(), {}, pd.DataFrame(), {})
+        metrics = pd.DataFrame(
+            [(seed, "linear_probe", "pr_auc", 1.0), (seed, "linear_probe", "selected_C", 0.1)],
+            columns=["seed", "probe", "metric", "value"],
+        )
+        return ProbeSuiteResult(metrics, predictions, {}, pd.DataFrame(), {})
 
     monkeypatch.setattr(tripwires, "run_probe_suite", leaky_suite)
     results = _by_name(random_label_null(frame, X, 0, FAST))

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ta_platform.common.paths import storage_path
-
 GPU_POOL = "gpu"
 
 
@@ -18,12 +16,13 @@ class ComputeResource(dg.ConfigurableResource):
     """``device``: auto (CUDA, then Apple MPS, then CPU), cuda, mps or cpu. ``dtype``: auto (bf16 on
     GPU, fp32 on CPU), bfloat16 or float32. ``token_budget``: padded tokens per forward batch
     (-1 = the measured default for the device, 0 = one trace per forward). ``model_profile``: the
-    registry profile (empty = TA_MODEL_PROFILE or the file's default)."""
+    registry profile (empty = TA_MODEL_PROFILE or the file's default). ``pooling``: mean or last."""
 
     device: str = "auto"
     dtype: str = "auto"
     token_budget: int = -1
     model_profile: str = ""
+    pooling: str = "mean"
 
     def registry(self):
         from ta_platform.extraction.registry import load_registry
@@ -35,35 +34,21 @@ class ComputeResource(dg.ConfigurableResource):
 
         return select_device(self.device)
 
-    def resolved_dtype(self, spec_dtype: str = "auto") -> str:
-        from ta_platform.extraction.device import select_dtype_name
+    def load(self, spec):
+        """The model ready for extraction (base model, eval mode, fast tokenizer) with its identity."""
+        from ta_platform.extraction.loading import load_model
 
-        return select_dtype_name(self.resolved_device(), spec_dtype if self.dtype == "auto" else self.dtype)
-
-    def budget(self) -> int | None:
-        return None if self.token_budget < 0 else self.token_budget
-
-    def model_folder(self, spec) -> str:
-        """Where ``from_pretrained`` loads from: a built tiny model, a local folder or a Hub id."""
-        if spec.source == "tiny":
-            from ta_platform.extraction.tiny_models import ensure_tiny_model
-
-            return str(ensure_tiny_model(spec.arch, storage_path("models", "x").parent))
-        return str(spec.path) if spec.source == "local" else spec.hf_id
+        return load_model(spec, device=self.device, dtype=None if self.dtype == "auto" else self.dtype)
 
     def load_tokenizer(self, spec):
         from transformers import AutoTokenizer
 
-        revision = None if spec.source == "tiny" else spec.revision
-        return AutoTokenizer.from_pretrained(self.model_folder(spec), revision=revision, use_fast=True)
+        from ta_platform.extraction.loading import model_folder
 
-    def load_model(self, spec):
-        """The base model (no LM head: logits are never computed) in eval mode on the device."""
-        from transformers import AutoModel
+        revision = spec.revision if spec.source == "hub" else None
+        return AutoTokenizer.from_pretrained(model_folder(spec), revision=revision)
 
-        from ta_platform.extraction.device import torch_dtype
+    def token_budget_for(self, loaded) -> int:
+        from ta_platform.extraction.batching import default_token_budget
 
-        revision = None if spec.source == "tiny" else spec.revision
-        model = AutoModel.from_pretrained(self.model_folder(spec), revision=revision,
-                                          dtype=torch_dtype(self.resolved_dtype(spec.dtype)))
-        return model.to(self.resolved_device()).eval()
+        return default_token_budget(loaded.device_type) if self.token_budget < 0 else self.token_budget

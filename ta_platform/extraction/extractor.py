@@ -186,19 +186,25 @@ class LayerCapture:
         self.close()
 
 
-def _forward_batch(base: Any, batch: Sequence[PreparedTrace], capture: LayerCapture, device: Any) -> dict[int, np.ndarray]:
-    """Run one right-padded batch; return ``{layer: float32 [sentences of the batch, hidden]}``."""
+def pad_batch(batch: Sequence[PreparedTrace], device: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Right-padded ``input_ids [B, T]`` and the attention mask (``None`` when nothing is padded,
+    which keeps the causal fast path of SDPA)."""
     lengths = [len(p.input_ids) for p in batch]
     longest = max(lengths)
     ids = np.zeros((len(batch), longest), dtype=np.int64)
     for row, prepared in enumerate(batch):
         ids[row, : lengths[row]] = prepared.input_ids
-    input_ids = torch.from_numpy(ids).to(device)
     attention_mask = None
-    if min(lengths) != longest:  # no padding -> no mask, which keeps the causal fast path
+    if min(lengths) != longest:
         mask = np.arange(longest)[None, :] < np.asarray(lengths)[:, None]
         attention_mask = torch.from_numpy(mask.astype(np.int64)).to(device)
-    capture.plan = plan_segments([p.token_spans for p in batch], longest, device)
+    return torch.from_numpy(ids).to(device), attention_mask
+
+
+def _forward_batch(base: Any, batch: Sequence[PreparedTrace], capture: LayerCapture, device: Any) -> dict[int, np.ndarray]:
+    """Run one right-padded batch; return ``{layer: float32 [sentences of the batch, hidden]}``."""
+    input_ids, attention_mask = pad_batch(batch, device)
+    capture.plan = plan_segments([p.token_spans for p in batch], input_ids.shape[1], device)
     capture.pooled = {}
     try:
         base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)

@@ -20,9 +20,9 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import log_ndtr, ndtr
 from scipy.stats import spearmanr
-from threadpoolctl import threadpool_limits
 
 from ta_platform.common.faults import DataFault
+from ta_platform.preferences.threads import single_blas_thread
 
 DEFAULT_PRIOR_GRID: tuple[float, ...] = (3.0, 1.0, 0.3, 0.1, 0.03)
 DEFAULT_SIGMA_PENALTY = 10.0
@@ -174,9 +174,7 @@ def _optimise(
     max_iter: int,
 ) -> tuple[np.ndarray, bool, int]:
     bounds = [(None, None)] * n_tasks + [LOG_SIGMA_BOUNDS] * n_tasks
-    # One BLAS thread: L-BFGS-B's many small vector ops were ~15x SLOWER with OpenBLAS threads
-    # on a shared 2-core machine (thread hand-off dominates 20k-element BLAS calls).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_blas_thread():  # see threads.py: ~15x faster than threaded OpenBLAS here
         result = minimize(
             negative_log_posterior,
             x0,

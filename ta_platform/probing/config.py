@@ -49,7 +49,7 @@ class ProbeConfig:
     null_band_sigmas: float = 4.0  # permutation_null: mean null PR-AUC <= random mean + this many SEs
     null_band_floor: float = 0.02  # ... or + this absolute slack, whichever is larger
     null_quantile: float = 0.95  # signal_beats_null: real PR-AUC must exceed this null quantile
-    null_reference_draws: int = 2000  # random-ranking draws that calibrate both null checks
+    null_reference_draws: int = 500  # within-problem shuffles per null run that calibrate both checks
     planted_noise_sd: float = 0.1  # planted feature = label + N(0, sd^2)
     planted_min_pr_auc: float = 0.95
 

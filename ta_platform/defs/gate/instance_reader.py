@@ -10,7 +10,6 @@ from ta_platform.common.release_gate import CheckEvaluation
 _STATUS = {
     AssetCheckExecutionRecordStatus.SUCCEEDED: "passed",
     AssetCheckExecutionRecordStatus.FAILED: "failed",
-    AssetCheckExecutionRecordStatus.SKIPPED: "skipped",
     AssetCheckExecutionRecordStatus.PLANNED: "planned",
 }
 

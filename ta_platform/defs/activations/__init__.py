@@ -1,0 +1,1 @@
+"""Activations partitioned by model x layer, extracted on the compute resource."""

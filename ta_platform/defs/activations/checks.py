@@ -1,0 +1,95 @@
+"""Activation checks, evaluated on every stored partition of the registry's models.
+
+Rows equal the aligned sentences, all finite, no constant column, no two different sentences with
+one embedding, norms in a sane band, and provenance matching the current config and inputs.
+"""
+
+from collections.abc import Callable
+
+import dagster as dg
+import pandas as pd
+
+from ta_platform.anchors import artifacts
+from ta_platform.common.hashing import sha256_file
+from ta_platform.defs.activations.assets import activations_root, sentence_activations
+from ta_platform.defs.compute import ComputeResource
+from ta_platform.extraction import checks as extraction_checks
+from ta_platform.studies.activation_slices import activation_partitions
+
+PartitionCheck = Callable[[object, pd.DataFrame, pd.DataFrame, dict], tuple[bool, dict]]
+
+
+def _expected_rows(labels: pd.DataFrame, spans: pd.DataFrame, trace_model: str, manifest: dict) -> pd.DataFrame:
+    skipped = {f["item"] for f in manifest.get("failures", [])}
+    keys = spans.merge(labels[["trace_key", "chunk_idx", "model"]], on=["trace_key", "chunk_idx"])
+    keys = keys[(keys["model"] == trace_model) & ~keys["trace_key"].isin(skipped)]
+    return keys.sort_values(["trace_key", "chunk_idx"])[["trace_key", "chunk_idx"]]
+
+
+def _current_fields(spec, compute: ComputeResource) -> dict:
+    return {"model_id": spec.model_id, "revision": spec.revision, "pooling": compute.pooling,
+            "input_versions": {"sentence_labels": sha256_file(artifacts.thought_anchor_file(artifacts.LABELS)),
+                               "sentence_spans": sha256_file(artifacts.thought_anchor_file(artifacts.CHAR_SPANS))}}
+
+
+def _partition_check(name: str, description: str, evaluate: PartitionCheck) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=sentence_activations, name=name, description=description, blocking=True)
+    def _check(compute: ComputeResource) -> dg.AssetCheckResult:
+        from ta_platform.extraction.store import PartitionError, load_partition
+
+        registry = compute.registry()
+        labels = pd.read_parquet(artifacts.thought_anchor_file(artifacts.LABELS))
+        spans = pd.read_parquet(artifacts.thought_anchor_file(artifacts.CHAR_SPANS))
+        failing, checked = {}, 0
+        for model_key, layer_key, folder in activation_partitions(activations_root()):
+            if model_key not in registry:
+                continue
+            try:
+                embeddings, index, manifest = load_partition(folder)
+            except PartitionError as error:
+                failing[f"{model_key}/{layer_key}"] = {"error": str(error)}
+                continue
+            context = {"spec": registry[model_key], "compute": compute, "labels": labels, "spans": spans}
+            passed, details = evaluate(embeddings, index, manifest, context)
+            checked += 1
+            if not passed:
+                failing[f"{model_key}/{layer_key}"] = details
+        if not checked and not failing:
+            return dg.AssetCheckResult(passed=False, metadata={"reason_code": "no_partitions"})
+        return dg.AssetCheckResult(passed=not failing, metadata={
+            "n_partitions": checked, "failing_partitions": sorted(failing),
+            "details": {k: str(v)[:800] for k, v in failing.items()}})
+
+    return _check
+
+
+def _rows(embeddings, index, manifest, ctx):
+    return extraction_checks.check_rows_match_keys(
+        index, _expected_rows(ctx["labels"], ctx["spans"], ctx["spec"].trace_model, manifest))
+
+
+def _distinct(embeddings, index, manifest, ctx):
+    text_of = dict(zip(zip(ctx["labels"]["trace_key"], ctx["labels"]["chunk_idx"], strict=True),
+                       ctx["labels"]["text"], strict=True))
+    texts = [text_of.get((k, int(c)), "") for k, c in zip(index["trace_key"], index["chunk_idx"], strict=True)]
+    return extraction_checks.check_distinct_texts_distinct_vectors(embeddings, index, texts)
+
+
+def _provenance(embeddings, index, manifest, ctx):
+    current = _current_fields(ctx["spec"], ctx["compute"])
+    differing = {k: {"recorded": manifest.get(k), "current": v} for k, v in current.items() if manifest.get(k) != v}
+    return not differing, {"differing_fields": differing}
+
+
+activation_checks = [
+    _partition_check("rows_match_sentences", "Rows equal the aligned sentences of the model's traces, in order.", _rows),
+    _partition_check("activations_finite", "No NaN/inf.",
+                     lambda e, i, m, c: extraction_checks.check_all_finite(e, i)),
+    _partition_check("no_constant_column", "No feature constant across all rows.",
+                     lambda e, i, m, c: extraction_checks.check_no_constant_column(e)),
+    _partition_check("distinct_texts_distinct_vectors", "No two different sentences share an embedding.", _distinct),
+    _partition_check("norms_in_band", "Row norms within [0.02, 50] x the median norm.",
+                     lambda e, i, m, c: extraction_checks.check_norms_in_band(e, i)),
+    _partition_check("provenance_current", "Model, revision, pooling and input tables match the current config.",
+                     _provenance),
+]

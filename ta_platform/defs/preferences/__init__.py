@@ -1,0 +1,1 @@
+"""Preference study: task pool, prompt activations, pairwise preferences, utilities and utility probes."""

@@ -1,0 +1,1 @@
+"""Preference study assets (wired in a later step)."""

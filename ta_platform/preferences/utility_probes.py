@@ -1,0 +1,199 @@
+"""Utility probes: standardised Ridge from features (activations or content) to Thurstonian mu.
+
+Protocol (seed 004): train on the TRAIN tasks; sweep alpha over logspace(-1, 5, 10) and choose it on
+a seeded half of the EVAL tasks; report Pearson r and pairwise accuracy on the other half. Targets
+are raw mu and topic-demeaned mu (OLS residuals on topic one-hots, i.e. mu minus its topic mean,
+computed within each task set). Hold-one-topic-out: train on train tasks of all other topics, choose
+alpha on the selection half of other-topic eval tasks, report in-distribution on the report half of
+other-topic eval tasks and held-out on the train tasks of the held-out topic (same utility fit as
+the training targets, never seen by the probe). Every feature set goes through the same splits, so
+probe vs content baseline is a like-for-like comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ta_platform.preferences.threads import single_blas_thread
+
+ALPHAS: np.ndarray = np.logspace(-1, 5, 10)
+REPORT_COLUMNS = ("features", "target", "scope", "held_out_topic", "alpha", "metric", "value", "n")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Pearson correlation; NaN when either side is constant."""
+    a, b = np.asarray(y_true, float), np.asarray(y_pred, float)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def pairwise_accuracy(y_true: np.ndarray, y_pred: np.ndarray, *, max_pairs: int = 500_000, seed: int = 0) -> float:
+    """Fraction of task pairs (with different true utilities) that the prediction orders correctly.
+
+    All pairs when there are at most ``max_pairs``; otherwise a seeded uniform sample of pairs.
+    Ties in the prediction count half.
+    """
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    n = len(y_true)
+    if n * (n - 1) // 2 <= max_pairs:
+        i, j = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(seed)
+        i = rng.integers(0, n, max_pairs)
+        j = (i + rng.integers(1, n, max_pairs)) % n
+    true_sign = np.sign(y_true[i] - y_true[j])
+    pred_sign = np.sign(y_pred[i] - y_pred[j])
+    keep = true_sign != 0
+    if not keep.any():
+        return float("nan")
+    score = np.where(pred_sign[keep] == 0, 0.5, pred_sign[keep] == true_sign[keep])
+    return float(score.mean())
+
+
+def topic_demean(values: np.ndarray, topics: Sequence[str]) -> np.ndarray:
+    """OLS residuals of ``values`` on topic one-hot indicators (= value minus its topic mean)."""
+    series = pd.Series(np.asarray(values, float))
+    return (series - series.groupby(np.asarray(topics)).transform("mean")).to_numpy()
+
+
+def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(n)`` into (alpha-selection half, report half)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2:])
+
+
+# --------------------------------------------------------------------------- probe
+
+
+@dataclass(frozen=True)
+class RidgeProbe:
+    """A fitted probe, the alpha it chose, and the sweep that chose it."""
+
+    model: Pipeline
+    alpha: float
+    sweep: pd.DataFrame  # alpha, selection_r, selection_pairwise_accuracy
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self.model.predict(np.asarray(features, np.float64))
+
+
+def fit_ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndarray, y_select: np.ndarray, *,
+                    alphas: Sequence[float] = ALPHAS, seed: int = 0) -> RidgeProbe:
+    """StandardScaler + Ridge on the training rows; alpha chosen by Pearson r on the selection rows.
+
+    The scaler is fitted once (it does not depend on alpha); ties in r go to the larger alpha.
+    """
+    x_train = np.asarray(x_train, np.float64)
+    with single_blas_thread():
+        scaler = StandardScaler().fit(x_train)
+        z_train, z_select = scaler.transform(x_train), scaler.transform(np.asarray(x_select, np.float64))
+        rows, best = [], None
+        for alpha in alphas:
+            ridge = Ridge(alpha=float(alpha)).fit(z_train, y_train)
+            pred = ridge.predict(z_select)
+            r = pearson_r(y_select, pred)
+            rows.append({"alpha": float(alpha), "selection_r": r,
+                         "selection_pairwise_accuracy": pairwise_accuracy(y_select, pred, seed=seed)})
+            score = -np.inf if np.isnan(r) else r
+            if best is None or score >= best[0]:
+                best = (score, float(alpha), ridge)
+    model = make_pipeline(scaler, best[2])
+    return RidgeProbe(model=model, alpha=best[1], sweep=pd.DataFrame(rows))
+
+
+def _metric_rows(features: str, target: str, scope: str, topic: str, alpha: float, y: np.ndarray,
+                 pred: np.ndarray, seed: int) -> list[dict]:
+    base = {"features": features, "target": target, "scope": scope, "held_out_topic": topic, "alpha": alpha,
+            "n": len(y)}
+    return [{**base, "metric": "pearson_r", "value": pearson_r(y, pred)},
+            {**base, "metric": "pairwise_accuracy", "value": pairwise_accuracy(y, pred, seed=seed)}]
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """Rows of one study aligned with one feature matrix: train and eval parts with topics and mu."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    topics_train: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    topics_eval: np.ndarray
+
+    def demeaned(self) -> ProbeData:
+        return ProbeData(self.x_train, topic_demean(self.y_train, self.topics_train), self.topics_train,
+                         self.x_eval, topic_demean(self.y_eval, self.topics_eval), self.topics_eval)
+
+
+def evaluate_features(name: str, data: ProbeData, *, seed: int = 0, alphas: Sequence[float] = ALPHAS,
+                      hold_one_topic_out: bool = True) -> pd.DataFrame:
+    """All probe metrics for one feature set: raw and demeaned targets, in-distribution and HOO."""
+    rows: list[dict] = []
+    select, report = split_halves(len(data.y_eval), seed)
+    for target, d in (("raw", data), ("demeaned", data.demeaned())):
+        probe = fit_ridge_probe(d.x_train, d.y_train, d.x_eval[select], d.y_eval[select], alphas=alphas, seed=seed)
+        rows += _metric_rows(name, target, "in_distribution", "", probe.alpha, d.y_eval[report],
+                             probe.predict(d.x_eval[report]), seed)
+        if not hold_one_topic_out:
+            continue
+        for topic in sorted(set(d.topics_train.tolist())):
+            train = d.topics_train != topic
+            sel = select[d.topics_eval[select] != topic]
+            rep = report[d.topics_eval[report] != topic]
+            held = ~train
+            if train.sum() < 2 or len(sel) < 2 or held.sum() < 2:
+                continue
+            probe = fit_ridge_probe(d.x_train[train], d.y_train[train], d.x_eval[sel], d.y_eval[sel],
+                                    alphas=alphas, seed=seed)
+            rows += _metric_rows(name, target, "hoo_in_distribution", topic, probe.alpha, d.y_eval[rep],
+                                 probe.predict(d.x_eval[rep]), seed)
+            rows += _metric_rows(name, target, "held_out_topic", topic, probe.alpha, d.y_train[held],
+                                 probe.predict(d.x_train[held]), seed)
+    return pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
+
+
+def probe_data(task_pool: pd.DataFrame, utilities: pd.DataFrame, features: np.ndarray) -> ProbeData:
+    """Align a feature matrix (rows = task_pool rows) with utilities by task id and split by task_set.
+
+    Tasks without a fitted utility are dropped; the train/eval split comes from ``task_set``.
+    """
+    features = np.asarray(features)
+    if len(features) != len(task_pool):
+        raise ValueError(f"features have {len(features)} rows but the task pool has {len(task_pool)}")
+    mu = pd.Series(utilities["mu"].to_numpy(float), index=utilities["task_id"].astype(str))
+    if mu.index.has_duplicates:
+        raise ValueError("utilities contain duplicate task ids")
+    ids = task_pool["task_id"].astype(str).to_numpy()
+    has_mu = np.isin(ids, mu.index)
+    train = has_mu & (task_pool["task_set"].to_numpy() == "train")
+    evals = has_mu & (task_pool["task_set"].to_numpy() == "eval")
+    if train.sum() < 3 or evals.sum() < 4:
+        raise ValueError(f"need utilities for >= 3 train and >= 4 eval tasks, got {train.sum()} and {evals.sum()}")
+    topics = task_pool["topic"].astype(str).to_numpy()
+    return ProbeData(features[train], mu.loc[ids[train]].to_numpy(), topics[train],
+                     features[evals], mu.loc[ids[evals]].to_numpy(), topics[evals])
+
+
+def utility_probe_report(task_pool: pd.DataFrame, utilities: pd.DataFrame, features: Mapping[str, np.ndarray], *,
+                         seed: int = 0, alphas: Sequence[float] = ALPHAS,
+                         hold_one_topic_out: bool = True) -> pd.DataFrame:
+    """Long-format metrics (``REPORT_COLUMNS``) for every named feature set on identical splits.
+
+    ``features`` maps a name (e.g. "activations:L1", "content:all-MiniLM-L6-v2") to a matrix whose
+    rows follow ``task_pool``; ``utilities`` has ``task_id, mu`` for train and eval tasks.
+    """
+    frames = [evaluate_features(name, probe_data(task_pool, utilities, matrix), seed=seed, alphas=alphas,
+                                hold_one_topic_out=hold_one_topic_out)
+              for name, matrix in features.items()]
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,99 @@
+"""Sentence activations for one model: which layers are stale, then one pass for all of them.
+
+Why the staleness check first: a partition whose manifest fingerprint equals the fingerprint the
+current config and inputs would produce is never recomputed; anything else (a changed label or span
+table, model revision, tokenizer, pooling, dtype, code version) is recomputed, never silently reused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ta_platform.extraction.extractor import TraceInput
+from ta_platform.extraction.loading import LoadedModel
+from ta_platform.extraction.provenance import layer_provenance, provenance_fingerprint
+from ta_platform.extraction.registry import layer_key
+from ta_platform.extraction.resumable import RunSummary, extract_to_partitions, run_provenance
+from ta_platform.extraction.store import partition_folder
+
+Log = Callable[[str], None]
+
+
+def sentence_trace_inputs(snapshot: pd.DataFrame, char_spans: pd.DataFrame, trace_model: str) -> list[TraceInput]:
+    """One input per aligned trace of ``trace_model``: full_cot and its sentences' character spans."""
+    spans_of = {key: group.sort_values("chunk_idx") for key, group in char_spans.groupby("trace_key")}
+    inputs = []
+    for row in snapshot[snapshot["model"] == trace_model].itertuples():
+        spans = spans_of.get(row.trace_key)
+        if spans is None:
+            continue  # not aligned: recorded as a fault by sentence_spans
+        inputs.append(TraceInput(
+            key=row.trace_key, text=row.full_cot,
+            char_spans=[tuple(s) for s in spans[["char_start", "char_end"]].to_numpy().tolist()],
+            chunk_ids=spans["chunk_idx"].tolist(),
+            meta={"model": row.model, "split": row.split, "problem_id": row.problem_id},
+        ))
+    return inputs
+
+
+def prompt_trace_inputs(tasks: pd.DataFrame) -> list[TraceInput]:
+    """One input per task prompt with a single span over the whole prompt (pooled with "last")."""
+    return [TraceInput(key=row.task_id, text=row.prompt, char_spans=[(0, len(row.prompt))], chunk_ids=[0],
+                       meta={"topic": row.topic, "task_set": row.task_set})
+            for row in tasks.itertuples()]
+
+
+@dataclass
+class ExtractionOutcome:
+    fingerprints: dict[str, str]  # layer_key -> fingerprint
+    reused_layers: list[str]
+    summary: RunSummary | None
+
+
+def current_fingerprints(loaded: LoadedModel, traces: Sequence[TraceInput], layers: Sequence[int], *, pooling: str,
+                         token_budget: int, input_versions: Mapping[str, str]) -> dict[int, str]:
+    provenance, _ = run_provenance(loaded, traces, layers, pooling=pooling, token_budget=token_budget,
+                                   input_versions=input_versions, code_version=None)
+    return {layer: provenance_fingerprint(layer_provenance(provenance, layer)) for layer in layers}
+
+
+def recorded_fingerprint(folder: Path) -> str | None:
+    manifest = folder / "manifest.json"
+    return json.loads(manifest.read_text()).get("fingerprint") if manifest.exists() else None
+
+
+def extract_stale_layers(loaded: LoadedModel, traces: Sequence[TraceInput], layers: Sequence[int], out_root: Path, *,
+                         pooling: str, token_budget: int, input_versions: Mapping[str, str],
+                         log: Log = print) -> ExtractionOutcome:
+    """Recompute only the layers whose stored fingerprint differs from the current one, in one pass."""
+    wanted = current_fingerprints(loaded, traces, layers, pooling=pooling, token_budget=token_budget,
+                                  input_versions=input_versions)
+    stale = [layer for layer in layers
+             if recorded_fingerprint(partition_folder(out_root, loaded.spec.key, layer_key(layer))) != wanted[layer]]
+    reused = [layer_key(layer) for layer in layers if layer not in stale]
+    if reused:
+        log(f"{loaded.spec.key}: layers {reused} are current (fingerprint matches); not recomputed")
+    summary = None
+    if stale:
+        started = time.monotonic()
+        last = [started]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] > 5 or done == total:
+                last[0] = now
+                log(f"{loaded.spec.key}: {done}/{total} traces ({done / max(now - started, 1e-9):.1f} traces/s)")
+
+        summary = extract_to_partitions(loaded, traces, stale, out_root, pooling=pooling, token_budget=token_budget,
+                                        input_versions=input_versions, progress=progress)
+        seconds = time.monotonic() - started
+        log(f"{loaded.spec.key}: layers {[layer_key(x) for x in stale]} from one pass: {summary.n_rows} sentences "
+            f"in {seconds:.1f}s ({summary.traces_computed} traces computed, {summary.traces_reused} resumed, "
+            f"{len(summary.failures)} skipped)")
+    return ExtractionOutcome({layer_key(x): f for x, f in wanted.items()}, reused, summary)
