@@ -68,7 +68,9 @@ def validate_outcomes(
     bad = ~normalised.isin(_WINNERS).to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        _fail(f"row {row + 1}: winner is {winner.iloc[row]!r}; expected 'a' or 'b'", source)
+        value = winner.iloc[row]
+        shown = "missing (NaN)" if pd.isna(value) else repr(value)
+        _fail(f"row {row + 1}: winner is {shown}; expected 'a' or 'b'", source)
     frame["winner"] = normalised.astype(str)
     same = (frame["task_a"] == frame["task_b"]).to_numpy()
     if same.any():

@@ -75,7 +75,7 @@ def finite_activations(X: np.ndarray) -> TripwireResult:
 
 def constant_activations(X: np.ndarray) -> TripwireResult:
     """Every column constant over all rows: the extractor wrote a placeholder, not activations."""
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)  # no float64 copy: a partition can be gigabytes
     if X.shape[0] == 0:
         return _failed("constant_activations", "constant_activations", "no activation rows", {"n_rows": 0})
     spread = np.nanmax(X, axis=0) - np.nanmin(X, axis=0)

@@ -1,0 +1,192 @@
+"""``ta-platform bench extraction``: the naive extraction path against the platform path, side by side.
+
+Why: the platform path's claims (stops at the deepest layer, one pass for many layers, vectorised
+pooling, near the hardware limit) are only worth what a measurement on the same traces, model and
+run says. Reports tokens/s of the naive path (one trace at a time, ``output_hidden_states=True`` on
+the whole causal LM, a Python loop per sentence), of the platform path, and of a bare forward
+through the same layers on the same batches (no hooks, pooling or storage: the compute floor), for
+the middle layer and for four layers over depth; checks both paths give the same embeddings.
+The model is built from config with seeded random weights; traces are synthetic and deterministic.
+``--json``: the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+TARGETS = {"speedup_vs_naive": 1.8, "fraction_of_bare_forward": 0.9, "multi_layer_cost_ratio": 1.1}
+FOUR_LAYER_FRACTIONS = (0.2, 0.4, 0.6, 0.8)
+DEFAULT_PEAK_TFLOPS_GPU = 790.0  # bf16 dense, measured on H100/H200 (docs/domain.md section 6)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32")
+    parser.add_argument("--arch", choices=["qwen2", "llama"], default="qwen2")
+    parser.add_argument("--shape", choices=["tiny", "8b", "14b"], default="tiny",
+                        help="tiny = CPU-sized; 8b/14b = DeepSeek-R1-Distill Llama-8B / Qwen-14B shapes (GPU)")
+    parser.add_argument("--traces", type=int, default=8, help="number of synthetic traces")
+    parser.add_argument("--min-sentences", type=int, default=30)
+    parser.add_argument("--max-sentences", type=int, default=70)
+    parser.add_argument("--repeats", type=int, default=1, help="time each path this many times, keep the best")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    parser.add_argument("--token-budget", type=int, default=-1,
+                        help="padded tokens per forward for the platform path (-1 = the device default)")
+    parser.add_argument("--compare-budget", type=int, default=8192,
+                        help="also time the platform path with this budget (0 = skip)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help=f"peak FLOP/s for the FLOP-limit report (default {DEFAULT_PEAK_TFLOPS_GPU:g} on CUDA)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def _timed(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(max(1, repeats)):
+        sync()
+        start = time.perf_counter()
+        result = fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+@contextlib.contextmanager
+def _only_first_layers(base: Any, n: int) -> Iterator[None]:
+    """Temporarily keep only blocks ``0..n-1``: the bare forward through the same layers."""
+    import torch
+
+    full = base.layers
+    base.layers = torch.nn.ModuleList(list(full)[:n])
+    try:
+        yield
+    finally:
+        base.layers = full
+
+
+def _bare_forward(model: Any, prepared: list[Any], batches: list[list[int]], deepest: int) -> None:
+    import torch
+
+    from ta_platform.extraction.extractor import pad_batch
+
+    base = model.base_model
+    device = next(model.parameters()).device
+    with torch.inference_mode(), _only_first_layers(base, deepest + 1):
+        for batch in batches:
+            input_ids, mask = pad_batch([prepared[i] for i in batch], device)
+            base(input_ids=input_ids, attention_mask=mask, use_cache=False)
+
+
+def _params_up_to(model: Any, deepest: int) -> int:
+    """Matmul parameters of blocks ``0..deepest`` (embeddings are a lookup, not FLOPs)."""
+    return sum(p.numel() for block in model.base_model.layers[: deepest + 1] for p in block.parameters())
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ta_platform.extraction.batching import default_token_budget, plan_batches
+    from ta_platform.extraction.device import select_device, select_dtype_name, torch_dtype
+    from ta_platform.extraction.extractor import TraceInput, extract_sentence_embeddings, prepare_traces
+    from ta_platform.extraction.naive import naive_sentence_embeddings
+    from ta_platform.extraction.registry import resolve_layer, resolve_layers
+    from ta_platform.extraction.synthetic import synthetic_traces
+    from ta_platform.extraction.tiny_models import build_tokenizer, model_config, random_causal_lm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    dtype_name = select_dtype_name(device, args.dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    say = print
+    tokenizer = build_tokenizer(args.arch)
+    config = model_config(args.arch, args.shape, tokenizer)
+    model = random_causal_lm(config, seed=0, dtype=torch_dtype(dtype_name), device=device)
+    n_layers = config.num_hidden_layers
+    middle = resolve_layer(0.5, n_layers)
+    four = resolve_layers(list(FOUR_LAYER_FRACTIONS), n_layers)
+    traces = [TraceInput(t.key, t.text, t.char_spans)
+              for t in synthetic_traces(args.traces, args.min_sentences, args.max_sentences, seed=7)]
+    budget = default_token_budget(device) if args.token_budget < 0 else args.token_budget
+    prepared, _ = prepare_traces(tokenizer, traces, max_length=None)
+    batches = plan_batches([len(p.input_ids) for p in prepared], budget)
+    n_tokens = sum(len(p.input_ids) for p in prepared)
+    n_sentences = sum(len(t.char_spans) for t in traces)
+    say(f"model: {args.arch} shape={args.shape} layers={n_layers} hidden={config.hidden_size} "
+        f"params={sum(p.numel() for p in model.parameters()) / 1e6:.1f}M device={device} dtype={dtype_name} "
+        f"threads={torch.get_num_threads()}")
+    say(f"data: {len(traces)} traces, {n_sentences} sentences, {n_tokens} tokens; platform token budget={budget} "
+        f"({len(batches)} batches); middle layer L{middle}; four layers {['L%d' % i for i in four]}")
+
+    def platform(layers: list[int], token_budget: int = budget) -> Any:
+        return extract_sentence_embeddings(model, tokenizer, traces, layers, token_budget=token_budget)
+
+    # warm-up (allocator, kernels, lazy imports) on a slice of the data
+    extract_sentence_embeddings(model, tokenizer, traces[:1], four, token_budget=budget)
+    naive_sentence_embeddings(model, tokenizer, traces[:1], [middle])
+
+    r = args.repeats
+    t_naive_mid, naive_mid = _timed(lambda: naive_sentence_embeddings(model, tokenizer, traces, [middle]), r, sync)
+    t_naive_four, naive_four = _timed(lambda: naive_sentence_embeddings(model, tokenizer, traces, four), r, sync)
+    t_mid, fast_mid = _timed(lambda: platform([middle]), r, sync)
+    t_four, fast_four = _timed(lambda: platform(four), r, sync)
+    t_deepest, _ = _timed(lambda: platform([max(four)]), r, sync)
+    t_bare_mid, _ = _timed(lambda: _bare_forward(model, prepared, batches, middle), r, sync)
+    t_bare_four, _ = _timed(lambda: _bare_forward(model, prepared, batches, max(four)), r, sync)
+    t_batched = None
+    if args.compare_budget and args.compare_budget != budget:
+        t_batched, _ = _timed(lambda: platform([middle], args.compare_budget), r, sync)
+
+    diffs = [float(np.abs(fast_mid.embeddings[middle] - naive_mid[middle]).max())]
+    diffs += [float(np.abs(fast_four.embeddings[layer] - naive_four[layer]).max()) for layer in four]
+    tps = lambda seconds: n_tokens / seconds  # noqa: E731
+    report: dict[str, Any] = {
+        "device": device, "dtype": dtype_name, "arch": args.arch, "shape": args.shape, "threads": torch.get_num_threads(),
+        "n_traces": len(traces), "n_sentences": n_sentences, "n_tokens": n_tokens, "token_budget": budget,
+        "middle_layer": middle, "four_layers": four,
+        "naive_middle_tokens_per_s": tps(t_naive_mid), "platform_middle_tokens_per_s": tps(t_mid),
+        "bare_forward_middle_tokens_per_s": tps(t_bare_mid),
+        "naive_four_tokens_per_s": tps(t_naive_four), "platform_four_tokens_per_s": tps(t_four),
+        "platform_deepest_of_four_tokens_per_s": tps(t_deepest), "bare_forward_deepest_of_four_tokens_per_s": tps(t_bare_four),
+        "speedup_vs_naive": t_naive_mid / t_mid, "speedup_vs_naive_four_layers": t_naive_four / t_four,
+        "fraction_of_bare_forward": t_bare_mid / t_mid, "fraction_of_bare_forward_four_layers": t_bare_four / t_four,
+        "multi_layer_cost_ratio": t_four / t_deepest, "max_abs_diff": max(diffs),
+    }
+    if t_batched is not None:
+        report["compare_budget"] = args.compare_budget
+        report["platform_middle_tokens_per_s_at_compare_budget"] = tps(t_batched)
+        report["batching_speedup_at_compare_budget"] = t_mid / t_batched
+    peak = args.peak_tflops or (DEFAULT_PEAK_TFLOPS_GPU if device.startswith("cuda") else None)
+    if peak:
+        for name, layer, seconds in (("middle", middle, t_mid), ("four", max(four), t_four)):
+            limit = peak * 1e12 / (2 * _params_up_to(model, layer))
+            report[f"flop_limit_{name}_tokens_per_s"] = limit
+            report[f"fraction_of_flop_limit_{name}"] = tps(seconds) / limit
+        report["peak_tflops"] = peak
+
+    say(f"{'path':<44}{'seconds':>9}{'tokens/s':>12}")
+    rows = [("naive, middle layer", t_naive_mid), ("platform, middle layer", t_mid),
+            ("bare forward to middle layer", t_bare_mid), ("naive, four layers", t_naive_four),
+            ("platform, four layers (one pass)", t_four), ("platform, deepest of the four only", t_deepest),
+            ("bare forward to deepest of the four", t_bare_four)]
+    if t_batched is not None:
+        rows.append((f"platform, middle layer, budget {args.compare_budget}", t_batched))
+    for label, seconds in rows:
+        say(f"{label:<44}{seconds:>9.2f}{tps(seconds):>12.0f}")
+    say(f"max abs diff naive vs platform (all layers): {max(diffs):.3g}")
+    for name, target in TARGETS.items():
+        value = report[name]
+        ok = value <= target if name == "multi_layer_cost_ratio" else value >= target
+        say(f"{name}: {value:.3f} (target {'<=' if name == 'multi_layer_cost_ratio' else '>='} {target}) "
+            f"{'ok' if ok else 'MISSED'}")
+    if peak:
+        say(f"FLOP limit at {peak:g} TFLOP/s: middle {report['flop_limit_middle_tokens_per_s']:.0f} tokens/s "
+            f"(platform reaches {report['fraction_of_flop_limit_middle']:.1%})")
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    return 0
