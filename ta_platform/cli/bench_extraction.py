@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--traces", type=int, default=8, help="number of synthetic traces")
     parser.add_argument("--min-sentences", type=int, default=30)
     parser.add_argument("--max-sentences", type=int, default=70)
-    parser.add_argument("--repeats", type=int, default=1, help="time each path this many times, keep the best")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds; each round times every path once; the best round of each path counts")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--token-budget", type=int, default=-1,
                         help="padded tokens per forward for the platform path (-1 = the device default)")
@@ -44,15 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def _timed(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(max(1, repeats)):
-        sync()
-        start = time.perf_counter()
-        result = fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def _timed_rounds(paths: dict[str, Callable[[], Any]], rounds: int,
+                  sync: Callable[[], None]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Best-of-``rounds`` seconds per path, timing every path once per round (interleaved).
+
+    Why interleaved: on a shared machine the load drifts; timing each path in every round spreads
+    the drift over all paths instead of penalising whichever ran during a busy spell.
+    """
+    best = {name: float("inf") for name in paths}
+    outputs: dict[str, Any] = {}
+    for _ in range(max(1, rounds)):
+        for name, fn in paths.items():
+            sync()
+            start = time.perf_counter()
+            outputs[name] = fn()
+            sync()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best, outputs
 
 
 @contextlib.contextmanager
@@ -121,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         f"params={sum(p.numel() for p in model.parameters()) / 1e6:.1f}M device={device} dtype={dtype_name} "
         f"threads={torch.get_num_threads()}")
     say(f"data: {len(traces)} traces, {n_sentences} sentences, {n_tokens} tokens; platform token budget={budget} "
-        f"({len(batches)} batches); middle layer L{middle}; four layers {['L%d' % i for i in four]}")
+        f"({len(batches)} batches); middle layer L{middle}; four layers {[f'L{i}' for i in four]}")
 
     def platform(layers: list[int], token_budget: int = budget) -> Any:
         return extract_sentence_embeddings(model, tokenizer, traces, layers, token_budget=token_budget)
@@ -130,17 +139,22 @@ def run(args: argparse.Namespace) -> int:
     extract_sentence_embeddings(model, tokenizer, traces[:1], four, token_budget=budget)
     naive_sentence_embeddings(model, tokenizer, traces[:1], [middle])
 
-    r = args.repeats
-    t_naive_mid, naive_mid = _timed(lambda: naive_sentence_embeddings(model, tokenizer, traces, [middle]), r, sync)
-    t_naive_four, naive_four = _timed(lambda: naive_sentence_embeddings(model, tokenizer, traces, four), r, sync)
-    t_mid, fast_mid = _timed(lambda: platform([middle]), r, sync)
-    t_four, fast_four = _timed(lambda: platform(four), r, sync)
-    t_deepest, _ = _timed(lambda: platform([max(four)]), r, sync)
-    t_bare_mid, _ = _timed(lambda: _bare_forward(model, prepared, batches, middle), r, sync)
-    t_bare_four, _ = _timed(lambda: _bare_forward(model, prepared, batches, max(four)), r, sync)
-    t_batched = None
+    paths: dict[str, Callable[[], Any]] = {
+        "naive_mid": lambda: naive_sentence_embeddings(model, tokenizer, traces, [middle]),
+        "naive_four": lambda: naive_sentence_embeddings(model, tokenizer, traces, four),
+        "mid": lambda: platform([middle]),
+        "four": lambda: platform(four),
+        "deepest": lambda: platform([max(four)]),
+        "bare_mid": lambda: _bare_forward(model, prepared, batches, middle),
+        "bare_four": lambda: _bare_forward(model, prepared, batches, max(four)),
+    }
     if args.compare_budget and args.compare_budget != budget:
-        t_batched, _ = _timed(lambda: platform([middle], args.compare_budget), r, sync)
+        paths["batched"] = lambda: platform([middle], args.compare_budget)
+    seconds, outputs = _timed_rounds(paths, args.repeats, sync)
+    t_naive_mid, t_naive_four, t_mid, t_four, t_deepest, t_bare_mid, t_bare_four = (
+        seconds[k] for k in ("naive_mid", "naive_four", "mid", "four", "deepest", "bare_mid", "bare_four"))
+    t_batched = seconds.get("batched")
+    naive_mid, naive_four, fast_mid, fast_four = (outputs[k] for k in ("naive_mid", "naive_four", "mid", "four"))
 
     diffs = [float(np.abs(fast_mid.embeddings[middle] - naive_mid[middle]).max())]
     diffs += [float(np.abs(fast_four.embeddings[layer] - naive_four[layer]).max()) for layer in four]

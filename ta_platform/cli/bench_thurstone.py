@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         reference_utilities, seconds = fit_thurstonian_adam(train[["task_a", "task_b", "winner"]], truth["task_id"],
                                                             steps=args.reference_steps, seed=args.seed)
         reference = {"fit_seconds": seconds, **_evaluate(reference_utilities, truth, heldout)}
-        print(f"reference (Adam, {args.reference_steps} steps): {seconds:6.2f} s  accuracy "
+        print(f"reference (Adam, {args.reference_steps} steps, 1 thread): {seconds:6.2f} s  accuracy "
               f"{reference['heldout_accuracy']:.4f}  log-loss {reference['heldout_log_loss']:.4f}"
               f"  spearman {reference['spearman_true']:.4f}")
         result.update({f"reference_{k}": v for k, v in reference.items()})

@@ -27,7 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ta_platform.preferences.outcomes_io import read_outcomes, read_task_ids, table_format, write_utilities
+    from ta_platform.preferences.outcomes_io import (
+        read_outcomes,
+        read_task_ids,
+        table_format,
+        write_utilities,
+    )
     from ta_platform.preferences.thurstone import DEFAULT_PRIOR_GRID, fit_thurstonian
 
     try:

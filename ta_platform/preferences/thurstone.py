@@ -131,6 +131,22 @@ def aggregate_pairs(outcomes: pd.DataFrame, index: pd.Index) -> PairCounts:
 # --------------------------------------------------------------------------- objective
 
 
+def _log_cdf_both_sides(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log Phi(z), log Phi(-z)) from ONE ``ndtr`` call; exact ``log_ndtr`` only in the tails.
+
+    Why: ``log_ndtr`` twice was ~2/3 of the objective's cost. For |z| <= 5 both probabilities are
+    >= 2.8e-7, so 1 - Phi(z) keeps ~1e-9 relative accuracy; beyond that ``log_ndtr`` is used.
+    """
+    p = ndtr(z)
+    with np.errstate(divide="ignore"):
+        log_pos, log_neg = np.log(p), np.log1p(-p)
+    tail = np.flatnonzero(np.abs(z) > 5.0)
+    if len(tail):
+        log_pos[tail] = log_ndtr(z[tail])
+        log_neg[tail] = log_ndtr(-z[tail])
+    return log_pos, log_neg
+
+
 def negative_log_posterior(
     params: np.ndarray,
     pairs: PairCounts,
@@ -151,8 +167,7 @@ def negative_log_posterior(
     pair_var = var[i] + var[j]
     scale = np.sqrt(pair_var)
     z = (mu[i] - mu[j]) / scale
-    log_cdf_pos = log_ndtr(z)
-    log_cdf_neg = log_ndtr(-z)
+    log_cdf_pos, log_cdf_neg = _log_cdf_both_sides(z)
     log_pdf = -0.5 * z * z - _LOG_SQRT_2PI
     nll = -(pairs.wins_first @ log_cdf_pos + pairs.wins_second @ log_cdf_neg)
     d_z = -(pairs.wins_first * np.exp(log_pdf - log_cdf_pos) - pairs.wins_second * np.exp(log_pdf - log_cdf_neg))
@@ -184,7 +199,7 @@ def _optimise(
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
-            options={"maxiter": max_iter, "gtol": 1e-6, "ftol": 1e-10},
+            options={"maxiter": max_iter, "gtol": 1e-6, "ftol": 1e-8},
         )
     return result.x, bool(result.success), int(result.nit)
 

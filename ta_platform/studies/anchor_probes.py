@@ -8,6 +8,7 @@ atomically; the long metric and margin rows are returned for DuckDB.
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -37,9 +38,21 @@ def _weights_npz(weights: dict[str, dict[str, np.ndarray]]) -> bytes:
     return buffer.getvalue()
 
 
+def single_threaded_blas():
+    """Small sklearn fits run 10-40x slower with multi-threaded BLAS on a 2-core machine."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1)
+
+
 def run_seed(seed: int, slices: Iterable[ProbeSlice], config: ProbeConfig, out_dir: Path,
              labels_provenance: dict, log: Log = print) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """All probes on all slices for one seed. Returns (metric rows, margin rows, provenance)."""
+    with single_threaded_blas():
+        return _run_seed(seed, slices, config, out_dir, labels_provenance, log)
+
+
+def _run_seed(seed, slices, config, out_dir, labels_provenance, log):
     metrics, margins, predictions, manifests = [], [], [], {}
     weights: dict[str, dict[str, np.ndarray]] = {}
     started = time.monotonic()
@@ -76,19 +89,18 @@ TRIPWIRE_COLUMNS = ["tripwire", "model_key", "layer_key", "setting", "passed", "
 def run_slice_tripwires(slices: Iterable[ProbeSlice], config: ProbeConfig, seed: int = 0,
                         log: Log = print) -> pd.DataFrame:
     """Every tripwire on every slice, all reported (one failure never hides another)."""
-    import json
-
-    rows = []
-    for probe_slice in slices:
-        results = run_tripwires(probe_slice.frame, probe_slice.X, seed, config, index=probe_slice.index)
-        for result in results:
-            rows.append({"tripwire": result.name, **probe_slice.scope, "passed": bool(result.passed),
-                         "reason_code": result.reason_code, "detail": result.detail,
-                         "metrics": json.dumps(result.metrics, default=float, sort_keys=True)})
-        failed = [f"{r.name}:{r.reason_code}" for r in results if not r.passed]
-        log(f"tripwires {probe_slice.model_key}/{probe_slice.layer_key}/{probe_slice.setting}: "
-            f"{len(results) - len(failed)}/{len(results)} pass {failed or ''}")
+    with single_threaded_blas():
+        rows = [row for probe_slice in slices for row in _slice_tripwire_rows(probe_slice, config, seed, log)]
     return pd.DataFrame(rows, columns=TRIPWIRE_COLUMNS)
+
+
+def _slice_tripwire_rows(probe_slice: ProbeSlice, config: ProbeConfig, seed: int, log: Log) -> list[dict]:
+    results = run_tripwires(probe_slice.frame, probe_slice.X, seed, config, index=probe_slice.index)
+    failed = [f"{r.name}:{r.reason_code}" for r in results if not r.passed]
+    log(f"tripwires {probe_slice.model_key}/{probe_slice.layer_key}/{probe_slice.setting}: "
+        f"{len(results) - len(failed)}/{len(results)} pass {failed or ''}")
+    return [{"tripwire": r.name, **probe_slice.scope, "passed": bool(r.passed), "reason_code": r.reason_code,
+             "detail": r.detail, "metrics": json.dumps(r.metrics, default=float, sort_keys=True)} for r in results]
 
 
 def seed_data_version(provenance: dict) -> str:
