@@ -34,9 +34,10 @@ SHAPES: dict[str, dict[str, Any]] = {
     # The registry's embedded models: extraction of ~50 traces x 3k tokens in seconds on 2 CPU cores.
     "embedded": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=8, num_attention_heads=4,
                      num_key_value_heads=2, vocab_size=None, max_position_embeddings=8192),
-    # Benchmark on CPU: big enough that matrix multiplies dominate Python and pooling overhead.
-    "tiny": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=12, num_attention_heads=8,
-                 num_key_value_heads=4, vocab_size=8192, max_position_embeddings=8192),
+    # Benchmark on CPU: big enough that matrix multiplies dominate Python and pooling overhead, with the
+    # proportions of R1-Distill-Qwen-14B (LM head ~8% of the whole forward; the middle layer ~half the depth).
+    "tiny": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=24, num_attention_heads=6,
+                 num_key_value_heads=2, vocab_size=8192, max_position_embeddings=8192),
     "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072, rope_theta=500000.0),
     "14b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=48, num_attention_heads=40,

@@ -97,3 +97,45 @@ def extract_stale_layers(loaded: LoadedModel, traces: Sequence[TraceInput], laye
             f"in {seconds:.1f}s ({summary.traces_computed} traces computed, {summary.traces_reused} resumed, "
             f"{len(summary.failures)} skipped)")
     return ExtractionOutcome({layer_key(x): f for x, f in wanted.items()}, reused, summary)
+
+
+def spot_check_rows(loaded: LoadedModel, traces: Sequence[TraceInput], stored: Mapping[int, tuple], *,
+                    pooling: str, n_traces: int = 2) -> tuple[bool, dict]:
+    """Recompute the first ``n_traces`` traces (by key) and compare with the stored rows of each layer.
+
+    Why: key checks cannot see rows whose keys are right but whose vectors belong to another
+    sentence (a shifted span, a reordered write). Recomputing a deterministic sample catches that,
+    and any corruption or stale partition, at the cost of a forward pass over two traces.
+    ``stored`` maps layer index -> (embeddings, index) of the partition.
+    """
+    import numpy as np
+
+    from ta_platform.extraction.extractor import extract_sentence_embeddings
+
+    sample = sorted(traces, key=lambda t: t.key)[:n_traces]
+    if not sample:
+        return False, {"reason_code": "no_traces"}
+    result = extract_sentence_embeddings(loaded.model, loaded.tokenizer, sample, list(stored), pooling=pooling,
+                                         token_budget=0, max_length=loaded.max_length)
+    tolerance = 1e-3 if loaded.dtype_name == "float32" else 5e-2
+    details, passed = {}, True
+    keys = list(zip(result.index["trace_key"], result.index["chunk_idx"].astype(int), strict=True))
+    for layer, (embeddings, index) in stored.items():
+        row_of = {key: row for row, key in enumerate(zip(index["trace_key"], index["chunk_idx"].astype(int),
+                                                         strict=True))}
+        missing = [k for k in keys if k not in row_of]
+        if missing:
+            passed = False
+            details[layer_key(layer)] = {"reason_code": "misaligned", "missing_rows": missing[:10]}
+            continue
+        stored_rows = embeddings[[row_of[k] for k in keys]].astype(np.float64)
+        fresh = result.embeddings[layer].astype(np.float64)
+        scale = np.maximum(np.abs(fresh).max(axis=1, keepdims=True), 1e-6)
+        error = (np.abs(stored_rows - fresh) / scale).max(axis=1)
+        bad = np.flatnonzero(error > tolerance)
+        details[layer_key(layer)] = {"max_relative_error": float(error.max()), "n_rows": len(keys)}
+        if bad.size:
+            passed = False
+            details[layer_key(layer)].update(reason_code="misaligned",
+                                             rows=[f"{keys[i][0]}#{keys[i][1]}" for i in bad[:10]])
+    return passed, details

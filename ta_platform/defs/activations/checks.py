@@ -93,3 +93,31 @@ activation_checks = [
     _partition_check("provenance_current", "Model, revision, pooling and input tables match the current config.",
                      _provenance),
 ]
+
+
+@dg.asset_check(asset=sentence_activations, blocking=True,
+                description="Stored rows equal a fresh extraction of a deterministic sample of traces (catches "
+                            "rows whose keys are right but whose vectors belong to another sentence).")
+def rows_match_recomputed_sample(compute: ComputeResource) -> dg.AssetCheckResult:
+    from ta_platform.extraction.store import load_partition
+    from ta_platform.studies.sentence_extraction import sentence_trace_inputs, spot_check_rows
+
+    registry = compute.registry()
+    snapshot = pd.read_parquet(artifacts.thought_anchor_file(artifacts.SNAPSHOT))
+    spans = pd.read_parquet(artifacts.thought_anchor_file(artifacts.CHAR_SPANS))
+    by_model: dict[str, dict[int, tuple]] = {}
+    for model_key, layer_key, folder in activation_partitions(activations_root()):
+        if model_key in registry:
+            embeddings, index, _ = load_partition(folder)
+            by_model.setdefault(model_key, {})[int(layer_key[1:])] = (embeddings, index)
+    if not by_model:
+        return dg.AssetCheckResult(passed=False, metadata={"reason_code": "no_partitions"})
+    results, all_passed = {}, True
+    for model_key, stored in sorted(by_model.items()):
+        spec = registry[model_key]
+        passed, details = spot_check_rows(compute.load(spec), sentence_trace_inputs(snapshot, spans, spec.trace_model),
+                                          stored, pooling=compute.pooling)
+        all_passed &= passed
+        results[model_key] = details
+    return dg.AssetCheckResult(passed=all_passed, metadata={
+        "reason_code": "ok" if all_passed else "misaligned", "details": str(results)[:3000]})
