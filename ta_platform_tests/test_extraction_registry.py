@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from ta_platform.extraction.config import ExtractionConfig
 from ta_platform.extraction.device import select_dtype_name
 from ta_platform.extraction.provenance import build_provenance, layer_provenance, provenance_fingerprint
 from ta_platform.extraction.registry import (
@@ -102,3 +103,13 @@ def test_light_modules_do_not_import_torch():
             "resumable, loading; e.load_registry; print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_extraction_config_resolves_and_fails_early():
+    spec, layers = ExtractionConfig("tiny-qwen2", layers=(0.5, "L7"), registry_path=str(DEFAULT_REGISTRY),
+                                    profile="embedded").resolve()
+    assert spec.arch == "qwen2" and layers == [4, 7]
+    with pytest.raises(ValueError, match="unknown pooling"):
+        ExtractionConfig("tiny-qwen2", pooling="max", registry_path=str(DEFAULT_REGISTRY)).resolve()
+    with pytest.raises(ValueError, match="unknown layer 8"):
+        ExtractionConfig("tiny-qwen2", layers=(8,), registry_path=str(DEFAULT_REGISTRY), profile="embedded").resolve()

@@ -7,7 +7,7 @@ and fails early, with the registry's message, on an unknown model key or layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ta_platform.extraction.pooling_names import POOLINGS
 from ta_platform.extraction.registry import LayerRef, ModelSpec, get_model_spec
@@ -25,7 +25,6 @@ class ExtractionConfig:
     token_budget: int | None = None  # None = measured default for the device
     profile: str | None = None
     registry_path: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def spec(self) -> ModelSpec:
         return get_model_spec(self.model_key, self.profile, self.registry_path)

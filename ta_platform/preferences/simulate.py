@@ -46,9 +46,17 @@ def simulate_comparisons(truth: pd.DataFrame, n_comparisons: int, *, n_heldout: 
     n = len(truth)
     held = random_distinct_pairs(n, n_heldout, rng)
     held_keys = set((np.minimum(held[:, 0], held[:, 1]) * n + np.maximum(held[:, 0], held[:, 1])).tolist())
-    train = random_distinct_pairs(n, n_comparisons + n_comparisons // 10 + 10, rng)
-    keys = np.minimum(train[:, 0], train[:, 1]) * n + np.maximum(train[:, 0], train[:, 1])
-    train = train[~np.isin(keys, list(held_keys))][:n_comparisons]
+    if n_comparisons and len(held_keys) >= n * (n - 1) // 2:
+        raise ValueError("every pair is held out; nothing left for training comparisons")
+    held_array = np.fromiter(held_keys, np.int64, len(held_keys))
+    chunks, drawn = [], 0
+    while drawn < n_comparisons:  # rejection sampling: pairs never coincide with held-out pairs
+        batch = random_distinct_pairs(n, n_comparisons - drawn + n_comparisons // 10 + 10, rng)
+        keys = np.minimum(batch[:, 0], batch[:, 1]) * n + np.maximum(batch[:, 0], batch[:, 1])
+        batch = batch[~np.isin(keys, held_array)]
+        chunks.append(batch)
+        drawn += len(batch)
+    train = np.concatenate(chunks)[:n_comparisons]
     pairs = np.concatenate([train, held])
     p = true_probability(truth, pairs[:, 0], pairs[:, 1])
     won = rng.random(len(pairs)) < p

@@ -1,0 +1,39 @@
+"""``ta-platform gate``: the release gate's verdict from the project's Dagster instance.
+
+Exit 0 when every gated check's latest evaluation passed, 1 otherwise (failing or missing listed).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ta_platform.common.instance import ensure_dagster_home
+
+    ensure_dagster_home()
+    import dagster as dg
+
+    from ta_platform.common.release_gate import evaluate_gate
+    from ta_platform.definitions import defs
+    from ta_platform.defs.gate.instance_reader import latest_evaluations
+    from ta_platform.defs.probes.summary import GATE_CHECK_NAME
+
+    keys = [k for k in defs.resolve_asset_graph().asset_check_keys if k.name != GATE_CHECK_NAME]
+    with dg.DagsterInstance.get() as instance:
+        verdict = evaluate_gate(latest_evaluations(instance, keys))
+    if args.json:
+        print(json.dumps({"passed": verdict.passed, "failing": verdict.failing, "missing": verdict.missing,
+                          "warnings": verdict.warnings}))
+    else:
+        print(verdict.summary())
+        for label, items in (("failing", verdict.failing), ("missing", verdict.missing), ("warning", verdict.warnings)):
+            for item in items:
+                print(f"  {label}: {item}")
+    return 0 if verdict.passed else 1
