@@ -15,6 +15,7 @@ from ta_platform.defs.aggregates.sql_assets import build_sql_assets
 from ta_platform.defs.compute import ComputeResource
 from ta_platform.defs.preferences import assets as preference_assets
 from ta_platform.defs.preferences import checks as preference_checks
+from ta_platform.defs.preferences.assets import PreferenceSettings
 from ta_platform.defs.probes import assets as probe_assets
 from ta_platform.defs.probes import checks as probe_checks
 from ta_platform.defs.probes import summary as probe_summary
@@ -29,7 +30,7 @@ CHECK_MODULES = [thought_anchor_checks, activation_checks, probe_checks, probe_s
 all_assets = [*dg.load_assets_from_modules(ASSET_MODULES), *build_sql_assets()]
 all_checks = dg.load_asset_checks_from_modules(CHECK_MODULES)
 
-partitioned = dg.AssetSelection.assets(activation_assets.sentence_activations)
+partitioned = dg.AssetSelection.assets(activation_assets.sentence_activations, preference_assets.prompt_activations)
 upstream = partitioned.upstream() - partitioned
 gate = dg.AssetSelection.checks(probe_summary.release_gate)
 
@@ -86,5 +87,6 @@ defs = dg.Definitions(
         "settings": StudySettings(),
         "compute": ComputeResource(),
         "probe_settings": ProbeSettings(),
+        "preference_settings": PreferenceSettings(),
     },
 )

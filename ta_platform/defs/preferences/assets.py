@@ -1,1 +1,206 @@
-"""Preference study assets (wired in a later step)."""
+"""task_pool -> prompt_activations -> pairwise_preferences -> thurstonian_utilities -> utility_probes
+-> preference_summary. Thin: the work is in ta_platform.preferences and ta_platform.studies."""
+
+import base64
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ta_platform.common.atomic import atomic_write_bytes
+from ta_platform.common.hashing import code_version, sha256_file
+from ta_platform.common.parquet_io import read_provenance, write_parquet
+from ta_platform.common.paths import storage_path
+from ta_platform.defs.activations.assets import activation_partitions
+from ta_platform.defs.activations.partitions import requested_layers
+from ta_platform.defs.compute import GPU_POOL, ComputeResource
+from ta_platform.defs.resources import MetadataStoreResource
+
+GROUP = "preferences"
+ALL_PROMPT_ACTIVATIONS = dg.AssetDep("prompt_activations", partition_mapping=dg.AllPartitionMapping())
+
+
+def pref_file(name: str):
+    return storage_path("preferences", name)
+
+
+def prompt_root():
+    return storage_path("prompt_activations", "x").parent
+
+
+class PreferenceSettings(dg.ConfigurableResource):
+    """Task pool size, the judge, active-learning budget and seeds (all stored as provenance).
+    ``judge``: "simulated" (hidden utilities read from the judge model's prompt activations) or "hf"
+    (the judge model answers from its next-token logits)."""
+
+    n_tasks: int = 1200
+    n_topics: int = 10
+    eval_fraction: float = 0.3
+    seed: int = 0
+    judge: str = "simulated"
+    judge_model: str = ""  # empty = the first registry model
+    judge_layer: str = ""  # empty = the middle configured layer
+    samples_per_pair: int = 3
+    pairs_per_round: int = 300
+    max_comparisons: int = 20000
+
+    def active_learning_config(self):
+        from ta_platform.preferences.active_learning import ActiveLearningConfig
+
+        return ActiveLearningConfig(samples_per_pair=self.samples_per_pair, pairs_per_round=self.pairs_per_round,
+                                    max_comparisons=self.max_comparisons, seed=self.seed)
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet", "duckdb"})
+def task_pool(context: dg.AssetExecutionContext, preference_settings: PreferenceSettings,
+              metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
+    """Tasks (id, prompt, origin, topic) split into disjoint train and eval sets."""
+    from ta_platform.preferences.tasks import generate_task_pool
+
+    s = preference_settings
+    pool = generate_task_pool(s.n_tasks, s.n_topics, seed=s.seed, eval_fraction=s.eval_fraction)
+    provenance = {"n_tasks": s.n_tasks, "n_topics": s.n_topics, "eval_fraction": s.eval_fraction, "seed": s.seed,
+                  "code_version": code_version()}
+    write_parquet(pool, pref_file("task_pool.parquet"), provenance)
+    metadata_store.store().replace_slice("task_pool", pool)
+    counts = pool.groupby("task_set").size().to_dict()
+    context.log.info(f"{len(pool)} tasks over {pool['topic'].nunique()} topics: {counts}")
+    return dg.MaterializeResult(metadata={"n_tasks": len(pool), "sets": counts, "n_topics": int(pool["topic"].nunique())})
+
+
+@dg.asset(group_name=GROUP, partitions_def=activation_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+          pool=GPU_POOL, deps=[task_pool], kinds={"pytorch", "numpy"})
+def prompt_activations(context: dg.AssetExecutionContext, compute: ComputeResource) -> dg.MaterializeResult:
+    """Activations at the last prompt token, per model x layer, with the same extraction core,
+    batching, staleness fingerprints and provenance as sentence_activations."""
+    from ta_platform.studies.sentence_extraction import extract_stale_layers, prompt_trace_inputs
+
+    pool_file = pref_file("task_pool.parquet")
+    traces = prompt_trace_inputs(pd.read_parquet(pool_file))
+    registry = compute.registry()
+    fingerprints = {}
+    for model_key, layers in requested_layers(context.partition_keys).items():
+        loaded = compute.load(registry[model_key])
+        outcome = extract_stale_layers(loaded, traces, layers, prompt_root(), pooling="last",
+                                       token_budget=compute.token_budget_for(loaded),
+                                       input_versions={"task_pool": sha256_file(pool_file)}, log=context.log.info)
+        fingerprints.update({f"{model_key}/{k}": v for k, v in outcome.fingerprints.items()})
+    return dg.MaterializeResult(metadata={"fingerprints": fingerprints, "n_prompts": len(traces)})
+
+
+def _judge_partition(compute: ComputeResource, settings: PreferenceSettings) -> tuple[str, str]:
+    registry = compute.registry()
+    model_key = settings.judge_model or sorted(registry)[0]
+    keys = registry[model_key].layer_keys()
+    return model_key, settings.judge_layer or keys[len(keys) // 2]
+
+
+def _load_prompt_matrix(pool: pd.DataFrame, model_key: str, layer: str) -> np.ndarray:
+    from ta_platform.extraction.store import load_partition
+
+    embeddings, index, _ = load_partition(prompt_root() / model_key / layer)
+    row_of = {key: row for row, key in enumerate(index["trace_key"])}
+    missing = [t for t in pool["task_id"] if t not in row_of]
+    if missing:
+        raise ValueError(f"prompt activations {model_key}/{layer} lack {len(missing)} tasks (e.g. {missing[:3]}); "
+                         "materialise prompt_activations")
+    return embeddings[[row_of[t] for t in pool["task_id"]]]
+
+
+@dg.asset(group_name=GROUP, deps=[task_pool, ALL_PROMPT_ACTIVATIONS], kinds={"duckdb", "parquet"})
+def pairwise_preferences(context: dg.AssetExecutionContext, preference_settings: PreferenceSettings,
+                         compute: ComputeResource, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
+    """Active-learning rounds of "which would you rather do?" per task set; held-out pairs drawn first.
+    Every outcome (round, order, sample index, held-out flag) is stored in DuckDB."""
+    from ta_platform.studies.preference_study import measure_preferences, planted_judge
+
+    s = preference_settings
+    pool = pd.read_parquet(pref_file("task_pool.parquet"))
+    model_key, layer = _judge_partition(compute, s)
+    if s.judge == "simulated":
+        judge, truth = planted_judge(pool, _load_prompt_matrix(pool, model_key, layer), s.seed)
+        write_parquet(truth, pref_file("planted_utilities.parquet"), {"judge_model": model_key, "layer": layer})
+    elif s.judge == "hf":
+        from ta_platform.preferences.judges import HFLogitJudge
+
+        judge = HFLogitJudge(*_causal_lm(compute, model_key))
+    else:
+        raise ValueError(f"unknown judge {s.judge!r}: use 'simulated' or 'hf'")
+    outcomes = measure_preferences(pool, judge, s.active_learning_config(), context.log.info)
+    provenance = {"judge": s.judge, "judge_model": model_key, "judge_layer": layer, "seed": s.seed,
+                  "active_learning": s.active_learning_config().__dict__, "code_version": code_version(),
+                  "task_pool": read_provenance(pref_file("task_pool.parquet"))}
+    write_parquet(outcomes, pref_file("pairwise_preferences.parquet"), provenance)
+    metadata_store.store().replace_slice("pairwise_preferences", outcomes)
+    return dg.MaterializeResult(metadata={"n_outcomes": len(outcomes), "n_heldout": int(outcomes["heldout"].sum()),
+                                          "judge": f"{s.judge}:{model_key}/{layer}"})
+
+
+def _causal_lm(compute: ComputeResource, model_key: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ta_platform.extraction.loading import model_folder
+
+    folder = model_folder(compute.registry()[model_key])
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+@dg.asset(group_name=GROUP, deps=[pairwise_preferences], kinds={"scipy", "duckdb"})
+def thurstonian_utilities(context: dg.AssetExecutionContext, preference_settings: PreferenceSettings,
+                          metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
+    """mu and sigma per task (train and eval sets), MAP with an analytic gradient; prior chosen by
+    held-out log-loss; held-out accuracy, log-loss and the noise ceiling reported."""
+    from ta_platform.studies.preference_study import fit_utilities
+
+    outcomes = pd.read_parquet(pref_file("pairwise_preferences.parquet"))
+    fits = fit_utilities(outcomes, preference_settings.seed)
+    utilities = pd.concat([f.utilities.assign(task_set=name) for name, f in fits.items()], ignore_index=True)
+    summaries = pd.DataFrame([{"task_set": name, **f.summary()} for name, f in fits.items()])
+    write_parquet(utilities, pref_file("thurstonian_utilities.parquet"), {"fits": summaries.to_dict("records")})
+    store = metadata_store.store()
+    store.replace_slice("thurstonian_utilities", utilities)
+    store.replace_slice("thurstonian_fit_summary", summaries)
+    for row in summaries.itertuples():
+        context.log.info(f"{row.task_set}: held-out accuracy {row.heldout_accuracy:.3f}, "
+                         f"log-loss {row.heldout_log_loss:.3f}, noise ceiling {row.noise_ceiling:.3f}")
+    return dg.MaterializeResult(metadata={"fits": dg.MetadataValue.md(summaries.to_markdown(index=False))})
+
+
+@dg.asset(group_name=GROUP, deps=[thurstonian_utilities, ALL_PROMPT_ACTIVATIONS], kinds={"scikitlearn", "duckdb"})
+def utility_probes(context: dg.AssetExecutionContext, preference_settings: PreferenceSettings,
+                   compute: ComputeResource, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
+    """Standardised Ridge probes (alpha on half the eval set, reported on the other half), raw and
+    topic-demeaned, hold-one-topic-out, against a content baseline on identical splits."""
+    from ta_platform.preferences.content import content_embeddings
+    from ta_platform.preferences.utility_probes import utility_probe_report
+    from ta_platform.studies.activation_slices import activation_partitions as stored_partitions
+
+    pool = pd.read_parquet(pref_file("task_pool.parquet"))
+    utilities = pd.read_parquet(pref_file("thurstonian_utilities.parquet"))
+    features = {f"activations:{m}/{layer}": _load_prompt_matrix(pool, m, layer)
+                for m, layer, _ in stored_partitions(prompt_root()) if m in compute.registry()}
+    content = content_embeddings(pool["prompt"].tolist())
+    features[f"content:{content.method}"] = content.matrix
+    context.log.info(f"probing {len(features)} feature sets on {len(pool)} tasks")
+    report = utility_probe_report(pool, utilities, features, seed=preference_settings.seed)
+    write_parquet(report, pref_file("utility_probe_report.parquet"), {"content_method": content.method})
+    metadata_store.store().replace_slice("utility_probe_report", report)
+    return dg.MaterializeResult(metadata={"n_rows": len(report), "feature_sets": sorted(features),
+                                          "content_baseline": content.method})
+
+
+@dg.asset(group_name=GROUP, deps=[utility_probes], kinds={"duckdb", "markdown"})
+def preference_summary(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
+    """Probe against content baseline side by side, in-distribution and held-out topic, with a plot."""
+    from ta_platform.preferences.summary import plot_summary, summarise_probes
+
+    summary = summarise_probes(pd.read_parquet(pref_file("utility_probe_report.parquet")))
+    metadata_store.store().replace_slice("preference_summary", summary)
+    png = plot_summary(summary)
+    atomic_write_bytes(storage_path("reports", "preference_summary.png"), png)
+    table = summary.to_markdown(index=False, floatfmt=".3f")
+    context.log.info("\n" + table)
+    return dg.MaterializeResult(metadata={
+        "table": dg.MetadataValue.md(table),
+        "plot": dg.MetadataValue.md(f"![preference summary](data:image/png;base64,{base64.b64encode(png).decode()})"),
+    })

@@ -2,7 +2,7 @@
 
 Why: on a shared 2-core machine OpenBLAS thread hand-offs made L-BFGS-B ~15x and a truncated SVD
 ~30x slower than single-threaded runs (measured; the matrices here are far too small to gain from
-threads). Every heavy numpy/scipy/sklearn call in ``ta_platform.preferences`` runs inside this.
+threads). Heavy numpy/scipy/sklearn work (preference fits, probe training) runs inside this.
 """
 
 from __future__ import annotations
