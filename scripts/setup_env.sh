@@ -23,3 +23,5 @@ ACTIVATE
 fi
 mkdir -p "$REPO/storage/dagster_home"
 [ -e "$REPO/storage/dagster_home/dagster.yaml" ] || ln -s "$REPO/dagster.yaml" "$REPO/storage/dagster_home/dagster.yaml"
+# Create the instance's SQLite schema once, before any parallel runs (schema creation is not concurrent-safe).
+DAGSTER_HOME="$REPO/storage/dagster_home" .venv/bin/dagster instance migrate >/dev/null

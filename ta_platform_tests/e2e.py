@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ta_platform.common.instance import prepare_dagster_home
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
 def project_env(storage: Path, **extra: str) -> dict[str, str]:
     """The environment the README's set-up gives, pointed at ``storage``."""
+    prepare_dagster_home(storage / "dagster_home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TA_", "DAGSTER_"))}
     env.update({
         "TA_STORAGE": str(storage),

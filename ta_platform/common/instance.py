@@ -15,10 +15,8 @@ from ta_platform.common.paths import REPO_ROOT, storage_root
 DEFINITIONS_MODULE = "ta_platform.definitions"
 
 
-def ensure_dagster_home() -> Path:
-    """Create the home folder, link dagster.yaml and export DAGSTER_HOME for this process."""
-    configured = os.environ.get("DAGSTER_HOME")
-    home = Path(configured) if configured else storage_root() / "dagster_home"
+def prepare_dagster_home(home: Path) -> Path:
+    """Create ``home`` with the repository's dagster.yaml linked in (what the Dagster CLI needs)."""
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
     source = REPO_ROOT / "dagster.yaml"
@@ -27,6 +25,13 @@ def ensure_dagster_home() -> Path:
             link.symlink_to(source)
         except OSError:
             link.write_text(source.read_text())
+    return home
+
+
+def ensure_dagster_home() -> Path:
+    """Prepare the project's home (DAGSTER_HOME, else storage/dagster_home) and export it."""
+    configured = os.environ.get("DAGSTER_HOME")
+    home = prepare_dagster_home(Path(configured) if configured else storage_root() / "dagster_home")
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     os.environ.setdefault("DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME", DEFINITIONS_MODULE)
     return home
