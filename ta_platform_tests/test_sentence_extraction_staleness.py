@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from ta_platform.extraction.extractor import TraceInput
 from ta_platform.extraction.loading import load_model
 from ta_platform.extraction.registry import load_registry
 from ta_platform.extraction.synthetic import synthetic_traces
-from ta_platform.extraction.extractor import TraceInput
 from ta_platform.studies.sentence_extraction import extract_stale_layers, spot_check_rows
 
 

@@ -22,7 +22,7 @@ from ta_platform.common.parquet_io import write_parquet
 from ta_platform.common.threads import single_blas_thread
 from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.suite import run_probe_suite
-from ta_platform.probing.tripwires import run_tripwires
+from ta_platform.probing.tripwires import run_tripwires, split_leakage
 from ta_platform.studies.activation_slices import ProbeSlice
 
 Log = Callable[[str], None]
@@ -81,10 +81,19 @@ TRIPWIRE_COLUMNS = ["tripwire", "model_key", "layer_key", "setting", "passed", "
 
 
 def run_slice_tripwires(slices: Iterable[ProbeSlice], config: ProbeConfig, seed: int = 0,
-                        log: Log = print) -> pd.DataFrame:
-    """Every tripwire on every slice, all reported (one failure never hides another)."""
+                        log: Log = print, labels: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every tripwire on every slice, all reported (one failure never hides another).
+
+    ``labels`` (all settings together) adds a dataset-wide split-leakage row: a slice holds one
+    setting only, so it cannot see a problem whose correct and incorrect traces sit in two splits.
+    """
     with single_blas_thread():
         rows = [row for probe_slice in slices for row in _slice_tripwire_rows(probe_slice, config, seed, log)]
+    if labels is not None:
+        leak = split_leakage(labels)
+        rows.append({"tripwire": leak.name, "model_key": "all", "layer_key": "all", "setting": "all",
+                     "passed": bool(leak.passed), "reason_code": leak.reason_code, "detail": leak.detail,
+                     "metrics": json.dumps(leak.metrics, default=float, sort_keys=True)})
     return pd.DataFrame(rows, columns=TRIPWIRE_COLUMNS)
 
 

@@ -54,7 +54,9 @@ def probe_tripwires(context: dg.AssetExecutionContext, probe_settings: ProbeSett
     slice, once per dataset and config (not per seed: a tripwire must not depend on luck)."""
     from ta_platform.studies.anchor_probes import run_slice_tripwires
 
-    results = run_slice_tripwires(_slices(compute), probe_settings.probe_config(), probe_settings.tripwire_seed, context.log.info)
+    labels = pd.read_parquet(artifacts.thought_anchor_file(artifacts.LABELS))
+    results = run_slice_tripwires(_slices(compute), probe_settings.probe_config(), probe_settings.tripwire_seed,
+                                  context.log.info, labels=labels)
     metadata_store.store().replace_slice("tripwire_results", results)
     failed = results[~results["passed"]]
     return dg.MaterializeResult(metadata={
