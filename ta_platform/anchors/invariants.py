@@ -108,3 +108,20 @@ def token_spans_well_formed(token_spans: pd.DataFrame) -> InvariantResult:
     offenders = [f"{r.tokenizer}:{r.trace_key}#{r.chunk_idx} [{r.tok_start}, {r.tok_end}) of {r.n_tokens}"
                  for r in token_spans[bad].itertuples()]
     return _result(offenders, "token spans are empty or outside the sequence", len(token_spans))
+
+
+def labels_match_importance(labels: pd.DataFrame, config) -> InvariantResult:
+    """Every stored anchor label equals the label recomputed from its importance with ``config``.
+
+    Why: labels are a pure function of counterfactual importance; a shuffled, stale or hand-edited
+    label column shows up here by name, whatever the probes make of it.
+    """
+    from ta_platform.anchors.labels import anchor_scores, label_anchors
+
+    offenders = []
+    for key, group in labels.groupby("trace_key", sort=True):
+        scores = anchor_scores(group["counterfactual_importance"].to_numpy(dtype=float), config)
+        expected = label_anchors(scores, group["in_label_set"].to_numpy(dtype=bool), config)
+        wrong = group["chunk_idx"].to_numpy()[expected != group["anchor"].to_numpy()]
+        offenders += [f"{key}#{i}" for i in wrong]
+    return _result(offenders, "sentences have an anchor label that their importance does not give", len(labels))

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ta_platform.anchors.invariants import labels_match_importance
+from ta_platform.anchors.labels import AnchorLabelConfig
 from ta_platform.common.atomic import atomic_write_bytes, atomic_write_json
 from ta_platform.common.hashing import code_version, stable_json_hash
 from ta_platform.common.parquet_io import write_parquet
@@ -81,20 +83,30 @@ TRIPWIRE_COLUMNS = ["tripwire", "model_key", "layer_key", "setting", "passed", "
 
 
 def run_slice_tripwires(slices: Iterable[ProbeSlice], config: ProbeConfig, seed: int = 0,
-                        log: Log = print, labels: pd.DataFrame | None = None) -> pd.DataFrame:
+                        log: Log = print, labels: pd.DataFrame | None = None,
+                        label_config: AnchorLabelConfig | None = None) -> pd.DataFrame:
     """Every tripwire on every slice, all reported (one failure never hides another).
 
-    ``labels`` (all settings together) adds a dataset-wide split-leakage row: a slice holds one
-    setting only, so it cannot see a problem whose correct and incorrect traces sit in two splits.
+    ``labels`` (all settings together) adds dataset-wide rows: split leakage (a slice holds one
+    setting only, so it cannot see a problem whose correct and incorrect traces sit in two splits)
+    and, with ``label_config``, labels recomputed from importance (shuffled or stale labels).
     """
     with single_blas_thread():
         rows = [row for probe_slice in slices for row in _slice_tripwire_rows(probe_slice, config, seed, log)]
     if labels is not None:
         leak = split_leakage(labels)
-        rows.append({"tripwire": leak.name, "model_key": "all", "layer_key": "all", "setting": "all",
-                     "passed": bool(leak.passed), "reason_code": leak.reason_code, "detail": leak.detail,
-                     "metrics": json.dumps(leak.metrics, default=float, sort_keys=True)})
+        rows.append(_dataset_row(leak.name, leak.passed, leak.reason_code, leak.detail, leak.metrics))
+    if labels is not None and label_config is not None:
+        consistent = labels_match_importance(labels, label_config)
+        rows.append(_dataset_row("labels_consistent", consistent.passed,
+                                 "ok" if consistent.passed else "labels_inconsistent",
+                                 f"{consistent.summary}: {consistent.offenders[:10]}", {}))
     return pd.DataFrame(rows, columns=TRIPWIRE_COLUMNS)
+
+
+def _dataset_row(name: str, passed: bool, reason: str, detail: str, metrics: dict) -> dict:
+    return {"tripwire": name, "model_key": "all", "layer_key": "all", "setting": "all", "passed": bool(passed),
+            "reason_code": reason, "detail": detail, "metrics": json.dumps(metrics, default=float, sort_keys=True)}
 
 
 def _slice_tripwire_rows(probe_slice: ProbeSlice, config: ProbeConfig, seed: int, log: Log) -> list[dict]:

@@ -52,11 +52,13 @@ def probe_tripwires(context: dg.AssetExecutionContext, probe_settings: ProbeSett
                     metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
     """Memorisation, permutation null, signal vs null, planted signal and data integrity on every
     slice, once per dataset and config (not per seed: a tripwire must not depend on luck)."""
+    from ta_platform.anchors.labels import AnchorLabelConfig
     from ta_platform.studies.anchor_probes import run_slice_tripwires
 
-    labels = pd.read_parquet(artifacts.thought_anchor_file(artifacts.LABELS))
+    labels_file = artifacts.thought_anchor_file(artifacts.LABELS)
+    label_config = AnchorLabelConfig(**read_provenance(labels_file)["label_config"])
     results = run_slice_tripwires(_slices(compute), probe_settings.probe_config(), probe_settings.tripwire_seed,
-                                  context.log.info, labels=labels)
+                                  context.log.info, labels=pd.read_parquet(labels_file), label_config=label_config)
     metadata_store.store().replace_slice("tripwire_results", results)
     failed = results[~results["passed"]]
     return dg.MaterializeResult(metadata={
