@@ -10,10 +10,10 @@ import pytest
 
 from ta_platform.common.hashing import sha256_file
 from ta_platform.rollouts.generator import MANIFEST_FILE, generate_dataset, planted_anchors, read_manifest
-from ta_platform.rollouts.layout import KNOWN_MODELS, SPLITS, TRACE_FILES
+from ta_platform.rollouts.layout import FUNCTION_TAGS, KNOWN_MODELS, SPLITS, TRACE_FILES
 from ta_platform.rollouts.sentence_split import split_sentences
 from ta_platform.rollouts.sources import LocalRolloutSource, load_traces
-from ta_platform.rollouts.synthetic_sentences import CUE_WORDS, FUNCTION_TAGS
+from ta_platform.rollouts.synthetic_sentences import CUE_WORDS
 
 REAL_ROLLOUTS = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "math-rollouts"
 

@@ -11,24 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ta_platform.rollouts.layout import FUNCTION_TAGS
+
 from .splits import problem_level_split, rows_split
 
 _VOCABULARY = np.array(
     "so we need to find the value of x then compute sum check wait let me think again maybe "
     "answer is equal divide multiply square root total number each step because therefore".split()
 )
-_FUNCTION_TAGS = np.array(
-    [
-        "problem_setup",
-        "plan_generation",
-        "fact_retrieval",
-        "active_computation",
-        "result_consolidation",
-        "uncertainty_management",
-        "self_checking",
-        "final_answer_emission",
-    ]
-)
+_FUNCTION_TAGS = np.array(FUNCTION_TAGS)
 _SPLIT_FOLDERS = {"correct": "correct_base_solution", "incorrect": "incorrect_base_solution"}
 
 

@@ -24,6 +24,17 @@ CHUNKS_FILE = "chunks_labeled.json"
 # The only files the probe pipeline needs per trace (chunk_<i>/solutions.json are large and unused).
 TRACE_FILES: tuple[str, ...] = (PROBLEM_FILE, BASE_SOLUTION_FILE, CHUNKS_FILE)
 
+# The eight sentence function tags of the dataset's taxonomy (one per chunk in ``function_tags``).
+FUNCTION_TAGS: tuple[str, ...] = (
+    "problem_setup",
+    "plan_generation",
+    "fact_retrieval",
+    "active_computation",
+    "result_consolidation",
+    "uncertainty_management",
+    "self_checking",
+    "final_answer_emission",
+)
 KNOWN_MODELS: tuple[str, ...] = ("deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b")
 
 PROBLEM_DIR_PREFIX = "problem_"

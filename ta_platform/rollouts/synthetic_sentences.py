@@ -16,17 +16,6 @@ from dataclasses import dataclass
 
 from ta_platform.rollouts.synthetic_problems import SyntheticProblem
 
-FUNCTION_TAGS: tuple[str, ...] = (
-    "problem_setup",
-    "plan_generation",
-    "fact_retrieval",
-    "active_computation",
-    "result_consolidation",
-    "uncertainty_management",
-    "self_checking",
-    "final_answer_emission",
-)
-
 # family -> (function tag, templates). The cue words of each family appear in no plain template.
 CUE_TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "pivot": (
