@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from ta_platform.anchors.metadata_store import MetadataStore
+from ta_platform.common.parquet_io import read_provenance, write_parquet
 from ta_platform_tests.e2e import project_env, run_cli
 
 pytestmark = pytest.mark.slow
@@ -100,7 +101,7 @@ def test_shuffled_labels_make_the_gate_fail_with_labels_inconsistent(project):
         labels = pd.read_parquet(path)
         rng = np.random.default_rng(0)
         labels["anchor"] = labels.groupby("trace_key")["anchor"].transform(lambda s: rng.permutation(s.to_numpy()))
-        labels.to_parquet(path)
+        write_parquet(labels, path, read_provenance(path))
         verdict = _rerun_tripwires_and_gate(env)
         assert any("labels_consistent" in item and "labels_inconsistent" in item for item in verdict["failing"]), verdict
         # the probes see it too: no signal beyond the permutation null (a warning: a finding, not a bug)
@@ -119,7 +120,7 @@ def test_a_problem_leaking_into_two_splits_makes_the_gate_fail_with_problem_leak
         rows = (labels["problem_id"] == victim) & (labels["setting"] == "incorrect")
         other = {"train": "test", "val": "train", "test": "train"}[labels.loc[rows, "data_split"].iloc[0]]
         labels.loc[rows, "data_split"] = other
-        labels.to_parquet(path)
+        write_parquet(labels, path, read_provenance(path))
         verdict = _rerun_tripwires_and_gate(env)
         assert any("split_leakage" in item and "problem_leak" in item for item in verdict["failing"]), verdict
     finally:

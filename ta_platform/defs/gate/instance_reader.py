@@ -25,7 +25,8 @@ def latest_evaluations(instance: dg.DagsterInstance, check_keys) -> list[CheckEv
         status = _STATUS.get(record.status, str(record.status))
         severity, reason = "ERROR", ""
         evaluation = record.evaluation
-        if evaluation is not None:
+        # a planned-but-never-run check (its step failed or was skipped) has no severity or result
+        if evaluation is not None and hasattr(evaluation, "severity"):
             severity = evaluation.severity.value
             meta = evaluation.metadata or {}
             for field_name in ("reason_code", "summary"):

@@ -56,7 +56,10 @@ def probe_tripwires(context: dg.AssetExecutionContext, probe_settings: ProbeSett
     from ta_platform.studies.anchor_probes import run_slice_tripwires
 
     labels_file = artifacts.thought_anchor_file(artifacts.LABELS)
-    label_config = AnchorLabelConfig(**read_provenance(labels_file)["label_config"])
+    recorded = read_provenance(labels_file).get("label_config")
+    if recorded is None:
+        raise ValueError(f"{labels_file}: no label provenance (label_config); re-materialise sentence_labels")
+    label_config = AnchorLabelConfig(**recorded)
     results = run_slice_tripwires(_slices(compute), probe_settings.probe_config(), probe_settings.tripwire_seed,
                                   context.log.info, labels=pd.read_parquet(labels_file), label_config=label_config)
     metadata_store.store().replace_slice("tripwire_results", results)
