@@ -21,8 +21,9 @@ def _to_check(result: InvariantResult, severity=dg.AssetCheckSeverity.ERROR) -> 
     return dg.AssetCheckResult(passed=result.passed, severity=severity, metadata=result.metadata())
 
 
-def _schema_check(schema, frame: pd.DataFrame) -> dg.AssetCheckResult:
-    failures = schemas.schema_failures(schema, frame)
+def _schema_check(*pairs: tuple) -> dg.AssetCheckResult:
+    """Validate each (schema, frame) pair; every failure line goes into the check's metadata."""
+    failures = [line for schema, frame in pairs for line in schemas.schema_failures(schema, frame)]
     return dg.AssetCheckResult(passed=not failures, metadata={"n_failures": len(failures), "failures": failures[:50]})
 
 
@@ -35,7 +36,7 @@ def no_skipped_traces(metadata_store: MetadataStoreResource) -> dg.AssetCheckRes
 
 @dg.asset_check(asset=problem_index, blocking=True, description="problem_index matches its pandera schema.")
 def problem_index_schema(metadata_store: MetadataStoreResource) -> dg.AssetCheckResult:
-    return _schema_check(schemas.problem_index_schema, metadata_store.store().read_table("problem_index"))
+    return _schema_check((schemas.problem_index_schema, metadata_store.store().read_table("problem_index")))
 
 
 @dg.asset_check(asset=sentence_labels, blocking=True, description="chunk_idx runs 0..N-1 in every trace.")
@@ -66,7 +67,7 @@ def problems_in_one_split() -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=sentence_labels, blocking=True, description="sentence_labels matches its pandera schema.")
 def sentence_labels_schema() -> dg.AssetCheckResult:
-    return _schema_check(schemas.sentence_labels_schema, _read(artifacts.LABELS))
+    return _schema_check((schemas.sentence_labels_schema, _read(artifacts.LABELS)))
 
 
 @dg.asset_check(asset=sentence_spans, blocking=True, additional_deps=[sentence_labels],
@@ -88,6 +89,5 @@ def token_spans_well_formed() -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=sentence_spans, blocking=True, description="Span tables match their pandera schemas.")
 def sentence_spans_schema() -> dg.AssetCheckResult:
-    failures = schemas.schema_failures(schemas.sentence_spans_schema, _read(artifacts.CHAR_SPANS))
-    failures += schemas.schema_failures(schemas.token_spans_schema, _read(artifacts.TOKEN_SPANS))
-    return dg.AssetCheckResult(passed=not failures, metadata={"n_failures": len(failures), "failures": failures[:50]})
+    return _schema_check((schemas.sentence_spans_schema, _read(artifacts.CHAR_SPANS)),
+                         (schemas.token_spans_schema, _read(artifacts.TOKEN_SPANS)))
