@@ -93,38 +93,43 @@ def _rerun_tripwires_and_gate(env) -> dict:
     return json.loads(gate.stdout.strip().splitlines()[-1])
 
 
-def test_shuffled_labels_make_the_gate_fail_with_labels_inconsistent(project):
-    storage, env, _ = project
+def _gate_with_planted_labels(storage, env, corrupt) -> dict:
+    """Rewrite the labels file with ``corrupt`` applied (provenance kept), re-run the tripwires and
+    return the gate verdict; the original file is restored afterwards."""
     path = storage / "thought_anchors" / "sentence_labels.parquet"
     original = path.read_bytes()
     try:
         labels = pd.read_parquet(path)
-        rng = np.random.default_rng(0)
-        labels["anchor"] = labels.groupby("trace_key")["anchor"].transform(lambda s: rng.permutation(s.to_numpy()))
+        corrupt(labels)
         write_parquet(labels, path, read_provenance(path))
-        verdict = _rerun_tripwires_and_gate(env)
-        assert any("labels_consistent" in item and "labels_inconsistent" in item for item in verdict["failing"]), verdict
-        # the probes see it too: no signal beyond the permutation null (a warning: a finding, not a bug)
-        assert any("signal_beats_null" in item and "no_signal_vs_null" in item for item in verdict["warnings"]), verdict
+        return _rerun_tripwires_and_gate(env)
     finally:
         path.write_bytes(original)
+
+
+def test_shuffled_labels_make_the_gate_fail_with_labels_inconsistent(project):
+    storage, env, _ = project
+    rng = np.random.default_rng(0)
+
+    def shuffle(labels):
+        labels["anchor"] = labels.groupby("trace_key")["anchor"].transform(lambda s: rng.permutation(s.to_numpy()))
+
+    verdict = _gate_with_planted_labels(storage, env, shuffle)
+    assert any("labels_consistent" in item and "labels_inconsistent" in item for item in verdict["failing"]), verdict
+    # the probes see it too: no signal beyond the permutation null (a warning: a finding, not a bug)
+    assert any("signal_beats_null" in item and "no_signal_vs_null" in item for item in verdict["warnings"]), verdict
 
 
 def test_a_problem_leaking_into_two_splits_makes_the_gate_fail_with_problem_leak(project):
     storage, env, _ = project
-    path = storage / "thought_anchors" / "sentence_labels.parquet"
-    original = path.read_bytes()
-    try:
-        labels = pd.read_parquet(path)
-        victim = labels["problem_id"].iloc[0]
-        rows = (labels["problem_id"] == victim) & (labels["setting"] == "incorrect")
+
+    def leak(labels):
+        rows = (labels["problem_id"] == labels["problem_id"].iloc[0]) & (labels["setting"] == "incorrect")
         other = {"train": "test", "val": "train", "test": "train"}[labels.loc[rows, "data_split"].iloc[0]]
         labels.loc[rows, "data_split"] = other
-        write_parquet(labels, path, read_provenance(path))
-        verdict = _rerun_tripwires_and_gate(env)
-        assert any("split_leakage" in item and "problem_leak" in item for item in verdict["failing"]), verdict
-    finally:
-        path.write_bytes(original)
+
+    verdict = _gate_with_planted_labels(storage, env, leak)
+    assert any("split_leakage" in item and "problem_leak" in item for item in verdict["failing"]), verdict
 
 
 def _rewrite_partition(storage, transform):
