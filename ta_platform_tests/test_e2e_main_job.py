@@ -73,7 +73,10 @@ def test_gate_passes_and_summary_report_and_provenance_are_written(project):
     provenance = json.loads((storage / "probes" / "seed_0" / "provenance.json").read_text())
     assert provenance["seed"] == 0 and provenance["code_version"] and provenance["activation_fingerprints"]
     summary = _store(storage).read_table("scaling_summary")
-    assert len(summary) == 4
+    assert sorted(summary["family"].value_counts().items()) == [("activations", 4), ("any", 4)]
+    activation = summary[summary["family"] == "activations"]
+    assert activation["probe"].isin(ACTIVATION_PROBES).all() and (activation["ci_low"] > 0).all()
+    assert "## Best activation probe" in report
 
 
 def test_bare_dagster_cli_rematerialises_the_summary_in_the_same_instance(project):

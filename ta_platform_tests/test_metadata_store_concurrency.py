@@ -51,3 +51,10 @@ def test_a_failed_write_rolls_back_and_keeps_the_previous_rows(tmp_path):
     with pytest.raises(duckdb.Error):
         store.replace_slice("t", bad, {"k": "a"})
     assert store.read_table("t")["v"].tolist() == [1]
+
+
+def test_a_whole_table_write_takes_the_new_schema(tmp_path):
+    store = MetadataStore(tmp_path / "m.duckdb")
+    store.replace_slice("t", pd.DataFrame({"k": ["a"]}))
+    store.replace_slice("t", pd.DataFrame({"k": ["b"], "family": ["any"]}))
+    assert store.read_table("t").to_dict("records") == [{"k": "b", "family": "any"}]

@@ -55,9 +55,10 @@ class MetadataStore:
                 connection.close()
 
     def replace_slice(self, table: str, frame: pd.DataFrame, where: Mapping[str, object] | None = None) -> int:
-        """Replace the rows of ``table`` matching ``where`` (all rows if None) with ``frame``.
+        """Replace the rows of ``table`` matching ``where`` (the whole table if None) with ``frame``.
 
-        The table is created from the frame's schema on first use. Returns rows written.
+        A slice write creates the table from the frame's schema on first use; a whole-table write
+        replaces table and schema. Returns rows written.
         """
         name = _quote(table)
         started = time.monotonic()
@@ -65,13 +66,13 @@ class MetadataStore:
             con.register("incoming", frame)
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
                 if where:
+                    con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
                     clause = " AND ".join(f"{_quote(col)} = ?" for col in where)
                     con.execute(f"DELETE FROM {name} WHERE {clause}", list(where.values()))
-                else:
-                    con.execute(f"DELETE FROM {name}")
-                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+                    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+                else:  # the whole table: take the frame's schema, so a new column never breaks a rerun
+                    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM incoming")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -4,6 +4,7 @@ and the release gate, an asset check on it that reads every other check's latest
 import time
 
 import dagster as dg
+import pandas as pd
 
 from ta_platform.common.atomic import atomic_write_bytes, atomic_write_text
 from ta_platform.common.paths import storage_path
@@ -13,6 +14,7 @@ from ta_platform.defs.resources import MetadataStoreResource
 from ta_platform.probing.report import best_probe_cells, markdown_matrix, matrix_png
 
 GATE_CHECK_NAME = "release_gate"
+ACTIVATION_PROBES = ["linear_probe", "mlp_probe", "activations_plus_position"]
 
 
 @dg.asset(group_name="probes", deps=["scaling_report_rows"], kinds={"duckdb", "markdown"})
@@ -23,17 +25,24 @@ def scaling_summary(context: dg.AssetExecutionContext, metadata_store: MetadataS
     rows = store.read_table("scaling_report_rows")
     if rows.empty:
         raise ValueError("scaling_report_rows is empty: materialise probes and the SQL aggregates first")
-    cells = best_probe_cells(rows)
+    # The question is "do activations predict beyond position and text?": report the best probe of
+    # any kind and, separately, the best activation probe (the text baseline can win the first).
+    activation_rows = rows[rows["probe"].isin([*ACTIVATION_PROBES, "position_baseline"])]
+    cells = pd.concat([best_probe_cells(rows).assign(family="any"),
+                       best_probe_cells(activation_rows).assign(family="activations")], ignore_index=True)
     store.replace_slice("scaling_summary", cells)
     table = markdown_matrix(rows)
-    png = matrix_png(rows)
+    activation_table = markdown_matrix(activation_rows)
+    png = matrix_png(activation_rows)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    report = f"# Scaling summary\n\nGenerated {stamp} by run {context.run_id}.\n\n{table}\n"
+    report = (f"# Scaling summary\n\nGenerated {stamp} by run {context.run_id}.\n\n## Best probe of any kind\n\n"
+              f"{table}\n\n## Best activation probe\n\n{activation_table}\n")
     atomic_write_text(storage_path("reports", "scaling_summary.md"), report)
     atomic_write_bytes(storage_path("reports", "scaling_summary.png"), png)
-    context.log.info("\n" + table)
+    context.log.info("\n" + table + "\n\n" + activation_table)
     return dg.MaterializeResult(metadata={
         "table": dg.MetadataValue.md(table),
+        "activation_table": dg.MetadataValue.md(activation_table),
         "plot": dg.MetadataValue.md(_png_markdown(png)),
         "report_path": dg.MetadataValue.path(str(storage_path("reports", "scaling_summary.md"))),
         "n_cells": len(cells),
