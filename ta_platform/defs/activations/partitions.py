@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from ta_platform.extraction.registry import layer_key, load_registry
+from ta_platform.extraction.registry import load_registry
 
 
 def model_layer_partitions() -> dg.MultiPartitionsDefinition:
@@ -18,9 +18,7 @@ def requested_layers(partition_keys) -> dict[str, list[int]]:
     """model key -> sorted layer indices requested in this run (one forward pass per model)."""
     by_model: dict[str, set[int]] = {}
     for key in partition_keys:
-        dims = key.keys_by_dimension if hasattr(key, "keys_by_dimension") else dg.MultiPartitionKey.from_str(key)
+        dims = key.keys_by_dimension  # Dagster hands multi-partition keys as MultiPartitionKey
         by_model.setdefault(dims["model"], set()).add(int(dims["layer"][1:]))
     return {model: sorted(layers) for model, layers in sorted(by_model.items())}
 
-
-__all__ = ["layer_key", "model_layer_partitions", "requested_layers"]
