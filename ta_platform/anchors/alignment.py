@@ -13,6 +13,12 @@ import re
 from dataclasses import dataclass
 
 from ta_platform.common.faults import DataFault
+from ta_platform.rollouts.layout import CHUNKS_FILE
+
+
+def chunks_file_of(trace_source: str) -> str:
+    """The chunks file of a trace folder (local path or hf:// URL), named in alignment faults."""
+    return f"{trace_source}/{CHUNKS_FILE}"
 
 
 @dataclass(frozen=True)

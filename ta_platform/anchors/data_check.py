@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ta_platform.anchors.alignment import align_chunks
+from ta_platform.anchors.alignment import align_chunks, chunks_file_of
 from ta_platform.anchors.labels import AnchorLabelConfig, trace_label_rows
 from ta_platform.common.faults import DataFault
 from ta_platform.rollouts.parsing import think_region
@@ -39,7 +39,7 @@ def check_source(source, config: AnchorLabelConfig | None = None) -> list[TraceR
         full_cot = trace.base_solution["full_cot"]
         try:
             spans = align_chunks(full_cot, [c["chunk"] for c in trace.chunks], think_region(full_cot),
-                                 path=f"{trace.source}/chunks_labeled.json")
+                                 path=chunks_file_of(trace.source))
             report.n_aligned = len(spans)
         except DataFault as fault:
             report.faults.append(str(fault))

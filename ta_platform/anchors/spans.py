@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from ta_platform.anchors.alignment import align_chunks
+from ta_platform.anchors.alignment import align_chunks, chunks_file_of
 from ta_platform.common.faults import DataFault, FaultRecord
 
 SPAN_COLUMNS = ["trace_key", "chunk_idx", "char_start", "char_end", "match"]
@@ -18,9 +18,9 @@ def char_span_table(snapshot: pd.DataFrame) -> tuple[pd.DataFrame, list[FaultRec
     faults: list[FaultRecord] = []
     for trace in snapshot.itertuples():
         chunks = [chunk["chunk"] for chunk in json.loads(trace.chunks_json)]
-        path = f"{trace.source}/chunks_labeled.json" if not str(trace.source).endswith(".json") else trace.source
         try:
-            spans = align_chunks(trace.full_cot, chunks, (trace.think_start, trace.think_end), path=path)
+            spans = align_chunks(trace.full_cot, chunks, (trace.think_start, trace.think_end),
+                                 path=chunks_file_of(trace.source))
         except DataFault as fault:
             faults.append(FaultRecord.from_fault("align", trace.trace_key, fault))
             continue

@@ -20,6 +20,13 @@ def storage_root() -> Path:
     return root
 
 
+def storage_dir(*parts: str) -> Path:
+    """A folder under the storage root, created."""
+    path = storage_root().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def storage_path(*parts: str) -> Path:
     """A path under the storage root; parent folders are created."""
     path = storage_root().joinpath(*parts)

@@ -41,12 +41,9 @@ class ComputeResource(dg.ConfigurableResource):
         return load_model(spec, device=self.device, dtype=None if self.dtype == "auto" else self.dtype)
 
     def load_tokenizer(self, spec):
-        from transformers import AutoTokenizer
+        from ta_platform.extraction.loading import load_tokenizer
 
-        from ta_platform.extraction.loading import model_folder
-
-        revision = spec.revision if spec.source == "hub" else None
-        return AutoTokenizer.from_pretrained(model_folder(spec), revision=revision)
+        return load_tokenizer(spec)
 
     def token_budget_for(self, loaded) -> int:
         from ta_platform.extraction.batching import default_token_budget

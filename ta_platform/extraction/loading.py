@@ -55,19 +55,31 @@ def model_folder(spec: ModelSpec, cache_dir: str | os.PathLike[str] | None = Non
     return str(spec.hf_id)
 
 
+def _revision(spec: ModelSpec) -> str | None:
+    """Only Hub models have a revision; local and tiny folders are loaded as they are."""
+    return spec.revision if spec.source == "hub" else None
+
+
+def load_tokenizer(spec: ModelSpec, cache_dir: str | os.PathLike[str] | None = None) -> Any:
+    """The model's fast tokenizer (offsets need one); a slow one is refused by name."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_folder(spec, cache_dir), revision=_revision(spec))
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(f"model {spec.key!r}: {type(tokenizer).__name__} is not a fast tokenizer (offsets need one)")
+    return tokenizer
+
+
 def load_model(spec: ModelSpec, device: str = "auto", dtype: str | None = None,
                cache_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
     """Load ``spec`` for extraction (eval mode, base model, fast tokenizer) and check its depth."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     device = select_device(device)
     dtype_name = select_dtype_name(device, dtype or spec.dtype)
     source = model_folder(spec, cache_dir)
-    revision = None if spec.source != "hub" else spec.revision
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-    if not getattr(tokenizer, "is_fast", False):
-        raise TypeError(f"model {spec.key!r}: {type(tokenizer).__name__} is not a fast tokenizer (offsets need one)")
-    model = AutoModel.from_pretrained(source, revision=revision, dtype=torch_dtype(dtype_name)).to(device).eval()
+    tokenizer = load_tokenizer(spec, cache_dir)
+    model = AutoModel.from_pretrained(source, revision=_revision(spec), dtype=torch_dtype(dtype_name)).to(device).eval()
     n_layers = int(model.config.num_hidden_layers)
     if n_layers != spec.num_layers:
         raise ValueError(f"model {spec.key!r}: registry says num_layers={spec.num_layers}, the checkpoint has {n_layers}")

@@ -95,18 +95,22 @@ def run_slice_tripwires(slices: Iterable[ProbeSlice], config: ProbeConfig, seed:
         rows = [row for probe_slice in slices for row in _slice_tripwire_rows(probe_slice, config, seed, log)]
     if labels is not None:
         leak = split_leakage(labels)
-        rows.append(_dataset_row(leak.name, leak.passed, leak.reason_code, leak.detail, leak.metrics))
+        rows.append(_tripwire_row(leak.name, leak.passed, leak.reason_code, leak.detail, leak.metrics, DATASET_SCOPE))
     if labels is not None and label_config is not None:
         consistent = labels_match_importance(labels, label_config)
-        rows.append(_dataset_row("labels_consistent", consistent.passed,
-                                 "ok" if consistent.passed else "labels_inconsistent",
-                                 f"{consistent.summary}: {consistent.offenders[:10]}", {}))
+        rows.append(_tripwire_row("labels_consistent", consistent.passed,
+                                  "ok" if consistent.passed else "labels_inconsistent",
+                                  f"{consistent.summary}: {consistent.offenders[:10]}", {}, DATASET_SCOPE))
     return pd.DataFrame(rows, columns=TRIPWIRE_COLUMNS)
 
 
-def _dataset_row(name: str, passed: bool, reason: str, detail: str, metrics: dict) -> dict:
-    return {"tripwire": name, "model_key": "all", "layer_key": "all", "setting": "all", "passed": bool(passed),
-            "reason_code": reason, "detail": detail, "metrics": json.dumps(metrics, default=float, sort_keys=True)}
+DATASET_SCOPE = {"model_key": "all", "layer_key": "all", "setting": "all"}
+
+
+def _tripwire_row(name: str, passed: bool, reason: str, detail: str, metrics: dict, scope: dict) -> dict:
+    """One ``tripwire_results`` row (TRIPWIRE_COLUMNS) for a slice or the whole dataset."""
+    return {"tripwire": name, **scope, "passed": bool(passed), "reason_code": reason, "detail": detail,
+            "metrics": json.dumps(metrics, default=float, sort_keys=True)}
 
 
 def _slice_tripwire_rows(probe_slice: ProbeSlice, config: ProbeConfig, seed: int, log: Log) -> list[dict]:
@@ -114,8 +118,7 @@ def _slice_tripwire_rows(probe_slice: ProbeSlice, config: ProbeConfig, seed: int
     failed = [f"{r.name}:{r.reason_code}" for r in results if not r.passed]
     log(f"tripwires {probe_slice.model_key}/{probe_slice.layer_key}/{probe_slice.setting}: "
         f"{len(results) - len(failed)}/{len(results)} pass {failed or ''}")
-    return [{"tripwire": r.name, **probe_slice.scope, "passed": bool(r.passed), "reason_code": r.reason_code,
-             "detail": r.detail, "metrics": json.dumps(r.metrics, default=float, sort_keys=True)} for r in results]
+    return [_tripwire_row(r.name, r.passed, r.reason_code, r.detail, r.metrics, probe_slice.scope) for r in results]
 
 
 def seed_data_version(provenance: dict) -> str:

@@ -6,7 +6,7 @@ import pandas as pd
 from ta_platform.anchors import artifacts
 from ta_platform.common.faults import FaultRecord
 from ta_platform.common.hashing import sha256_file
-from ta_platform.common.paths import storage_path
+from ta_platform.common.paths import storage_dir
 from ta_platform.defs.activations.partitions import model_layer_partitions, requested_layers
 from ta_platform.defs.compute import GPU_POOL, ComputeResource
 from ta_platform.defs.resources import MetadataStoreResource
@@ -16,7 +16,7 @@ activation_partitions = model_layer_partitions()
 
 
 def activations_root():
-    return storage_path("activations", "x").parent
+    return storage_dir("activations")
 
 
 @dg.asset(group_name=GROUP, partitions_def=activation_partitions, backfill_policy=dg.BackfillPolicy.single_run(),

@@ -10,7 +10,7 @@ import pandas as pd
 from ta_platform.common.atomic import atomic_write_bytes
 from ta_platform.common.hashing import code_version, sha256_file
 from ta_platform.common.parquet_io import read_provenance, write_parquet
-from ta_platform.common.paths import storage_path
+from ta_platform.common.paths import storage_dir, storage_path
 from ta_platform.defs.activations.assets import activation_partitions
 from ta_platform.defs.activations.partitions import requested_layers
 from ta_platform.defs.compute import GPU_POOL, ComputeResource
@@ -25,7 +25,7 @@ def pref_file(name: str):
 
 
 def prompt_root():
-    return storage_path("prompt_activations", "x").parent
+    return storage_dir("prompt_activations")
 
 
 class PreferenceSettings(dg.ConfigurableResource):

@@ -5,7 +5,8 @@ import pandas as pd
 
 from ta_platform.anchors import artifacts
 from ta_platform.common.parquet_io import read_provenance
-from ta_platform.common.paths import storage_path
+from ta_platform.common.paths import storage_dir
+from ta_platform.defs.activations.assets import activations_root
 from ta_platform.defs.compute import ComputeResource
 from ta_platform.defs.probes.settings import ProbeSettings
 from ta_platform.defs.resources import MetadataStoreResource
@@ -20,7 +21,7 @@ ALL_ACTIVATIONS = dg.AssetDep("sentence_activations", partition_mapping=dg.AllPa
 def _slices(compute: ComputeResource):
     labels = pd.read_parquet(artifacts.thought_anchor_file(artifacts.LABELS))
     trace_model_of = {key: spec.trace_model for key, spec in compute.registry().items()}
-    return iter_probe_slices(labels, storage_path("activations", "x").parent, trace_model_of)
+    return iter_probe_slices(labels, activations_root(), trace_model_of)
 
 
 @dg.asset(group_name=GROUP, partitions_def=seed_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
@@ -34,7 +35,7 @@ def probes(context: dg.AssetExecutionContext, probe_settings: ProbeSettings, com
     config = probe_settings.probe_config()
     labels_provenance = read_provenance(artifacts.thought_anchor_file(artifacts.LABELS))
     store = metadata_store.store()
-    out_dir = storage_path("probes", "x").parent
+    out_dir = storage_dir("probes")
     versions: dict[str, str] = {}
     for key in context.partition_keys:
         seed = int(key)
