@@ -13,15 +13,41 @@ fi
 # torch first and pinned: left free, pip resolves the newest build with several GB of CUDA wheels.
 .venv/bin/pip install --disable-pip-version-check -q "torch==2.13.0"
 .venv/bin/pip install --disable-pip-version-check -q -e ".[${EXTRAS}]"
-if ! grep -q "ta-platform settings" .venv/bin/activate; then
-  cat >> .venv/bin/activate <<ACTIVATE
-# ta-platform settings: the project's Dagster instance and code location for the bare CLI
-export DAGSTER_HOME="$REPO/storage/dagster_home"
+# The activate script's ta-platform block, rewritten on every run (an older block, marked or not, is
+# removed first) so that re-running this script updates an existing venv.
+ACTIVATE_BLOCK="$(cat <<'ACTIVATE'
+# >>> ta-platform settings (written by scripts/setup_env.sh, which rewrites this block on every run)
+# The project's Dagster instance: $TA_STORAGE/dagster_home when TA_STORAGE is set as this script is
+# sourced, else the repository's storage/dagster_home; created with config/dagster.yaml linked in.
+_ta_home="${TA_STORAGE:-@REPO@/storage}/dagster_home"
+mkdir -p "$_ta_home" && DAGSTER_HOME="$(CDPATH='' cd -P -- "$_ta_home" && pwd)" && export DAGSTER_HOME
+[ -e "$DAGSTER_HOME/dagster.yaml" ] || ln -sfn "@REPO@/config/dagster.yaml" "$DAGSTER_HOME/dagster.yaml" || true
+unset _ta_home
+# The code location for a bare `dagster asset materialize`, through that command's own variable. Not
+# DAGSTER_MODULE_NAME: `dagster dev` loads workspace.yaml and hands that variable to its webserver
+# as well, which then exits at once ("Invalid set of CLI arguments") and the UI never comes up.
 export DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME="ta_platform.definitions"
-export DAGSTER_MODULE_NAME="ta_platform.definitions"
+unset DAGSTER_MODULE_NAME
+# Dagster 1.13 prints at each `dagster dev` start a notice to use `dg dev`, a tool not installed here.
+case ",${PYTHONWARNINGS:-}," in
+  *",ignore:Function \`dev_command\` is superseded,"*) ;;
+  *) export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:Function \`dev_command\` is superseded" ;;
+esac
+# <<< ta-platform settings
 ACTIVATE
-fi
+)"
+awk '
+  /^# >>> ta-platform settings/ { skip = 2; next }
+  skip == 2 { if (/^# <<< ta-platform settings/) skip = 0; next }
+  /^# ta-platform settings/ { skip = 1; next }
+  skip == 1 && /^export DAGSTER_/ { next }
+  { skip = 0; print }
+' .venv/bin/activate > .venv/bin/activate.tmp
+printf '%s\n' "${ACTIVATE_BLOCK//@REPO@/$REPO}" >> .venv/bin/activate.tmp
+mv .venv/bin/activate.tmp .venv/bin/activate
 mkdir -p "$REPO/storage/dagster_home"
-[ -e "$REPO/storage/dagster_home/dagster.yaml" ] || ln -s "$REPO/dagster.yaml" "$REPO/storage/dagster_home/dagster.yaml"
+# A link left by older versions points at the repository-root dagster.yaml, now config/dagster.yaml.
+[ -e "$REPO/storage/dagster_home/dagster.yaml" ] ||
+  ln -sfn "$REPO/config/dagster.yaml" "$REPO/storage/dagster_home/dagster.yaml"
 # Create the instance's SQLite schema once, before any parallel runs (schema creation is not concurrent-safe).
 DAGSTER_HOME="$REPO/storage/dagster_home" .venv/bin/dagster instance migrate >/dev/null

@@ -25,14 +25,17 @@ from ta_platform.defs.thought_anchors import assets as thought_anchor_assets
 from ta_platform.defs.thought_anchors import checks as thought_anchor_checks
 
 ASSET_MODULES = [thought_anchor_assets, activation_assets, probe_assets, probe_summary, preference_assets]
-CHECK_MODULES = [thought_anchor_checks, activation_checks, probe_checks, probe_summary, preference_checks]
+CHECK_MODULES = [thought_anchor_checks, activation_checks, probe_checks, preference_checks]
 
 all_assets = [*dg.load_assets_from_modules(ASSET_MODULES), *build_sql_assets()]
-all_checks = dg.load_asset_checks_from_modules(CHECK_MODULES)
+gated_checks = dg.load_asset_checks_from_modules(CHECK_MODULES)
+GATED_CHECK_KEYS = probe_summary.gated_check_keys([*all_assets, *gated_checks])
+release_gate = probe_summary.build_release_gate(GATED_CHECK_KEYS)
+all_checks = [*gated_checks, release_gate]
 
 partitioned = dg.AssetSelection.assets(activation_assets.sentence_activations, preference_assets.prompt_activations)
 upstream = partitioned.upstream() - partitioned
-gate = dg.AssetSelection.checks(probe_summary.release_gate)
+gate = dg.AssetSelection.checks(release_gate)
 
 data_job = dg.define_asset_job("data_job", selection=upstream, description="Unpartitioned inputs.")
 activations_job = dg.define_asset_job(

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from ta_platform.anchors.metadata_store import MetadataStore
 from ta_platform.rollouts.generator import generate_dataset
+from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import REPO, project_env, run_cli
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ta_platform.anchors.metadata_store import MetadataStore
 from ta_platform.common.parquet_io import read_provenance, write_parquet
+from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """Extraction on the tiny offline models: equality with the naive path, one pass for all layers,
-batching, last-token pooling, failure policy, resumable writer (real SIGKILL) and staleness.
+batching, last-token pooling, failure policy, resumable writer (real SIGKILL) and the activation cache.
 
 The tiny models are built once per session into a tmp folder (a few seconds) and loaded back with
 ``from_pretrained``; traces are short so the whole module stays within a few tens of seconds.
@@ -35,7 +35,7 @@ from ta_platform.extraction.naive import naive_sentence_embeddings  # noqa: E402
 from ta_platform.extraction.provenance import layer_provenance  # noqa: E402
 from ta_platform.extraction.registry import DEFAULT_REGISTRY, get_model_spec  # noqa: E402
 from ta_platform.extraction.resumable import extract_to_partitions  # noqa: E402
-from ta_platform.extraction.store import WORK_DIR, PartitionError, load_partition  # noqa: E402
+from ta_platform.extraction.store import CACHE_DIR, PartitionError, load_partition  # noqa: E402
 from ta_platform.extraction.synthetic import synthetic_traces  # noqa: E402
 from ta_platform.extraction.tiny_models import build_tiny_model  # noqa: E402
 
@@ -198,33 +198,37 @@ _CHILD = textwrap.dedent("""
     loaded = load_model(get_model_spec("tiny-llama", profile="embedded", path=DEFAULT_REGISTRY), "cpu", cache_dir=cache)
     traces = [TraceInput(t.key, t.text, t.char_spans) for t in synthetic_traces(6, 4, 16, seed=21)]
     print("ready", flush=True)
-    extract_to_partitions(loaded, traces, [1, 4, 6], out, token_budget=0, code_version="test",
-                          input_versions={"spans": "v1"}, progress=lambda done, total: time.sleep(0.3))
+    extract_to_partitions(loaded, traces, [1, 4, 6], out, token_budget=0, code_hash="test",
+                          progress=lambda done, total: time.sleep(0.3))
 """)
 
 
 def _run_in_parent(loaded, out: Path, **overrides):
     traces = [TraceInput(t.key, t.text, t.char_spans) for t in synthetic_traces(6, 4, 16, seed=21)]
-    options = dict(token_budget=0, code_version="test", input_versions={"spans": "v1"}) | overrides
+    options = dict(token_budget=0, code_hash="test") | overrides
     return extract_to_partitions(loaded, traces, [1, 4, 6], out, **options)
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_is_byte_identical(llama, tiny_cache, tmp_path):
     killed = tmp_path / "killed"
+
+    def traces_cached() -> int:  # one entry per (trace, layer); a trace counts once all 3 layers are in
+        names = [p.name.split(".L")[0] for p in (killed / "tiny-llama" / CACHE_DIR).rglob("*.npz")]
+        return sum(1 for key in set(names) if names.count(key) == 3)
+
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tiny_cache), str(killed)],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"})
     try:
-        work = killed / "tiny-llama" / WORK_DIR
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list(work.glob("*.npz"))) < 2:
+        while time.monotonic() < deadline and traces_cached() < 2:
             assert child.poll() is None, "child finished or crashed before it could be killed"
             time.sleep(0.05)
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
-    n_before = len(list(work.glob("*.npz")))
+    n_before = traces_cached()
     assert 2 <= n_before < 6 and not (killed / "tiny-llama" / "L4" / "manifest.json").exists()
 
     resumed = _run_in_parent(llama, killed)
@@ -234,16 +238,16 @@ def test_resume_after_sigkill_is_byte_identical(llama, tiny_cache, tmp_path):
     for layer in (1, 4, 6):
         for name in ("embeddings.npy", "index.parquet", "manifest.json"):
             assert _sha(killed / "tiny-llama" / f"L{layer}" / name) == _sha(tmp_path / "fresh" / "tiny-llama" / f"L{layer}" / name)
-    assert not work.exists()  # shards are cleaned once the partitions are written
+    assert traces_cached() == 6  # the cache keeps every trace for later runs (more traces, new labels)
 
 
-def test_stale_shards_are_not_reused_and_partitions_verify(llama, tmp_path):
-    first = _run_in_parent(llama, tmp_path, keep_shards=True)
-    again = _run_in_parent(llama, tmp_path, keep_shards=True)
-    assert again.traces_reused == 6 and again.fingerprints == first.fingerprints
-    changed = _run_in_parent(llama, tmp_path, keep_shards=True, input_versions={"spans": "v2"})
+def test_cache_entries_of_other_code_or_pooling_are_not_reused_and_partitions_verify(llama, tmp_path):
+    first = _run_in_parent(llama, tmp_path)
+    again = _run_in_parent(llama, tmp_path)
+    assert again.traces_reused == 6 and again.traces_computed == 0 and again.fingerprints == first.fingerprints
+    changed = _run_in_parent(llama, tmp_path, code_hash="test-edited")
     assert changed.traces_reused == 0 and changed.fingerprints[4] != first.fingerprints[4]
-    pooled_last = _run_in_parent(llama, tmp_path, keep_shards=True, pooling="last")
+    pooled_last = _run_in_parent(llama, tmp_path, pooling="last")
     assert pooled_last.traces_reused == 0 and pooled_last.run_fingerprint not in (first.run_fingerprint,
                                                                                   changed.run_fingerprint)
 

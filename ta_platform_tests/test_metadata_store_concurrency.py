@@ -10,14 +10,19 @@ import duckdb
 import pandas as pd
 import pytest
 
-from ta_platform.anchors.metadata_store import MetadataStore
+from ta_platform.store.metadata_store import MetadataStore
+from ta_platform.store.tables import TableSchema
+
+T = {"t": TableSchema("t", (("k", "VARCHAR"), ("v", "BIGINT")))}
 
 WRITER = textwrap.dedent(
     """
     import sys, pandas as pd
-    from ta_platform.anchors.metadata_store import MetadataStore
+    from ta_platform.store.metadata_store import MetadataStore
+    from ta_platform.store.tables import TableSchema
     path, worker = sys.argv[1], int(sys.argv[2])
-    store = MetadataStore(path)
+    rows = TableSchema("rows", (("worker", "BIGINT"), ("round", "BIGINT"), ("value", "BIGINT")))
+    store = MetadataStore(path, tables={"rows": rows})
     for round_ in range(15):
         frame = pd.DataFrame({"worker": worker, "round": round_, "value": range(100)})
         store.replace_slice("rows", frame, {"worker": worker, "round": round_})
@@ -37,7 +42,7 @@ def test_parallel_writers_never_hit_a_lock_and_lose_no_rows(tmp_path):
 
 
 def test_replacing_a_slice_is_idempotent_and_leaves_other_slices(tmp_path):
-    store = MetadataStore(tmp_path / "m.duckdb")
+    store = MetadataStore(tmp_path / "m.duckdb", tables=T)
     store.replace_slice("t", pd.DataFrame({"k": ["a", "a"], "v": [1, 2]}), {"k": "a"})
     store.replace_slice("t", pd.DataFrame({"k": ["b"], "v": [3]}), {"k": "b"})
     store.replace_slice("t", pd.DataFrame({"k": ["a"], "v": [9]}), {"k": "a"})
@@ -45,7 +50,7 @@ def test_replacing_a_slice_is_idempotent_and_leaves_other_slices(tmp_path):
 
 
 def test_a_failed_write_rolls_back_and_keeps_the_previous_rows(tmp_path):
-    store = MetadataStore(tmp_path / "m.duckdb")
+    store = MetadataStore(tmp_path / "m.duckdb", tables=T)
     store.replace_slice("t", pd.DataFrame({"k": ["a"], "v": [1]}), {"k": "a"})
     bad = pd.DataFrame({"k": ["a"], "v": ["not a number"]})
     with pytest.raises(duckdb.Error):
@@ -53,8 +58,12 @@ def test_a_failed_write_rolls_back_and_keeps_the_previous_rows(tmp_path):
     assert store.read_table("t")["v"].tolist() == [1]
 
 
-def test_a_whole_table_write_takes_the_new_schema(tmp_path):
-    store = MetadataStore(tmp_path / "m.duckdb")
-    store.replace_slice("t", pd.DataFrame({"k": ["a"]}))
-    store.replace_slice("t", pd.DataFrame({"k": ["b"], "family": ["any"]}))
-    assert store.read_table("t").to_dict("records") == [{"k": "b", "family": "any"}]
+def test_a_whole_table_write_replaces_an_old_schema_with_the_declared_one(tmp_path):
+    path = tmp_path / "m.duckdb"
+    with duckdb.connect(str(path)) as con:  # as an older version left it: other columns, inferred types
+        con.execute("CREATE TABLE t (k VARCHAR, family VARCHAR)")
+        con.execute("INSERT INTO t VALUES ('a', 'any')")
+    store = MetadataStore(path, tables=T)
+    store.replace_slice("t", pd.DataFrame({"k": ["b"], "v": [2]}))
+    assert store.read_table("t").to_dict("records") == [{"k": "b", "v": 2}]
+    assert store.column_types("t") == [("k", "VARCHAR"), ("v", "BIGINT")]

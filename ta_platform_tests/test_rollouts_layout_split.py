@@ -15,8 +15,8 @@ from ta_platform.rollouts.layout import (
     problem_id_from_dir,
     setting_of,
 )
-from ta_platform.rollouts.parsing import think_region
 from ta_platform.rollouts.sentence_split import merge_short_pieces, raw_pieces, split_sentences
+from ta_platform.rollouts.think import think_region
 
 REAL_ROLLOUTS = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "math-rollouts"
 requires_real = pytest.mark.skipif(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ta_platform.anchors.metadata_store import MetadataStore
 from ta_platform.common.release_gate import CheckEvaluation, evaluate_gate
 from ta_platform.sql_models import load_models, topological_order
+from ta_platform.store.metadata_store import MetadataStore
 
 
 def test_project_models_parse_and_their_refs_form_a_dag():
@@ -42,13 +42,13 @@ def _probe_tables(store: MetadataStore) -> None:
                              metric="pr_auc", value=value))
     store.replace_slice("probe_metrics", pd.DataFrame(rows))
     margins = [dict(seed=s, model_key="m", layer_key="L2", setting="correct", probe="linear_probe", metric="pr_auc",
-                    margin=0.2, ci_low=0.1, ci_high=0.3) for s in range(3)]
+                    margin=0.2, ci_low=0.1, ci_high=0.3, n_valid_resamples=1000) for s in range(3)]
     store.replace_slice("probe_margins", pd.DataFrame(margins))
     store.replace_slice("tripwire_results", pd.DataFrame([
         dict(tripwire="memorisation", model_key="m", layer_key="L2", setting="correct", passed=True, reason_code="ok",
-             detail=""),
+             detail="", metrics="{}"),
         dict(tripwire="planted_signal", model_key="m", layer_key="L2", setting="correct", passed=False,
-             reason_code="planted_signal_not_recovered", detail=""),
+             reason_code="planted_signal_not_recovered", detail="", metrics="{}"),
     ]))
 
 

@@ -34,7 +34,7 @@ def _slices(root, model_key, cache):
 
     torch.set_num_threads(1)
     spec = load_registry("embedded")[model_key]
-    traces, faults = load_traces(LocalRolloutSource(root), models=[spec.trace_model], splits=None, problem_ids="all")
+    traces, faults = load_traces(LocalRolloutSource(root), models=list(spec.trace_models), splits=None, problem_ids="all")
     assert not faults
     splits = problem_level_split(sorted({t.problem_id for t in traces}), 0)
     labels = build_label_table(traces, AnchorLabelConfig(), splits)
@@ -44,7 +44,7 @@ def _slices(root, model_key, cache):
     loaded = load_model(spec, device="cpu", cache_dir=cache)
     layer = spec.layer_indices()[len(spec.layers) // 2]
     result = extract_sentence_embeddings(loaded.model, loaded.tokenizer, sentence_trace_inputs(snapshot, char_spans,
-                                         spec.trace_model), [layer], token_budget=0, max_length=loaded.max_length)
+                                         spec.trace_models), [layer], token_budget=0, max_length=loaded.max_length)
     joined = join_labels_to_activations(labels, result.index, result.embeddings[layer])
     for setting in ("correct", "incorrect"):
         keep = (joined.frame["setting"] == setting).to_numpy()

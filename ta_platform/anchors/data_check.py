@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ta_platform.anchors.alignment import align_chunks, chunks_file_of
 from ta_platform.anchors.labels import AnchorLabelConfig, trace_label_rows
 from ta_platform.common.faults import DataFault
-from ta_platform.rollouts.parsing import think_region
+from ta_platform.rollouts.think import think_region
 
 
 @dataclass

@@ -13,7 +13,7 @@ import json
 import pandas as pd
 
 from ta_platform.common.hashing import stable_json_hash
-from ta_platform.rollouts.parsing import think_region
+from ta_platform.rollouts.think import think_region
 from ta_platform.rollouts.trace import Trace
 
 SNAPSHOT_COLUMNS = ["trace_key", "model", "split", "problem_id", "source", "full_cot", "think_start",

@@ -6,8 +6,11 @@ run says. Reports tokens/s of the naive path (one trace at a time, ``output_hidd
 the whole causal LM, a Python loop per sentence), of the platform path, and of a bare forward
 through the same layers on the same batches (no hooks, pooling or storage: the compute floor), for
 the middle layer and for four layers over depth; checks both paths give the same embeddings.
-The model is built from config with seeded random weights; traces are synthetic and deterministic.
-``--json``: the last line is one JSON object.
+By default the model is built from config with seeded random weights and the traces are synthetic
+and deterministic. ``--model KEY`` benchmarks a registry model instead (e.g. the pretrained
+``smollm2-135m``) on real traces of its trace folders: ``../shared/realdata/math-rollouts`` when
+present, else the embedded dataset (``--data`` chooses), taking the ``--traces`` shortest traces so
+a CPU run stays short. ``--json``: the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 TARGETS = {"speedup_vs_naive": 1.8, "fraction_of_bare_forward": 0.9, "multi_layer_cost_ratio": 1.1}
@@ -30,16 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=["qwen2", "llama"], default="qwen2")
     parser.add_argument("--shape", choices=["tiny", "8b", "14b"], default="tiny",
                         help="tiny = CPU-sized; 8b/14b = DeepSeek-R1-Distill Llama-8B / Qwen-14B shapes (GPU)")
-    parser.add_argument("--traces", type=int, default=8, help="number of synthetic traces")
+    parser.add_argument("--model", default=None,
+                        help="a registry model key (e.g. smollm2-135m): benchmark it on real traces instead of a "
+                             "random model on synthetic ones")
+    parser.add_argument("--data", default="auto",
+                        help="with --model: auto (../shared/realdata/math-rollouts if present, else embedded) | "
+                             "embedded | a folder in the math-rollouts layout")
+    parser.add_argument("--traces", type=int, default=None,
+                        help="number of traces (default 8 synthetic; with --model the 3 shortest real traces)")
     parser.add_argument("--min-sentences", type=int, default=30)
     parser.add_argument("--max-sentences", type=int, default=70)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="rounds; each round times every path once; the best round of each path counts")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds; each round times every path once; the best round of each path counts "
+                             "(default 3; 2 with --model)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--token-budget", type=int, default=-1,
                         help="padded tokens per forward for the platform path (-1 = the device default)")
-    parser.add_argument("--compare-budget", type=int, default=8192,
-                        help="also time the platform path with this budget (0 = skip)")
+    parser.add_argument("--compare-budget", type=int, default=None,
+                        help="also time the platform path with this budget (0 = skip; default 8192, 0 with --model)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help=f"peak FLOP/s for the FLOP-limit report (default {DEFAULT_PEAK_TFLOPS_GPU:g} on CUDA)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -95,17 +107,85 @@ def _params_up_to(model: Any, deepest: int) -> int:
     return sum(p.numel() for block in model.base_model.layers[: deepest + 1] for p in block.parameters())
 
 
+@dataclass
+class BenchSetup:
+    """The model, tokenizer and traces one bench run times, and how to describe them."""
+
+    model: Any
+    tokenizer: Any
+    traces: list[Any]
+    n_layers: int
+    hidden_size: int
+    name: str  # "qwen2 shape=tiny" or "smollm2-135m (package_gguf, pretrained)"
+    data: str  # where the traces came from
+    report: dict[str, Any]  # fields added to the JSON report
+
+
+def _synthetic_setup(args: argparse.Namespace, device: str, dtype_name: str) -> BenchSetup:
+    """A random-weight model of ``--arch``/``--shape`` on deterministic synthetic traces."""
+    from ta_platform.extraction.device import torch_dtype
+    from ta_platform.extraction.extractor import TraceInput
+    from ta_platform.extraction.synthetic import synthetic_traces
+    from ta_platform.extraction.tiny_models import build_tokenizer, model_config, random_causal_lm
+
+    tokenizer = build_tokenizer(args.arch)
+    config = model_config(args.arch, args.shape, tokenizer)
+    model = random_causal_lm(config, seed=0, dtype=torch_dtype(dtype_name), device=device)
+    traces = [TraceInput(t.key, t.text, t.char_spans)
+              for t in synthetic_traces(args.traces or 8, args.min_sentences, args.max_sentences, seed=7)]
+    return BenchSetup(model, tokenizer, traces, config.num_hidden_layers, config.hidden_size,
+                      f"{args.arch} shape={args.shape}", "synthetic", {"arch": args.arch, "shape": args.shape})
+
+
+def _trace_folder(choice: str) -> str:
+    """``auto`` -> the shared real traces if present, else ``embedded``; anything else as given."""
+    from ta_platform.common.paths import REPO_ROOT
+
+    if choice != "auto":
+        return choice
+    real = REPO_ROOT.parent / "shared" / "realdata" / "math-rollouts"
+    return str(real) if real.is_dir() else "embedded"
+
+
+def _registry_setup(args: argparse.Namespace, device: str, dtype_name: str) -> BenchSetup:
+    """The registry model ``--model`` (loaded like the platform loads it, with its LM head for the naive
+    path) on the ``--traces`` shortest aligned traces of its trace folders."""
+    from ta_platform.anchors.spans import char_span_table
+    from ta_platform.anchors.trace_table import trace_snapshot
+    from ta_platform.extraction.loading import load_causal_lm
+    from ta_platform.extraction.registry import get_model_spec
+    from ta_platform.rollouts.sources import load_traces, source_from_spec
+    from ta_platform.studies.sentence_extraction import sentence_trace_inputs
+
+    spec = get_model_spec(args.model)
+    start = time.perf_counter()
+    model, tokenizer = load_causal_lm(spec, device=device, dtype=dtype_name)
+    load_seconds = time.perf_counter() - start
+    data = _trace_folder(args.data)
+    loaded, _ = load_traces(source_from_spec(data), models=list(spec.trace_models), splits=None, problem_ids="all")
+    snapshot = trace_snapshot(loaded)
+    char_spans, _ = char_span_table(snapshot)
+    inputs = sentence_trace_inputs(snapshot, char_spans, spec.trace_models)
+    if not inputs:
+        raise SystemExit(f"no aligned traces of {list(spec.trace_models)} in {data}")
+    length = {t.key: len(tokenizer(t.text)["input_ids"]) for t in inputs}
+    traces = sorted(inputs, key=lambda t: (length[t.key], t.key))[: args.traces or 3]
+    return BenchSetup(model, tokenizer, traces, spec.num_layers, int(model.config.hidden_size),
+                      f"{spec.key} ({spec.source}: {spec.model_id}, {'pretrained' if spec.pretrained else 'random'})",
+                      f"{data} ({len(traces)} shortest of {len(inputs)} traces)",
+                      {"model_key": spec.key, "model_id": spec.model_id, "pretrained": spec.pretrained,
+                       "data": data, "load_seconds": load_seconds})
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from ta_platform.extraction.batching import default_token_budget, plan_batches
-    from ta_platform.extraction.device import select_device, select_dtype_name, torch_dtype
-    from ta_platform.extraction.extractor import TraceInput, extract_sentence_embeddings, prepare_traces
+    from ta_platform.extraction.device import select_device, select_dtype_name
+    from ta_platform.extraction.extractor import extract_sentence_embeddings, prepare_traces
     from ta_platform.extraction.naive import naive_sentence_embeddings
     from ta_platform.extraction.registry import resolve_layer, resolve_layers
-    from ta_platform.extraction.synthetic import synthetic_traces
-    from ta_platform.extraction.tiny_models import build_tokenizer, model_config, random_causal_lm
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,24 +193,24 @@ def run(args: argparse.Namespace) -> int:
     dtype_name = select_dtype_name(device, args.dtype)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     say = print
-    tokenizer = build_tokenizer(args.arch)
-    config = model_config(args.arch, args.shape, tokenizer)
-    model = random_causal_lm(config, seed=0, dtype=torch_dtype(dtype_name), device=device)
-    n_layers = config.num_hidden_layers
+    setup = (_registry_setup if args.model else _synthetic_setup)(args, device, dtype_name)
+    model, tokenizer, traces, n_layers = setup.model, setup.tokenizer, setup.traces, setup.n_layers
+    repeats = args.repeats or (2 if args.model else 3)
+    compare_budget = args.compare_budget if args.compare_budget is not None else (0 if args.model else 8192)
     middle = resolve_layer(0.5, n_layers)
     four = resolve_layers(list(FOUR_LAYER_FRACTIONS), n_layers)
-    traces = [TraceInput(t.key, t.text, t.char_spans)
-              for t in synthetic_traces(args.traces, args.min_sentences, args.max_sentences, seed=7)]
     budget = default_token_budget(device) if args.token_budget < 0 else args.token_budget
     prepared, _ = prepare_traces(tokenizer, traces, max_length=None)
     batches = plan_batches([len(p.input_ids) for p in prepared], budget)
     n_tokens = sum(len(p.input_ids) for p in prepared)
     n_sentences = sum(len(t.char_spans) for t in traces)
-    say(f"model: {args.arch} shape={args.shape} layers={n_layers} hidden={config.hidden_size} "
+    say(f"model: {setup.name} layers={n_layers} hidden={setup.hidden_size} "
         f"params={sum(p.numel() for p in model.parameters()) / 1e6:.1f}M device={device} dtype={dtype_name} "
         f"threads={torch.get_num_threads()}")
-    say(f"data: {len(traces)} traces, {n_sentences} sentences, {n_tokens} tokens; platform token budget={budget} "
-        f"({len(batches)} batches); middle layer L{middle}; four layers {[f'L{i}' for i in four]}")
+    if "load_seconds" in setup.report:
+        say(f"load: {setup.report['load_seconds']:.1f} s (registry load, conversion included if it ran)")
+    say(f"data: {setup.data}: {len(traces)} traces, {n_sentences} sentences, {n_tokens} tokens; platform token "
+        f"budget={budget} ({len(batches)} batches); middle layer L{middle}; four layers {[f'L{i}' for i in four]}")
 
     def platform(layers: list[int], token_budget: int = budget) -> Any:
         return extract_sentence_embeddings(model, tokenizer, traces, layers, token_budget=token_budget)
@@ -148,9 +228,9 @@ def run(args: argparse.Namespace) -> int:
         "bare_mid": lambda: _bare_forward(model, prepared, batches, middle),
         "bare_four": lambda: _bare_forward(model, prepared, batches, max(four)),
     }
-    if args.compare_budget and args.compare_budget != budget:
-        paths["batched"] = lambda: platform([middle], args.compare_budget)
-    seconds, outputs = _timed_rounds(paths, args.repeats, sync)
+    if compare_budget and compare_budget != budget:
+        paths["batched"] = lambda: platform([middle], compare_budget)
+    seconds, outputs = _timed_rounds(paths, repeats, sync)
     t_naive_mid, t_naive_four, t_mid, t_four, t_deepest, t_bare_mid, t_bare_four = (
         seconds[k] for k in ("naive_mid", "naive_four", "mid", "four", "deepest", "bare_mid", "bare_four"))
     t_batched = seconds.get("batched")
@@ -160,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     diffs += [float(np.abs(fast_four.embeddings[layer] - naive_four[layer]).max()) for layer in four]
     tps = lambda seconds: n_tokens / seconds  # noqa: E731
     report: dict[str, Any] = {
-        "device": device, "dtype": dtype_name, "arch": args.arch, "shape": args.shape, "threads": torch.get_num_threads(),
+        **setup.report, "device": device, "dtype": dtype_name, "threads": torch.get_num_threads(), "repeats": repeats,
         "n_traces": len(traces), "n_sentences": n_sentences, "n_tokens": n_tokens, "token_budget": budget,
         "middle_layer": middle, "four_layers": four,
         "naive_middle_tokens_per_s": tps(t_naive_mid), "platform_middle_tokens_per_s": tps(t_mid),
@@ -172,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         "multi_layer_cost_ratio": t_four / t_deepest, "max_abs_diff": max(diffs),
     }
     if t_batched is not None:
-        report["compare_budget"] = args.compare_budget
+        report["compare_budget"] = compare_budget
         report["platform_middle_tokens_per_s_at_compare_budget"] = tps(t_batched)
         report["batching_speedup_at_compare_budget"] = t_mid / t_batched
     peak = args.peak_tflops or (DEFAULT_PEAK_TFLOPS_GPU if device.startswith("cuda") else None)
@@ -189,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
             ("platform, four layers (one pass)", t_four), ("platform, deepest of the four only", t_deepest),
             ("bare forward to deepest of the four", t_bare_four)]
     if t_batched is not None:
-        rows.append((f"platform, middle layer, budget {args.compare_budget}", t_batched))
+        rows.append((f"platform, middle layer, budget {compare_budget}", t_batched))
     for label, seconds in rows:
         say(f"{label:<44}{seconds:>9.2f}{tps(seconds):>12.0f}")
     say(f"max abs diff naive vs platform (all layers): {max(diffs):.3g}")

@@ -20,10 +20,11 @@ def run(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     import dagster as dg
 
+    from ta_platform.definitions import GATED_CHECK_KEYS
     from ta_platform.defs.probes.summary import current_gate_verdict
 
     with dg.DagsterInstance.get() as instance:
-        verdict, _ = current_gate_verdict(instance)
+        verdict, _ = current_gate_verdict(instance, GATED_CHECK_KEYS)
     if args.json:
         print(json.dumps({"passed": verdict.passed, "failing": verdict.failing, "missing": verdict.missing,
                           "warnings": verdict.warnings}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import uuid
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,10 +28,12 @@ def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from ta_platform.definitions import MAIN_STAGES, defs
+    from ta_platform.defs.run_recovery import StageGuard
 
     wanted = args.stage or [stage.name for stage in MAIN_STAGES]
     with dg.DagsterInstance.get() as instance:
         print(f"Dagster instance: {home}", flush=True)
+        guard = StageGuard(instance, log=lambda line: print(line, flush=True))  # crash safety: run_recovery.py
         for stage in MAIN_STAGES:
             if stage.name not in wanted:
                 continue
@@ -38,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
             tags = stage.partition_tags(job, seeds=args.seeds)
             started = time.monotonic()
             print(f"[{stage.name}] running {stage.job_name} {tags or ''}", flush=True)
-            result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+            guard.before(f"[{stage.name}] ", job)
+            run_id = str(uuid.uuid4())
+            with guard.watch(f"[{stage.name}] ", job, run_id):
+                result = job.execute_in_process(instance=instance, tags=guard.tags(tags), run_id=run_id,
+                                                raise_on_error=False)
             elapsed = time.monotonic() - started
             failed_checks = [
                 f"{e.asset_check_evaluation_data.asset_check_key.to_user_string()}"

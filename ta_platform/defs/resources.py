@@ -8,8 +8,8 @@ import dagster as dg
 import pandas as pd
 
 from ta_platform.anchors.labels import AnchorLabelConfig
-from ta_platform.anchors.metadata_store import MetadataStore
 from ta_platform.common.faults import FaultRecord
+from ta_platform.store.metadata_store import MetadataStore
 
 
 class MetadataStoreResource(dg.ConfigurableResource):
@@ -37,17 +37,25 @@ class RolloutsResource(dg.ConfigurableResource):
     models: list[str] = []
     splits: list[str] = ["correct_base_solution", "incorrect_base_solution"]
     problem_ids: list[str] = []
+    max_problems: int = 0
 
     def source_spec(self) -> str:
         return self.source or os.environ.get("TA_DATA_SOURCE", "") or "embedded"
+
+    def problem_limit(self) -> int:
+        """``max_problems``, else ``$TA_MAX_PROBLEMS`` (what ``materialize --pilot N`` sets); 0 = all."""
+        return self.max_problems or int(os.environ.get("TA_MAX_PROBLEMS", "0") or 0)
 
     def load(self):
         from ta_platform.rollouts.sources import load_traces, source_from_spec
 
         source = source_from_spec(self.source_spec())
-        return source, *load_traces(
-            source, models=self.models or None, splits=self.splits, problem_ids=self.problem_ids or "all"
-        )
+        wanted = self.problem_ids or "all"
+        limit = self.problem_limit()
+        if limit > 0:  # the first N problems by id: a pilot sees every model and split of those problems
+            refs = source.list_traces(models=self.models or None, splits=self.splits, problem_ids=wanted)
+            wanted = sorted({ref.problem_id for ref in refs})[:limit]
+        return source, *load_traces(source, models=self.models or None, splits=self.splits, problem_ids=wanted)
 
 
 class StudySettings(dg.ConfigurableResource):

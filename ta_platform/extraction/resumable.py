@@ -1,20 +1,25 @@
-"""One resumable extraction run that writes every requested layer's partition of one model.
+"""One extraction run that writes every requested layer's partition of one model from a per-trace cache.
 
-Why: extracting a 14B model over thousands of traces takes hours; a killed run must resume where it
-stopped and still produce the same bytes as an uninterrupted run. How:
-- the batch plan is computed over ALL traces (deterministic), and a batch is skipped only when every
-  trace in it has a valid shard; a partly-finished batch reruns whole, with the same composition,
-  so its numbers are bit-identical to the uninterrupted run;
-- each finished trace is written as an atomic shard stamped with the run fingerprint, so a shard
-  from another model, layer set, pooling, dtype, input table or code version is never reused;
-- partitions are assembled from shards in trace order and written atomically, manifest last.
+Why a content cache: extracting a 14B model over thousands of traces takes hours, and most later
+runs change little (one added trace, a new anchor percentile, another layer). Each trace's pooled
+rows are stored per layer under a content key (weights, tokenizer, text, spans, pooling, dtype,
+extraction code: ``provenance.trace_cache_key``); a partition is assembled from those entries. So:
+- adding a trace computes only that trace; a label change computes nothing (labels are not an
+  input of extraction); an edited extraction module, another pooling or dtype computes everything;
+- a layer requested later than the others is computed alone for the cached traces, in one pass
+  per trace that stops after the deepest MISSING layer (the cached layers are not recomputed);
+- a killed run (SIGKILL) resumes from the entries written before it died: every batch's entries
+  are written atomically as soon as its forward pass ends. Batches are planned over the traces
+  still missing, with the same deterministic longest-first plan, so when the kill falls between
+  batches the resumed run runs exactly the batches the uninterrupted run would have run and the
+  partitions are byte-identical (tested with a real SIGKILL);
+- partitions are written atomically, manifest last.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,32 +28,32 @@ import numpy as np
 import pandas as pd
 
 from ta_platform.common.faults import FaultRecord
-from ta_platform.common.hashing import code_version as current_code_version
 from ta_platform.extraction.batching import default_token_budget, plan_batches
 from ta_platform.extraction.loading import LoadedModel
 from ta_platform.extraction.provenance import (
     build_provenance,
+    extraction_code_hash,
+    identity_hash,
     inputs_hash,
     layer_provenance,
     provenance_fingerprint,
+    trace_cache_key,
     trace_hash,
 )
 from ta_platform.extraction.registry import layer_key
-from ta_platform.extraction.store import (
-    WORK_DIR,
-    partition_folder,
-    read_shard,
-    shard_path,
-    write_partition,
-    write_shard,
-)
+from ta_platform.extraction.store import cache_dir, partition_folder, read_entry, write_entry, write_partition
 
-Progress = Callable[[int, int], None]  # (traces done, traces total)
+Progress = Callable[[int, int], None]  # (traces done, traces to compute)
 
 
 @dataclass
 class RunSummary:
-    """What a run wrote: one partition folder and fingerprint per layer, plus what it skipped."""
+    """What a run wrote: one partition folder and fingerprint per layer, and what it computed.
+
+    ``traces_computed``: traces that needed a forward pass (at least one layer missing from the
+    cache); ``traces_reused``: traces whose every requested layer came from the cache;
+    ``computed_by_layer``: layer -> traces computed for it.
+    """
 
     run_fingerprint: str
     partitions: dict[int, Path]
@@ -58,35 +63,39 @@ class RunSummary:
     traces_computed: int
     traces_reused: int
     provenance: dict[str, Any] = field(default_factory=dict)
+    computed_by_layer: dict[int, int] = field(default_factory=dict)
 
 
 def run_provenance(loaded: LoadedModel, traces: Sequence[Any], layers: Sequence[int], *, pooling: str,
-                   token_budget: int, input_versions: Mapping[str, str] | None, code_version: str | None,
-                   add_special_tokens: bool = True) -> tuple[dict[str, Any], list[str]]:
-    """The run's provenance and each trace's hash (input order). Cheap: no forward pass."""
+                   code_hash: str | None = None, add_special_tokens: bool = True) -> dict[str, Any]:
+    """The run's provenance (cheap: no forward pass). ``code_hash`` defaults to the current
+    ``extraction_code_hash()``."""
     hashes = [trace_hash(t.key, t.text, t.char_spans, t.chunk_index(), t.meta) for t in traces]
-    provenance = build_provenance(
+    return build_provenance(
         model_key=loaded.spec.key, model_id=loaded.spec.model_id, revision=loaded.spec.revision,
         weights_hash=loaded.weights_hash, tokenizer_hash=loaded.tokenizer_hash, layers=layers, pooling=pooling,
-        compute_dtype=loaded.dtype_name, device_type=loaded.device_type, token_budget=token_budget,
-        max_length=loaded.max_length, inputs_hash=inputs_hash(hashes), input_versions=input_versions,
-        code_version=code_version or current_code_version(), add_special_tokens=add_special_tokens,
+        compute_dtype=loaded.dtype_name, max_length=loaded.max_length, inputs_hash=inputs_hash(hashes),
+        code_hash=code_hash or extraction_code_hash(), add_special_tokens=add_special_tokens,
     )
-    return provenance, hashes
+
+
+def trace_keys(provenance: dict[str, Any], traces: Sequence[Any]) -> list[str]:
+    """The cache key of every trace (input order) under the identity of ``provenance``."""
+    identity = identity_hash(provenance)
+    return [trace_cache_key(identity, t.text, t.char_spans) for t in traces]
 
 
 def extract_to_partitions(loaded: LoadedModel, traces: Sequence[Any], layers: Sequence[int],
                           out_root: str | os.PathLike[str], *, pooling: str = "mean", token_budget: int | None = None,
-                          input_versions: Mapping[str, str] | None = None, code_version: str | None = None,
-                          progress: Progress | None = None, keep_shards: bool = False) -> RunSummary:
+                          code_hash: str | None = None, progress: Progress | None = None) -> RunSummary:
     """Extract ``layers`` (absolute indices) for ``traces`` and write ``<out_root>/<model_key>/L<i>/``.
 
-    Resumes from valid shards in ``<out_root>/<model_key>/.work``; ``input_versions`` (e.g. the data
-    versions of the span and label tables) enter the provenance. Failed traces are skipped, listed in
-    every manifest and returned. Shards are deleted once the partitions are written unless
-    ``keep_shards``.
+    Rows come from the cache ``<out_root>/<model_key>/.cache``; only missing (trace, layer) entries
+    are computed. Failed traces (too long, misaligned) are skipped, listed in every manifest and
+    returned. ``code_hash`` overrides the extraction-code hash (tests).
     """
     from ta_platform.extraction.extractor import (
+        TraceEmbeddings,
         index_frame,
         iter_batch_embeddings,
         prepare_traces,
@@ -96,40 +105,46 @@ def extract_to_partitions(loaded: LoadedModel, traces: Sequence[Any], layers: Se
     model = loaded.model
     layers = validate_layers(model, layers)
     budget = default_token_budget(loaded.device_type) if token_budget is None else int(token_budget)
-    provenance, hashes = run_provenance(loaded, traces, layers, pooling=pooling, token_budget=budget,
-                                        input_versions=input_versions, code_version=code_version)
+    provenance = run_provenance(loaded, traces, layers, pooling=pooling, code_hash=code_hash)
     fingerprint = provenance_fingerprint(provenance)
-    hash_of = {t.key: h for t, h in zip(traces, hashes, strict=True)}
+    keys = trace_keys(provenance, traces)  # by input position (duplicate trace keys are refused below)
     prepared, failures = prepare_traces(loaded.tokenizer, traces, max_length=loaded.max_length)
-    work_dir = Path(out_root) / loaded.spec.key / WORK_DIR
-    work_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir(out_root, loaded.spec.key)
 
-    def shard_of(p: Any) -> dict[int, np.ndarray] | None:
-        return read_shard(shard_path(work_dir, p.trace.key), trace_key=p.trace.key, fingerprint=fingerprint,
-                          trace_hash=hash_of[p.trace.key], layers=layers, n_rows=len(p.token_spans))
+    def missing_layers(p: Any) -> tuple[int, ...]:
+        n_rows = len(p.token_spans)
+        return tuple(layer for layer in layers
+                     if read_entry(cache, key=keys[p.position], layer=layer, n_rows=n_rows, rows=False) is None)
 
-    batches = plan_batches([len(p.input_ids) for p in prepared], budget)
-    valid = [shard_of(p) is not None for p in prepared]
-    complete = [all(valid[i] for i in batch) for batch in batches]
-    pending = [batch for batch, ok in zip(batches, complete, strict=True) if not ok]
-    reused = sum(len(batch) for batch, ok in zip(batches, complete, strict=True) if ok)
-    done = reused
-    for finished in iter_batch_embeddings(model, prepared, pending, layers, pooling):
-        for trace in finished:
-            write_shard(shard_path(work_dir, trace.trace.key), trace_key=trace.trace.key, fingerprint=fingerprint,
-                        trace_hash=hash_of[trace.trace.key], by_layer=trace.by_layer)
-        done += len(finished)
-        if progress is not None:
-            progress(done, len(prepared))
+    groups: dict[tuple[int, ...], list[Any]] = {}
+    for p in prepared:
+        missing = missing_layers(p)
+        if missing:
+            groups.setdefault(missing, []).append(p)
+    to_compute = sum(len(group) for group in groups.values())
+    done = 0
+    for missing, group in sorted(groups.items()):
+        batches = plan_batches([len(p.input_ids) for p in group], budget)
+        for finished in iter_batch_embeddings(model, group, batches, list(missing), pooling):
+            for trace in finished:
+                for layer in missing:
+                    write_entry(cache, key=keys[trace.position], layer=layer, rows=trace.by_layer[layer],
+                                device_type=loaded.device_type)
+            done += len(finished)
+            if progress is not None:
+                progress(done, to_compute)
 
     per_layer: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    devices: set[str] = set()
     for p in prepared:
-        shard = shard_of(p)
-        if shard is None:
-            raise RuntimeError(f"shard of {p.trace.key} vanished or went stale during the run")
         for layer in layers:
-            per_layer[layer].append(shard[layer])
-    index = _index_of(prepared, index_frame)
+            entry = read_entry(cache, key=keys[p.position], layer=layer, n_rows=len(p.token_spans))
+            if entry is None:
+                raise RuntimeError(f"{cache}: the cache entry of {p.trace.key} (layer {layer}) vanished or is "
+                                   "corrupt; delete it and rerun")
+            per_layer[layer].append(entry[0])
+            devices.add(entry[1])
+    index = _index_of(prepared, index_frame, TraceEmbeddings)
     hidden = int(model.config.hidden_size)
     failure_rows = [f.as_row() for f in failures]
     partitions: dict[int, Path] = {}
@@ -139,17 +154,16 @@ def extract_to_partitions(loaded: LoadedModel, traces: Sequence[Any], layers: Se
         layer_prov = layer_provenance(provenance, layer)
         fingerprints[layer] = provenance_fingerprint(layer_prov)
         manifest = {**layer_prov, "layer_key": layer_key(layer), "fingerprint": fingerprints[layer],
-                    "run_fingerprint": fingerprint, "failures": failure_rows, "n_traces": len(prepared)}
+                    "run_fingerprint": fingerprint, "failures": failure_rows, "n_traces": len(prepared),
+                    "computed_on": sorted(devices)}
         partitions[layer] = write_partition(partition_folder(out_root, loaded.spec.key, layer_key(layer)),
                                             matrix, index, manifest)
-    if not keep_shards:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    return RunSummary(fingerprint, partitions, fingerprints, len(index), failures,
-                      traces_computed=len(prepared) - reused, traces_reused=reused, provenance=provenance)
+    computed_by_layer = {layer: sum(len(g) for m, g in groups.items() if layer in m) for layer in layers}
+    return RunSummary(fingerprint, partitions, fingerprints, len(index), failures, traces_computed=to_compute,
+                      traces_reused=len(prepared) - to_compute, provenance=provenance,
+                      computed_by_layer=computed_by_layer)
 
 
-def _index_of(prepared: Sequence[Any], index_frame: Callable[..., pd.DataFrame]) -> pd.DataFrame:
+def _index_of(prepared: Sequence[Any], index_frame: Callable[..., pd.DataFrame], embeddings_type: type) -> pd.DataFrame:
     """The row index of the prepared traces (input order) without needing their embeddings."""
-    from ta_platform.extraction.extractor import TraceEmbeddings
-
-    return index_frame([TraceEmbeddings(p.position, p.trace, p.chunk_ids, len(p.input_ids), {}) for p in prepared])
+    return index_frame([embeddings_type(p.position, p.trace, p.chunk_ids, len(p.input_ids), {}) for p in prepared])

@@ -1,20 +1,23 @@
-"""On-disk layout of activation partitions and of the per-trace resumable shards.
+"""On-disk layout of activation partitions and of the per-trace activation cache.
 
 Partition ``<root>/<model_key>/<layer_key>/``: ``embeddings.npy`` (float32, rows in index order),
 ``index.parquet`` (``trace_key, chunk_idx`` + pass-through columns) and ``manifest.json``
 (provenance, fingerprint, shapes, content hashes). The manifest is written last, so a folder
 without one is an unfinished write; ``load_partition`` verifies it against the files.
 
-Shards ``<root>/<model_key>/.work/<hash of trace key>.npz`` hold one trace's rows for every layer of
-a run plus the run fingerprint and the trace hash; a shard whose fingerprint or trace hash differs
-from the current run is stale and is never reused. Every file is written atomically.
+Cache ``<root>/<model_key>/.cache/<key[:2]>/<key>.L<layer>.npz``: one trace's pooled rows of one
+layer, under the trace's content key (``provenance.trace_cache_key``: weights, tokenizer, text,
+spans, pooling, dtype, extraction code). An entry is written atomically as soon as its batch's
+forward pass is done, so it is both the resume point of a killed run and the reuse point of a later
+run with more traces or new labels. Entries are never trusted blindly: ``read_entry`` checks the
+key, layer, row count and dtype recorded inside the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ta_platform.common.atomic import atomic_path, atomic_write_json
-from ta_platform.common.hashing import sha256_bytes, sha256_file
+from ta_platform.common.hashing import sha256_file
 
 EMBEDDINGS_FILE = "embeddings.npy"
 INDEX_FILE = "index.parquet"
 MANIFEST_FILE = "manifest.json"
-WORK_DIR = ".work"
+CACHE_DIR = ".cache"
+CACHE_FORMAT = 1  # bump when the entry layout changes
 REQUIRED_INDEX_COLUMNS = ("trace_key", "chunk_idx")
 
 
@@ -102,36 +106,47 @@ def load_partition(folder: str | os.PathLike[str], *, verify_hashes: bool = True
     return Partition(folder, embeddings, index, manifest)
 
 
-def shard_path(work_dir: str | os.PathLike[str], trace_key: str) -> Path:
-    """One shard per trace; the file name is a hash so any trace key is a safe name."""
-    return Path(work_dir) / f"{sha256_bytes(trace_key.encode('utf-8'))[:24]}.npz"
+def cache_dir(root: str | os.PathLike[str], model_key: str) -> Path:
+    """The folder of one model's per-trace activation cache."""
+    return Path(root) / model_key / CACHE_DIR
 
 
-def write_shard(path: str | os.PathLike[str], *, trace_key: str, fingerprint: str, trace_hash: str,
-                by_layer: Mapping[int, np.ndarray]) -> None:
-    """Store one finished trace (all layers) atomically, stamped with the run fingerprint."""
-    meta = json.dumps({"trace_key": trace_key, "fingerprint": fingerprint, "trace_hash": trace_hash,
-                       "layers": sorted(int(k) for k in by_layer)})
-    arrays = {f"L{layer}": np.ascontiguousarray(m, dtype=np.float32) for layer, m in by_layer.items()}
+def entry_path(cache: str | os.PathLike[str], key: str, layer: int) -> Path:
+    """One file per (trace content key, layer); the first two hex digits fan the folder out."""
+    return Path(cache) / key[:2] / f"{key}.L{int(layer)}.npz"
+
+
+def write_entry(cache: str | os.PathLike[str], *, key: str, layer: int, rows: np.ndarray, device_type: str) -> Path:
+    """Store one trace's pooled rows of one layer atomically (float32), stamped with key and layer."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    meta = json.dumps({"format": CACHE_FORMAT, "key": key, "layer": int(layer), "n_rows": int(rows.shape[0]),
+                       "device_type": device_type})
+    path = entry_path(cache, key, layer)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, meta=np.array(meta), **arrays)
+            np.savez(handle, meta=np.array(meta), rows=rows)
+    return path
 
 
-def read_shard(path: str | os.PathLike[str], *, trace_key: str, fingerprint: str, trace_hash: str,
-               layers: Sequence[int], n_rows: int) -> dict[int, np.ndarray] | None:
-    """The shard's matrices if it is valid for this run, else ``None`` (missing, unreadable or stale)."""
-    path = Path(path)
+def read_entry(cache: str | os.PathLike[str], *, key: str, layer: int, n_rows: int,
+               rows: bool = True) -> tuple[np.ndarray | None, str] | None:
+    """``(rows, device_type)`` of a valid entry, else ``None`` (missing, unreadable or not this trace/layer).
+
+    ``rows=False`` reads only the small metadata member (the cache lookup before a run), returning
+    ``(None, device_type)`` for an entry whose recorded key, layer and row count match.
+    """
+    path = entry_path(cache, key, layer)
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            if (meta.get("trace_key"), meta.get("fingerprint"), meta.get("trace_hash")) != (trace_key, fingerprint, trace_hash):
-                return None
-            by_layer = {int(layer): data[f"L{layer}"] for layer in layers}
+            matrix = data["rows"] if rows else None
     except (OSError, ValueError, KeyError):
         return None
-    if any(m.shape[0] != n_rows or m.dtype != np.float32 for m in by_layer.values()):
+    if (meta.get("format"), meta.get("key"), meta.get("layer"), meta.get("n_rows")) != (
+            CACHE_FORMAT, key, int(layer), int(n_rows)):
         return None
-    return by_layer
+    if matrix is not None and (matrix.ndim != 2 or matrix.shape[0] != n_rows or matrix.dtype != np.float32):
+        return None
+    return matrix, str(meta.get("device_type", ""))

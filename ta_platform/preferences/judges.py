@@ -50,6 +50,34 @@ def tasks_from_pool(pool: pd.DataFrame) -> dict[str, Task]:
 # --------------------------------------------------------------------------- HF logit judge
 
 
+@dataclass
+class JudgeModel:
+    """A causal LM loaded for judging, with the device and dtype it runs at."""
+
+    spec: Any
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype_name: str
+
+
+def load_judge_model(spec: Any, device: str = "auto", dtype: str | None = None, cache_dir: Any = None) -> JudgeModel:
+    """A registry model WITH its LM head (a judge reads next-token logits), on ``device`` at the
+    registry's dtype (or ``dtype``), at the registry's revision for Hub models, in eval mode.
+
+    Why not a bare ``from_pretrained``: the judge must obey the same device, dtype (bf16 on GPU, never
+    float16), pinned revision and weights location (tiny builds, GGUF conversions, the HF cache under
+    TA_STORAGE) as extraction; ``extraction.loading.load_causal_lm`` applies those rules.
+    """
+    from ta_platform.extraction.device import select_device, select_dtype_name
+    from ta_platform.extraction.loading import load_causal_lm
+
+    device = select_device(device)
+    dtype_name = select_dtype_name(device, dtype or spec.dtype)
+    model, tokenizer = load_causal_lm(spec, device=device, dtype=dtype_name, cache_dir=cache_dir)
+    return JudgeModel(spec, model, tokenizer, device, dtype_name)
+
+
 def build_comparison_prompt(first: str, second: str, tokenizer: Any = None, system_prompt: str | None = None,
                             labels: tuple[str, str] = ("A", "B")) -> str:
     """The exact text shown to the model: both tasks labelled, ending where the label is answered.

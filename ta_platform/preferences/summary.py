@@ -29,6 +29,18 @@ def summarise_probes(report: pd.DataFrame) -> pd.DataFrame:
                              ignore_index=True)
 
 
+def long_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with one row per feature set (``target, scope, metric, features, value, n_folds``).
+
+    Why: the wide table has one column per feature set, and those depend on the model registry, so
+    the DuckDB table (declared once, in ``ta_platform/store/tables.py``) stores them as rows.
+    """
+    keys = ["target", "scope", "metric", "n_folds"]
+    features = [column for column in summary.columns if column not in keys]
+    long = summary.melt(id_vars=keys, value_vars=features, var_name="features", value_name="value")
+    return long[["target", "scope", "metric", "features", "value", "n_folds"]]
+
+
 def plot_summary(summary: pd.DataFrame, *, metric: str = "pearson_r", title: str = "Utility probes") -> bytes:
     """Grouped bars (feature sets) for each target x scope; returns PNG bytes (matplotlib Agg)."""
     import matplotlib

@@ -33,7 +33,7 @@ from ta_platform.common.atomic import atomic_write_text
 from ta_platform.common.faults import DataFault
 from ta_platform.rollouts.layout import TEMPERATURE_DIR, TRACE_FILES, TraceRef, problem_id_from_dir, split_dir
 from ta_platform.rollouts.parsing import MISSING_FILE
-from ta_platform.rollouts.sources import (
+from ta_platform.rollouts.source_base import (
     LocalRolloutSource,
     ProblemIds,
     check_splits,

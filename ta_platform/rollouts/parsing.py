@@ -24,6 +24,7 @@ from ta_platform.rollouts.layout import (
     TRACE_FILES,
     TraceRef,
 )
+from ta_platform.rollouts.think import THINK_CLOSE, THINK_OPEN, think_region
 from ta_platform.rollouts.trace import Trace
 
 # Fault kinds (short codes stored in the faults table).
@@ -37,9 +38,6 @@ EMPTY_CHUNKS = "empty_chunks"
 EMPTY_CHUNK_TEXT = "empty_chunk_text"
 INCONSISTENT = "inconsistent"
 NON_CONTIGUOUS = "non_contiguous"
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 
 PROBLEM_STR_KEYS: tuple[str, ...] = ("problem", "level", "type", "gt_solution", "gt_answer", "nickname")
 BASE_SOLUTION_STR_KEYS: tuple[str, ...] = ("prompt", "solution", "full_cot", "answer")
@@ -62,19 +60,6 @@ CHUNK_KEYS: tuple[str, ...] = (
     *CHUNK_FLOAT_KEYS,
     "summary",
 )
-
-
-def think_region(full_cot: str) -> tuple[int, int]:
-    """Character range of the thinking: after the first ``<think>``, up to ``</think>`` or the end.
-
-    Raises ValueError when there is no ``<think>`` tag at all.
-    """
-    open_at = full_cot.find(THINK_OPEN)
-    if open_at < 0:
-        raise ValueError(f"no {THINK_OPEN} tag")
-    start = open_at + len(THINK_OPEN)
-    close_at = full_cot.find(THINK_CLOSE, start)
-    return start, (len(full_cot) if close_at < 0 else close_at)
 
 
 def read_json_file(path: Path) -> Any:

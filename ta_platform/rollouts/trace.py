@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ta_platform.rollouts.layout import TraceRef, setting_of
+from ta_platform.rollouts.think import think_region
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,6 @@ class Trace:
     @property
     def think_text(self) -> str:
         """The characters between ``<think>`` and ``</think>`` (or the end) of ``full_cot``."""
-        from ta_platform.rollouts.parsing import think_region
-
         start, end = think_region(self.full_cot)
         return self.full_cot[start:end]
 

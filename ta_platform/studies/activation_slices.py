@@ -38,15 +38,16 @@ def activation_partitions(root: Path) -> list[tuple[str, str, Path]]:
     return found
 
 
-def iter_probe_slices(labels: pd.DataFrame, root: Path, trace_model_of: dict[str, str]) -> Iterator[ProbeSlice]:
-    """Every partition x setting, with labels of the partition model's traces joined by key."""
+def iter_probe_slices(labels: pd.DataFrame, root: Path,
+                      trace_model_of: dict[str, tuple[str, ...]]) -> Iterator[ProbeSlice]:
+    """Every partition x setting, with labels of the traces the partition model reads (its trace folders) joined by key."""
     from ta_platform.extraction.store import load_partition
 
     for model_key, layer_key, folder in activation_partitions(root):
         if model_key not in trace_model_of:
             continue  # a partition of a model no longer in the registry
         X, index, manifest = load_partition(folder)
-        model_labels = labels[labels["model"] == trace_model_of[model_key]]
+        model_labels = labels[labels["model"].isin(list(trace_model_of[model_key]))]
         joined = join_labels_to_activations(model_labels, index, X)
         for setting in SETTINGS:
             keep = (joined.frame["setting"] == setting).to_numpy()

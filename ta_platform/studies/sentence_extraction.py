@@ -1,15 +1,18 @@
 """Sentence activations for one model: which layers are stale, then one pass for all of them.
 
 Why the staleness check first: a partition whose manifest fingerprint equals the fingerprint the
-current config and inputs would produce is never recomputed; anything else (a changed label or span
-table, model revision, tokenizer, pooling, dtype, code version) is recomputed, never silently reused.
+current model, inputs and extraction code would produce is not even reassembled. A stale partition
+is rebuilt from the per-trace activation cache (``extraction.resumable``), which computes only the
+(trace, layer) pairs it lacks. The fingerprint follows what decides the numbers (weights, tokenizer,
+text and spans, pooling, dtype, extraction source) and not the labels or the git commit: a new
+anchor percentile recomputes nothing, an edited extractor recomputes everything.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,12 @@ import pandas as pd
 
 from ta_platform.extraction.extractor import TraceInput
 from ta_platform.extraction.loading import LoadedModel
-from ta_platform.extraction.provenance import layer_provenance, provenance_fingerprint
+from ta_platform.extraction.provenance import (
+    inputs_hash,
+    layer_provenance,
+    provenance_fingerprint,
+    trace_hash,
+)
 from ta_platform.extraction.registry import layer_key
 from ta_platform.extraction.resumable import RunSummary, extract_to_partitions, run_provenance
 from ta_platform.extraction.store import partition_folder
@@ -25,11 +33,13 @@ from ta_platform.extraction.store import partition_folder
 Log = Callable[[str], None]
 
 
-def sentence_trace_inputs(snapshot: pd.DataFrame, char_spans: pd.DataFrame, trace_model: str) -> list[TraceInput]:
-    """One input per aligned trace of ``trace_model``: full_cot and its sentences' character spans."""
+def sentence_trace_inputs(snapshot: pd.DataFrame, char_spans: pd.DataFrame,
+                          trace_models: str | Iterable[str]) -> list[TraceInput]:
+    """One input per aligned trace of ``trace_models``: full_cot and its sentences' character spans."""
+    wanted = {trace_models} if isinstance(trace_models, str) else set(trace_models)
     spans_of = {key: group.sort_values("chunk_idx") for key, group in char_spans.groupby("trace_key")}
     inputs = []
-    for row in snapshot[snapshot["model"] == trace_model].itertuples():
+    for row in snapshot[snapshot["model"].isin(wanted)].itertuples():
         spans = spans_of.get(row.trace_key)
         if spans is None:
             continue  # not aligned: recorded as a fault by sentence_spans
@@ -49,17 +59,29 @@ def prompt_trace_inputs(tasks: pd.DataFrame) -> list[TraceInput]:
             for row in tasks.itertuples()]
 
 
+def traces_inputs_hash(traces: Sequence[TraceInput]) -> str:
+    """The ``inputs_hash`` a partition built from ``traces`` records (no model needed)."""
+    return inputs_hash([trace_hash(t.key, t.text, t.char_spans, t.chunk_index(), t.meta) for t in traces])
+
+
 @dataclass
 class ExtractionOutcome:
     fingerprints: dict[str, str]  # layer_key -> fingerprint
     reused_layers: list[str]
     summary: RunSummary | None
 
+    @property
+    def traces_computed(self) -> int:
+        return 0 if self.summary is None else self.summary.traces_computed
 
-def current_fingerprints(loaded: LoadedModel, traces: Sequence[TraceInput], layers: Sequence[int], *, pooling: str,
-                         token_budget: int, input_versions: Mapping[str, str]) -> dict[int, str]:
-    provenance, _ = run_provenance(loaded, traces, layers, pooling=pooling, token_budget=token_budget,
-                                   input_versions=input_versions, code_version=None)
+    @property
+    def traces_reused(self) -> int:
+        return 0 if self.summary is None else self.summary.traces_reused
+
+
+def current_fingerprints(loaded: LoadedModel, traces: Sequence[TraceInput], layers: Sequence[int], *,
+                         pooling: str, code_hash: str | None = None) -> dict[int, str]:
+    provenance = run_provenance(loaded, traces, layers, pooling=pooling, code_hash=code_hash)
     return {layer: provenance_fingerprint(layer_provenance(provenance, layer)) for layer in layers}
 
 
@@ -69,11 +91,13 @@ def recorded_fingerprint(folder: Path) -> str | None:
 
 
 def extract_stale_layers(loaded: LoadedModel, traces: Sequence[TraceInput], layers: Sequence[int], out_root: Path, *,
-                         pooling: str, token_budget: int, input_versions: Mapping[str, str],
+                         pooling: str, token_budget: int, code_hash: str | None = None,
                          log: Log = print) -> ExtractionOutcome:
-    """Recompute only the layers whose stored fingerprint differs from the current one, in one pass."""
-    wanted = current_fingerprints(loaded, traces, layers, pooling=pooling, token_budget=token_budget,
-                                  input_versions=input_versions)
+    """Rebuild only the layers whose stored fingerprint differs from the current one, from the cache.
+
+    ``code_hash`` overrides the extraction-code hash (tests point it at a copy of the sources).
+    """
+    wanted = current_fingerprints(loaded, traces, layers, pooling=pooling, code_hash=code_hash)
     stale = [layer for layer in layers
              if recorded_fingerprint(partition_folder(out_root, loaded.spec.key, layer_key(layer))) != wanted[layer]]
     reused = [layer_key(layer) for layer in layers if layer not in stale]
@@ -91,11 +115,11 @@ def extract_stale_layers(loaded: LoadedModel, traces: Sequence[TraceInput], laye
                 log(f"{loaded.spec.key}: {done}/{total} traces ({done / max(now - started, 1e-9):.1f} traces/s)")
 
         summary = extract_to_partitions(loaded, traces, stale, out_root, pooling=pooling, token_budget=token_budget,
-                                        input_versions=input_versions, progress=progress)
+                                        code_hash=code_hash, progress=progress)
         seconds = time.monotonic() - started
         log(f"{loaded.spec.key}: layers {[layer_key(x) for x in stale]} from one pass: {summary.n_rows} sentences "
-            f"in {seconds:.1f}s ({summary.traces_computed} traces computed, {summary.traces_reused} resumed, "
-            f"{len(summary.failures)} skipped)")
+            f"in {seconds:.1f}s ({summary.traces_computed} traces computed, {summary.traces_reused} from the "
+            f"activation cache, {len(summary.failures)} skipped)")
     return ExtractionOutcome({layer_key(x): f for x, f in wanted.items()}, reused, summary)
 
 

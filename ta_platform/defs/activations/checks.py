@@ -1,35 +1,58 @@
 """Activation checks, evaluated on every stored partition of the registry's models.
 
 Rows equal the aligned sentences, all finite, no constant column, no two different sentences with
-one embedding, norms in a sane band, and provenance matching the current config and inputs.
+one embedding, norms in a sane band, and provenance matching the current config, inputs and
+extraction code (the fingerprint's own fields: labels and the git commit are not among them). The
+spot check recomputes a sample inside the GPU pool, through the one-model-at-a-time loader.
 """
 
+import functools
 from collections.abc import Callable
 
 import dagster as dg
 import pandas as pd
 
-from ta_platform.anchors import artifacts
-from ta_platform.common.hashing import sha256_file
-from ta_platform.defs.activations.assets import activations_root, sentence_activations
-from ta_platform.defs.compute import ComputeResource
+from ta_platform.defs.activations.assets import sentence_activations
+from ta_platform.defs.compute import GPU_POOL, ComputeResource
+from ta_platform.defs.shared import activations_root
 from ta_platform.extraction import checks as extraction_checks
+from ta_platform.store import artifacts
 from ta_platform.studies.activation_slices import activation_partitions
 
 PartitionCheck = Callable[[object, pd.DataFrame, pd.DataFrame, dict], tuple[bool, dict]]
 
 
-def _expected_rows(labels: pd.DataFrame, spans: pd.DataFrame, trace_model: str, manifest: dict) -> pd.DataFrame:
+def _expected_rows(labels: pd.DataFrame, spans: pd.DataFrame, trace_models: tuple[str, ...],
+                   manifest: dict) -> pd.DataFrame:
     skipped = {f["item"] for f in manifest.get("failures", [])}
     keys = spans.merge(labels[["trace_key", "chunk_idx", "model"]], on=["trace_key", "chunk_idx"])
-    keys = keys[(keys["model"] == trace_model) & ~keys["trace_key"].isin(skipped)]
+    keys = keys[keys["model"].isin(list(trace_models)) & ~keys["trace_key"].isin(skipped)]
     return keys.sort_values(["trace_key", "chunk_idx"])[["trace_key", "chunk_idx"]]
 
 
-def _current_fields(spec, compute: ComputeResource) -> dict:
+def _current_fields(spec, compute: ComputeResource, ctx: dict) -> dict:
+    """What the current registry, config, span table and extraction code say a partition must record."""
     return {"model_id": spec.model_id, "revision": spec.revision, "pooling": compute.pooling,
-            "input_versions": {"sentence_labels": sha256_file(artifacts.thought_anchor_file(artifacts.LABELS)),
-                               "sentence_spans": sha256_file(artifacts.thought_anchor_file(artifacts.CHAR_SPANS))}}
+            "code_hash": ctx["code_hash"](), "inputs_hash": ctx["inputs_hash"](spec.trace_models)}
+
+
+def _input_hashers(spans: pd.DataFrame) -> dict:
+    """Memoised per check evaluation: the extraction-code hash and each trace-folder set's inputs hash."""
+
+    @functools.cache
+    def inputs_hash(trace_models: tuple[str, ...]) -> str:
+        from ta_platform.studies.sentence_extraction import sentence_trace_inputs, traces_inputs_hash
+
+        snapshot = pd.read_parquet(artifacts.thought_anchor_file(artifacts.SNAPSHOT))
+        return traces_inputs_hash(sentence_trace_inputs(snapshot, spans, trace_models))
+
+    @functools.cache
+    def code_hash() -> str:
+        from ta_platform.extraction.provenance import extraction_code_hash
+
+        return extraction_code_hash()
+
+    return {"inputs_hash": inputs_hash, "code_hash": code_hash}
 
 
 def _partition_check(name: str, description: str, evaluate: PartitionCheck) -> dg.AssetChecksDefinition:
@@ -40,7 +63,7 @@ def _partition_check(name: str, description: str, evaluate: PartitionCheck) -> d
         registry = compute.registry()
         labels = pd.read_parquet(artifacts.thought_anchor_file(artifacts.LABELS))
         spans = pd.read_parquet(artifacts.thought_anchor_file(artifacts.CHAR_SPANS))
-        failing, checked = {}, 0
+        failing, checked, hashers = {}, 0, _input_hashers(spans)
         for model_key, layer_key, folder in activation_partitions(activations_root()):
             if model_key not in registry:
                 continue
@@ -49,7 +72,7 @@ def _partition_check(name: str, description: str, evaluate: PartitionCheck) -> d
             except PartitionError as error:
                 failing[f"{model_key}/{layer_key}"] = {"error": str(error)}
                 continue
-            context = {"spec": registry[model_key], "compute": compute, "labels": labels, "spans": spans}
+            context = {"spec": registry[model_key], "compute": compute, "labels": labels, "spans": spans, **hashers}
             passed, details = evaluate(embeddings, index, manifest, context)
             checked += 1
             if not passed:
@@ -65,7 +88,7 @@ def _partition_check(name: str, description: str, evaluate: PartitionCheck) -> d
 
 def _rows(embeddings, index, manifest, ctx):
     return extraction_checks.check_rows_match_keys(
-        index, _expected_rows(ctx["labels"], ctx["spans"], ctx["spec"].trace_model, manifest))
+        index, _expected_rows(ctx["labels"], ctx["spans"], ctx["spec"].trace_models, manifest))
 
 
 def _distinct(embeddings, index, manifest, ctx):
@@ -76,8 +99,16 @@ def _distinct(embeddings, index, manifest, ctx):
 
 
 def _provenance(embeddings, index, manifest, ctx):
-    current = _current_fields(ctx["spec"], ctx["compute"])
+    from ta_platform.extraction.provenance import provenance_fingerprint
+
+    current = _current_fields(ctx["spec"], ctx["compute"], ctx)
     differing = {k: {"recorded": manifest.get(k), "current": v} for k, v in current.items() if manifest.get(k) != v}
+    try:
+        own = provenance_fingerprint(manifest)
+    except KeyError as error:  # a manifest of an older layout: its fingerprint cannot be current
+        own = f"unverifiable ({error})"
+    if own != manifest.get("fingerprint"):
+        differing["fingerprint"] = {"recorded": manifest.get("fingerprint"), "from_recorded_fields": own}
     return not differing, {"differing_fields": differing}
 
 
@@ -90,12 +121,13 @@ activation_checks = [
     _partition_check("distinct_texts_distinct_vectors", "No two different sentences share an embedding.", _distinct),
     _partition_check("norms_in_band", "Row norms within [0.02, 50] x the median norm.",
                      lambda e, i, m, c: extraction_checks.check_norms_in_band(e, i)),
-    _partition_check("provenance_current", "Model, revision, pooling and input tables match the current config.",
+    _partition_check("provenance_current", "Model, revision, pooling, input traces and spans, and the extraction "
+                     "code match the current config; the recorded fingerprint matches the recorded fields.",
                      _provenance),
 ]
 
 
-@dg.asset_check(asset=sentence_activations, blocking=True,
+@dg.asset_check(asset=sentence_activations, blocking=True, pool=GPU_POOL,
                 description="Stored rows equal a fresh extraction of a deterministic sample of traces (catches "
                             "rows whose keys are right but whose vectors belong to another sentence).")
 def rows_match_recomputed_sample(compute: ComputeResource) -> dg.AssetCheckResult:
@@ -115,8 +147,9 @@ def rows_match_recomputed_sample(compute: ComputeResource) -> dg.AssetCheckResul
     results, all_passed = {}, True
     for model_key, stored in sorted(by_model.items()):
         spec = registry[model_key]
-        passed, details = spot_check_rows(compute.load(spec), sentence_trace_inputs(snapshot, spans, spec.trace_model),
-                                          stored, pooling=compute.pooling)
+        traces = sentence_trace_inputs(snapshot, spans, spec.trace_models)
+        with compute.loaded(spec) as loaded:  # the previous model is released before this one loads
+            passed, details = spot_check_rows(loaded, traces, stored, pooling=compute.pooling)
         all_passed &= passed
         results[model_key] = details
     return dg.AssetCheckResult(passed=all_passed, metadata={

@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 
 from ta_platform.common.atomic import atomic_write_bytes
-from ta_platform.common.hashing import code_version, sha256_file
+from ta_platform.common.hashing import code_version
 from ta_platform.common.parquet_io import read_provenance, write_parquet
 from ta_platform.common.paths import storage_dir, storage_path
-from ta_platform.defs.activations.assets import activation_partitions
-from ta_platform.defs.activations.partitions import requested_layers
 from ta_platform.defs.compute import GPU_POOL, ComputeResource
 from ta_platform.defs.resources import MetadataStoreResource
+from ta_platform.defs.shared import activation_partitions, requested_layers
 
 GROUP = "preferences"
 ALL_PROMPT_ACTIVATIONS = dg.AssetDep("prompt_activations", partition_mapping=dg.AllPartitionMapping())
@@ -80,10 +79,9 @@ def prompt_activations(context: dg.AssetExecutionContext, compute: ComputeResour
     registry = compute.registry()
     fingerprints = {}
     for model_key, layers in requested_layers(context.partition_keys).items():
-        loaded = compute.load(registry[model_key])
-        outcome = extract_stale_layers(loaded, traces, layers, prompt_root(), pooling="last",
-                                       token_budget=compute.token_budget_for(loaded),
-                                       input_versions={"task_pool": sha256_file(pool_file)}, log=context.log.info)
+        with compute.loaded(registry[model_key]) as loaded:  # the previous model is released first
+            outcome = extract_stale_layers(loaded, traces, layers, prompt_root(), pooling="last",
+                                           token_budget=compute.token_budget_for(loaded), log=context.log.info)
         fingerprints.update({f"{model_key}/{k}": v for k, v in outcome.fingerprints.items()})
     return dg.MaterializeResult(metadata={"fingerprints": fingerprints, "n_prompts": len(traces)})
 
@@ -120,13 +118,16 @@ def pairwise_preferences(context: dg.AssetExecutionContext, preference_settings:
     if s.judge == "simulated":
         judge, truth = planted_judge(pool, _load_prompt_matrix(pool, model_key, layer), s.seed)
         write_parquet(truth, pref_file("planted_utilities.parquet"), {"judge_model": model_key, "layer": layer})
+        outcomes = measure_preferences(pool, judge, s.active_learning_config(), context.log.info)
     elif s.judge == "hf":
         from ta_platform.preferences.judges import HFLogitJudge
 
-        judge = HFLogitJudge(*_causal_lm(compute, model_key))
+        # Through the registry and the compute resource: its device, dtype and revision; released on exit.
+        with compute.loaded(compute.registry()[model_key], lm_head=True) as held:
+            outcomes = measure_preferences(pool, HFLogitJudge(held.model, held.tokenizer),
+                                           s.active_learning_config(), context.log.info)
     else:
         raise ValueError(f"unknown judge {s.judge!r}: use 'simulated' or 'hf'")
-    outcomes = measure_preferences(pool, judge, s.active_learning_config(), context.log.info)
     provenance = {"judge": s.judge, "judge_model": model_key, "judge_layer": layer, "seed": s.seed,
                   "active_learning": s.active_learning_config().__dict__, "code_version": code_version(),
                   "task_pool": read_provenance(pref_file("task_pool.parquet"))}
@@ -134,15 +135,6 @@ def pairwise_preferences(context: dg.AssetExecutionContext, preference_settings:
     metadata_store.store().replace_slice("pairwise_preferences", outcomes)
     return dg.MaterializeResult(metadata={"n_outcomes": len(outcomes), "n_heldout": int(outcomes["heldout"].sum()),
                                           "judge": f"{s.judge}:{model_key}/{layer}"})
-
-
-def _causal_lm(compute: ComputeResource, model_key: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ta_platform.extraction.loading import model_folder
-
-    folder = model_folder(compute.registry()[model_key])
-    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
 
 
 @dg.asset(group_name=GROUP, deps=[pairwise_preferences], kinds={"scipy", "duckdb"})
@@ -192,10 +184,10 @@ def utility_probes(context: dg.AssetExecutionContext, preference_settings: Prefe
 @dg.asset(group_name=GROUP, deps=[utility_probes], kinds={"duckdb", "markdown"})
 def preference_summary(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
     """Probe against content baseline side by side, in-distribution and held-out topic, with a plot."""
-    from ta_platform.preferences.summary import plot_summary, summarise_probes
+    from ta_platform.preferences.summary import long_summary, plot_summary, summarise_probes
 
     summary = summarise_probes(pd.read_parquet(pref_file("utility_probe_report.parquet")))
-    metadata_store.store().replace_slice("preference_summary", summary)
+    metadata_store.store().replace_slice("preference_summary", long_summary(summary))
     png = plot_summary(summary)
     atomic_write_bytes(storage_path("reports", "preference_summary.png"), png)
     table = summary.to_markdown(index=False, floatfmt=".3f")

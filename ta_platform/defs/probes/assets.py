@@ -3,13 +3,13 @@
 import dagster as dg
 import pandas as pd
 
-from ta_platform.anchors import artifacts
 from ta_platform.common.parquet_io import read_provenance
 from ta_platform.common.paths import storage_dir
-from ta_platform.defs.activations.assets import activations_root
 from ta_platform.defs.compute import ComputeResource
 from ta_platform.defs.probes.settings import ProbeSettings
 from ta_platform.defs.resources import MetadataStoreResource
+from ta_platform.defs.shared import activations_root
+from ta_platform.store import artifacts
 from ta_platform.studies.activation_slices import iter_probe_slices
 
 GROUP = "probes"
@@ -20,7 +20,7 @@ ALL_ACTIVATIONS = dg.AssetDep("sentence_activations", partition_mapping=dg.AllPa
 
 def _slices(compute: ComputeResource):
     labels = pd.read_parquet(artifacts.thought_anchor_file(artifacts.LABELS))
-    trace_model_of = {key: spec.trace_model for key, spec in compute.registry().items()}
+    trace_model_of = {key: spec.trace_models for key, spec in compute.registry().items()}
     return iter_probe_slices(labels, activations_root(), trace_model_of)
 
 

@@ -6,7 +6,6 @@ import time
 import dagster as dg
 import pandas as pd
 
-from ta_platform.anchors import artifacts
 from ta_platform.anchors.labels import build_label_table
 from ta_platform.anchors.spans import char_span_table
 from ta_platform.anchors.trace_table import problem_index_rows, trace_snapshot, traces_from_snapshot
@@ -14,6 +13,7 @@ from ta_platform.common.hashing import code_version, sha256_file, stable_json_ha
 from ta_platform.common.parquet_io import write_parquet
 from ta_platform.defs.compute import ComputeResource
 from ta_platform.defs.resources import MetadataStoreResource, RolloutsResource, StudySettings
+from ta_platform.store import artifacts
 
 GROUP = "thought_anchors"
 

@@ -5,10 +5,11 @@ results meaningless; each failing check names the problems and sentences concern
 import dagster as dg
 import pandas as pd
 
-from ta_platform.anchors import artifacts, invariants, schemas
+from ta_platform.anchors import invariants, schemas
 from ta_platform.anchors.invariants import InvariantResult
 from ta_platform.defs.resources import MetadataStoreResource, StudySettings
 from ta_platform.defs.thought_anchors.assets import problem_index, sentence_labels, sentence_spans
+from ta_platform.store import artifacts
 
 WARN = dg.AssetCheckSeverity.WARN
 

@@ -6,6 +6,9 @@ Every access goes through ``MetadataStore``, which holds an inter-process ``file
 duration of one short connection. Writes of a slice (e.g. one partition) delete that slice and
 insert the new rows inside one transaction, so re-materialising is idempotent and a crash never
 leaves half a slice.
+
+Every table written here has a declared schema (``ta_platform/store/tables.py``): tables are created
+with explicit column types, never inferred from a frame (an empty frame has no types).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 from filelock import FileLock
 
 from ta_platform.common.paths import storage_path
+from ta_platform.store.tables import TABLES, TableSchema, TableSchemaError, table_schema
 
 DEFAULT_LOCK_TIMEOUT_S = 600.0
 
@@ -37,12 +41,17 @@ def _quote(identifier: str) -> str:
 
 
 class MetadataStore:
-    """Serialised access to one DuckDB file. Cheap to construct; opens connections per call."""
+    """Serialised access to one DuckDB file. Cheap to construct; opens connections per call.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
+    ``tables``: the declared schemas writes are checked against (default: every platform table).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                 tables: Mapping[str, TableSchema] | None = None):
         self.path = Path(path) if path else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path) + ".lock", timeout=lock_timeout_s)
+        self.tables = TABLES if tables is None else tables
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -57,9 +66,18 @@ class MetadataStore:
     def replace_slice(self, table: str, frame: pd.DataFrame, where: Mapping[str, object] | None = None) -> int:
         """Replace the rows of ``table`` matching ``where`` (the whole table if None) with ``frame``.
 
-        A slice write creates the table from the frame's schema on first use; a whole-table write
-        replaces table and schema. Returns rows written.
+        The table is created from its declared schema on first use (a table left with other columns
+        or types by an older version is rebuilt to it, keeping its rows), and the frame is inserted by
+        column name, cast to the declared types. A frame with missing or undeclared columns raises
+        ``TableSchemaError`` naming the table; an undeclared table raises ``UndeclaredTableError``.
+        A frame with no rows and no columns is an empty slice. Returns rows written.
         """
+        schema = table_schema(table, self.tables)
+        if not (frame.empty and len(frame.columns) == 0):
+            schema.check_columns([str(column) for column in frame.columns])
+        unknown = [column for column in (where or {}) if column not in schema.column_names]
+        if unknown:
+            raise TableSchemaError(f"table {table!r}: slice key column(s) {unknown} are not declared columns")
         name = _quote(table)
         started = time.monotonic()
         with self.connect() as con:
@@ -67,20 +85,28 @@ class MetadataStore:
             con.execute("BEGIN TRANSACTION")
             try:
                 if where:
-                    con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM incoming LIMIT 0")
+                    _ensure_declared(con, schema)
                     clause = " AND ".join(f"{_quote(col)} = ?" for col in where)
                     con.execute(f"DELETE FROM {name} WHERE {clause}", list(where.values()))
+                else:  # the whole table: recreated from its declaration, so an old schema never lingers
+                    con.execute(schema.create_sql(replace=True))
+                if len(frame.columns):
                     con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
-                else:  # the whole table: take the frame's schema, so a new column never breaks a rerun
-                    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM incoming")
                 con.execute("COMMIT")
-            except BaseException:
+            except BaseException as error:
                 con.execute("ROLLBACK")
+                if isinstance(error, duckdb.Error):
+                    error.add_note(f"while writing table {table!r} of {self.path}")
                 raise
             finally:
                 con.unregister("incoming")
         self.last_write_seconds = time.monotonic() - started
         return len(frame)
+
+    def column_types(self, table: str) -> list[tuple[str, str]]:
+        """(column, DuckDB type) of a stored table in order; empty when it does not exist."""
+        with self.connect() as con:
+            return _stored_columns(con, table)
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connect() as con:
@@ -104,3 +130,33 @@ class MetadataStore:
         if where:
             sql += " WHERE " + " AND ".join(f"{_quote(col)} = ?" for col in where)
         return self.query(sql, list(where.values()) if where else None)
+
+
+def _stored_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = ? AND table_schema = 'main' ORDER BY ordinal_position", [table]
+    ).fetchall()
+    return [(column, dtype) for column, dtype in rows]
+
+
+def _ensure_declared(con: duckdb.DuckDBPyConnection, schema: TableSchema) -> None:
+    """Create the table from its declaration, or rebuild one stored with other columns or types.
+
+    A rebuild keeps the stored rows of the declared columns (cast to the declared types): e.g. an
+    empty ``faults`` table an older version created with NULL-typed columns becomes VARCHAR.
+    """
+    stored = _stored_columns(con, schema.name)
+    if not stored:
+        con.execute(schema.create_sql())
+        return
+    if stored == list(schema.columns):
+        return
+    name, old = _quote(schema.name), _quote(f"{schema.name}__undeclared")
+    kept = [column for column, _ in stored if column in schema.column_names]
+    con.execute(f"ALTER TABLE {name} RENAME TO {old}")
+    con.execute(schema.create_sql())
+    if kept:
+        columns = ", ".join(_quote(column) for column in kept)
+        con.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {old}")
+    con.execute(f"DROP TABLE {old}")

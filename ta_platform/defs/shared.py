@@ -1,0 +1,24 @@
+"""What more than one domain of ``defs/`` uses: the model-layer partitions and where activations live.
+
+Why one module: sentence activations, prompt activations (preferences) and the probes all key their
+work by the same model x layer partitions and read the same activations folder. Domains import these
+from here, never from each other's folders, so no domain depends on another's wiring. Resources and
+the GPU pool are in ``defs/resources.py`` and ``defs/compute.py``, also shared by every domain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ta_platform.common.paths import storage_dir
+from ta_platform.defs.activations.partitions import model_layer_partitions, requested_layers
+
+__all__ = ["activation_partitions", "activations_root", "requested_layers"]
+
+# One partitions object for every model x layer asset (sentence and prompt activations).
+activation_partitions = model_layer_partitions()
+
+
+def activations_root() -> Path:
+    """``<storage>/activations``: one folder per ``<model>/<layer>`` partition."""
+    return storage_dir("activations")

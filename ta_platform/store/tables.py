@@ -1,0 +1,147 @@
+"""The declared DuckDB schema of every table the platform writes through ``MetadataStore``.
+
+Why declared, not inferred: a table created from the first frame written takes that frame's types,
+and an empty frame has none. The ``faults`` table used to be created from an empty list of faults,
+so its columns were typed ``NULL`` and the first real fault (a trace too long for a model) failed
+with ``ConversionException: Unimplemented type for cast (VARCHAR -> "NULL")``. Here every table's
+columns and types are written down once; ``MetadataStore.replace_slice`` creates tables from these
+declarations and refuses a frame whose columns differ, naming the table.
+
+Tables built by the SQL models in ``dbt_like_sql/`` are not declared here: ``sql_models.py`` builds
+them with ``CREATE OR REPLACE TABLE ... AS SELECT``, so DuckDB types them from the query over these
+declared tables (never from an empty frame).
+
+Types are DuckDB's canonical names (as ``information_schema.columns.data_type`` reports them), so a
+stored table can be compared with its declaration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ta_platform.rollouts.layout import TRACE_FILES
+
+VARCHAR, BIGINT, DOUBLE, BOOLEAN = "VARCHAR", "BIGINT", "DOUBLE", "BOOLEAN"
+
+
+class UndeclaredTableError(KeyError):
+    """A write to a table with no declared schema."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
+
+
+class TableSchemaError(ValueError):
+    """A frame whose columns do not match its table's declared schema."""
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """One DuckDB table: its name, its columns in order with their DuckDB types, and what it holds."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    description: str = ""
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column for column, _ in self.columns]
+
+    def create_sql(self, *, replace: bool = False) -> str:
+        """``CREATE TABLE`` with every column typed explicitly (IF NOT EXISTS, or OR REPLACE)."""
+        body = ", ".join(f'"{column}" {dtype}' for column, dtype in self.columns)
+        head = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE IF NOT EXISTS"
+        return f'{head} "{self.name}" ({body})'
+
+    def check_columns(self, columns: list[str]) -> None:
+        """Raise ``TableSchemaError`` naming the table and the missing/undeclared columns."""
+        declared = self.column_names
+        missing = [c for c in declared if c not in columns]
+        extra = [c for c in columns if c not in declared]
+        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        if missing or extra or duplicated:
+            problems = []
+            if missing:
+                problems.append(f"missing column(s) {missing}")
+            if extra:
+                problems.append(f"undeclared column(s) {extra}")
+            if duplicated:
+                problems.append(f"duplicated column(s) {duplicated}")
+            raise TableSchemaError(
+                f"table {self.name!r}: frame has {' and '.join(problems)}; declared columns are {declared} "
+                f"(ta_platform/store/tables.py)"
+            )
+
+
+def _table(name: str, description: str, **columns: str) -> TableSchema:
+    return TableSchema(name, tuple(columns.items()), description)
+
+
+_FILE_HASHES = {f"sha256_{name.split('.')[0]}": VARCHAR for name in sorted(TRACE_FILES)}
+
+DECLARED: tuple[TableSchema, ...] = (
+    # thought anchors (data stage)
+    _table("faults", "Every skipped item, per stage (load, align, tokenize, extract:<model>).",
+           stage=VARCHAR, item=VARCHAR, path=VARCHAR, kind=VARCHAR, problem=VARCHAR),
+    _table("problem_index", "One row per loaded trace.",
+           trace_key=VARCHAR, model=VARCHAR, split=VARCHAR, setting=VARCHAR, problem_id=VARCHAR,
+           is_correct=BOOLEAN, n_sentences=BIGINT, think_start=BIGINT, think_end=BIGINT, source=VARCHAR,
+           content_hash=VARCHAR, **_FILE_HASHES),
+    _table("sentence_labels", "One row per sentence: position, tag, importances, anchor label, problem split.",
+           trace_key=VARCHAR, model=VARCHAR, split=VARCHAR, setting=VARCHAR, problem_id=VARCHAR,
+           chunk_idx=BIGINT, n_chunks=BIGINT, rel_position=DOUBLE, function_tag=VARCHAR,
+           counterfactual_importance=DOUBLE, resampling_importance=DOUBLE, is_last_chunk=BOOLEAN,
+           in_label_set=BOOLEAN, anchor_score=DOUBLE, anchor=BIGINT, data_split=VARCHAR),
+    _table("sentence_spans", "Character span of every sentence in full_cot.",
+           trace_key=VARCHAR, chunk_idx=BIGINT, char_start=BIGINT, char_end=BIGINT, match=VARCHAR),
+    _table("token_spans", "Token span of every sentence, per tokenizer (end exclusive).",
+           tokenizer=VARCHAR, trace_key=VARCHAR, chunk_idx=BIGINT, tok_start=BIGINT, tok_end=BIGINT,
+           n_tokens=BIGINT),
+    # probes
+    _table("probe_metrics", "Long-format probe metrics per seed and model x layer x setting.",
+           seed=BIGINT, probe=VARCHAR, metric=VARCHAR, value=DOUBLE, model_key=VARCHAR, layer_key=VARCHAR,
+           setting=VARCHAR),
+    _table("probe_margins", "Bootstrap margin of each probe over its baseline, per seed.",
+           seed=BIGINT, probe=VARCHAR, metric=VARCHAR, margin=DOUBLE, ci_low=DOUBLE, ci_high=DOUBLE,
+           n_valid_resamples=BIGINT, model_key=VARCHAR, layer_key=VARCHAR, setting=VARCHAR),
+    _table("tripwire_results", "One row per tripwire and scope; metrics is a JSON object.",
+           tripwire=VARCHAR, model_key=VARCHAR, layer_key=VARCHAR, setting=VARCHAR, passed=BOOLEAN,
+           reason_code=VARCHAR, detail=VARCHAR, metrics=VARCHAR),
+    _table("scaling_summary", "The model x setting matrix: best probe per cell against its baseline.",
+           model_key=VARCHAR, setting=VARCHAR, layer_key=VARCHAR, probe=VARCHAR, mean=DOUBLE, std=DOUBLE,
+           n_seeds=BIGINT, baseline_mean=DOUBLE, margin=DOUBLE, ci_low=DOUBLE, ci_high=DOUBLE,
+           tripwire_status=VARCHAR, family=VARCHAR),
+    # preferences
+    _table("task_pool", "Every task the judge may compare, with its disjoint task set.",
+           task_id=VARCHAR, prompt=VARCHAR, origin=VARCHAR, topic=VARCHAR, task_set=VARCHAR),
+    _table("pairwise_preferences", "Every judged comparison.",
+           round=BIGINT, task_a=VARCHAR, task_b=VARCHAR, order=VARCHAR, sample_index=BIGINT, winner=VARCHAR,
+           heldout=BOOLEAN, task_set=VARCHAR),
+    _table("thurstonian_utilities", "Fitted utility (mean, sd) per task.",
+           task_id=VARCHAR, mu=DOUBLE, sigma=DOUBLE, task_set=VARCHAR),
+    _table("thurstonian_fit_summary", "One row per fitted task set: fit quality and held-out accuracy.",
+           task_set=VARCHAR, n_tasks=BIGINT, n_comparisons=BIGINT, n_pairs=BIGINT, prior_strength=DOUBLE,
+           converged=BOOLEAN, n_iterations=BIGINT, train_log_loss=DOUBLE, heldout_source=VARCHAR,
+           n_heldout=BIGINT, heldout_accuracy=DOUBLE, heldout_log_loss=DOUBLE, noise_ceiling=DOUBLE,
+           fit_seconds=DOUBLE),
+    _table("utility_probe_report", "Utility-probe metrics per feature set, target, scope and fold.",
+           features=VARCHAR, target=VARCHAR, scope=VARCHAR, held_out_topic=VARCHAR, alpha=DOUBLE,
+           metric=VARCHAR, value=DOUBLE, n=BIGINT),
+    _table("preference_summary", "Mean metric per feature set, target, scope and metric (long format: the "
+           "feature sets depend on the registry, so they are rows, not columns).",
+           target=VARCHAR, scope=VARCHAR, metric=VARCHAR, features=VARCHAR, value=DOUBLE, n_folds=BIGINT),
+)
+
+TABLES: Mapping[str, TableSchema] = {table.name: table for table in DECLARED}
+
+
+def table_schema(name: str, tables: Mapping[str, TableSchema] = TABLES) -> TableSchema:
+    """The declared schema of ``name``; ``UndeclaredTableError`` naming the table when there is none."""
+    try:
+        return tables[name]
+    except KeyError:
+        raise UndeclaredTableError(
+            f"table {name!r} has no declared schema: add its columns and DuckDB types to "
+            f"ta_platform/store/tables.py before writing it (declared: {sorted(tables)})"
+        ) from None
