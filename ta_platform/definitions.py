@@ -13,6 +13,7 @@ from ta_platform.defs.activations import assets as activation_assets
 from ta_platform.defs.activations import checks as activation_checks
 from ta_platform.defs.aggregates.sql_assets import build_sql_assets
 from ta_platform.defs.compute import ComputeResource
+from ta_platform.defs.gate.checks import build_release_gate, gated_check_keys
 from ta_platform.defs.preferences import assets as preference_assets
 from ta_platform.defs.preferences import checks as preference_checks
 from ta_platform.defs.preferences.assets import PreferenceSettings
@@ -29,8 +30,8 @@ CHECK_MODULES = [thought_anchor_checks, activation_checks, probe_checks, prefere
 
 all_assets = [*dg.load_assets_from_modules(ASSET_MODULES), *build_sql_assets()]
 gated_checks = dg.load_asset_checks_from_modules(CHECK_MODULES)
-GATED_CHECK_KEYS = probe_summary.gated_check_keys([*all_assets, *gated_checks])
-release_gate = probe_summary.build_release_gate(GATED_CHECK_KEYS)
+GATED_CHECK_KEYS = gated_check_keys([*all_assets, *gated_checks])
+release_gate = build_release_gate(GATED_CHECK_KEYS)
 all_checks = [*gated_checks, release_gate]
 
 partitioned = dg.AssetSelection.assets(activation_assets.sentence_activations, preference_assets.prompt_activations)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from ta_platform.common.instance import prepare_dagster_home
@@ -30,3 +37,102 @@ def project_env(storage: Path, **extra: str) -> dict[str, str]:
 
 def run_cli(args: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class DagsterDev:
+    """`dagster dev` started as the README says; ``graphql`` queries its API."""
+
+    def __init__(self, process: subprocess.Popen, port: int, log: Path, env: dict[str, str]):
+        self.process, self.port, self.log, self.env = process, port, log, env
+        self.url = f"http://127.0.0.1:{port}"
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.load(response)
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def wait_until_serving(self, limit_s: float = 300.0) -> None:
+        """Poll the GraphQL API until it answers; fail at once if the process exits (a hang guard, not a timing)."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"dagster dev exited ({self.process.returncode}):\n{self.log.read_text()[-4000:]}")
+            try:
+                self.graphql("{ version }")
+                return
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no GraphQL API on {self.url}:\n{self.log.read_text()[-4000:]}") from None
+                time.sleep(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def readme_dagster_dev(storage: Path, **extra: str) -> Iterator[DagsterDev]:
+    """Run `source .venv/bin/activate && dagster dev` from the repository root, with TA_STORAGE=storage.
+
+    TA_STORAGE is exported before sourcing: the activate script derives DAGSTER_HOME from it, so the
+    test keeps the README's steps without touching the repository's storage/. The process group is
+    stopped by its id on exit, even on failure: SIGTERM, then SIGKILL for whatever is left.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TA_", "DAGSTER_")) and k not in ("PYTHONWARNINGS", "VIRTUAL_ENV")}
+    env.update({"TA_STORAGE": str(storage), **extra})
+    port = free_port()
+    log = storage / "dagster_dev.log"
+    storage.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            ["bash", "-c", f"source .venv/bin/activate && exec dagster dev -p {port}"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_default_sigint)
+    try:
+        server = DagsterDev(process, port, log, env)
+        server.wait_until_serving()
+        yield server
+    finally:
+        stop_process_group(process)
+
+
+def _default_sigint() -> None:
+    """Undo an inherited "ignore SIGINT" (pytest started in the background with `&`): `dagster dev`
+    maps SIGTERM onto its SIGINT handler, so it would ignore SIGTERM too and only SIGKILL would stop it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM the group led by ``process`` (its id is the group id), then SIGKILL what remains."""
+    _signal_group(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _group_members(process.pid) and time.monotonic() < deadline:
+        process.poll()  # reap the leader, so that it does not count as a member
+        time.sleep(0.2)
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of group ``pgid``, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members

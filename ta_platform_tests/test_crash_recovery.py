@@ -164,7 +164,7 @@ revision = "tiny-v1"
 num_layers = 8
 layers = [0.5]
 dtype = "auto"
-trace_model = "deepseek-r1-distill-qwen-14b"
+trace_models = ["deepseek-r1-distill-qwen-14b"]
 """
 MAIN = ["ta-platform", "materialize", "--seeds", "0...1"]
 WAIT_S = 900  # a guard against a hang, never a timing assertion

@@ -172,7 +172,7 @@ def test_sentences_misaligned_with_their_activations_make_the_gate_fail(project)
     folder, backup = _rewrite_partition(storage, roll_within_traces)
     try:
         # the manifest fingerprint still matches, so nothing is recomputed; the checks run on the stored rows
-        run_cli(["dagster", "asset", "materialize", "--select", "sentence_activations", "--partition", "L4|tiny-qwen2"],
+        run_cli(["dagster", "asset", "materialize", "--select", "sentence_activations", "--partition", "tiny-qwen2/L4"],
                 env)
         gate = run_cli(["ta-platform", "gate", "--json"], env)
         verdict = json.loads(gate.stdout.strip().splitlines()[-1])

@@ -286,3 +286,32 @@ def test_checks_pass_on_real_embeddings_and_name_bad_rows(llama):
     passed, details = check_norms_in_band(np.nan_to_num(broken), index)
     assert not passed and [r["row"] for r in details["rows"]] == [7]
     assert not check_rows_match_keys(index, expected[:-1])[0]
+
+
+def test_hub_models_load_from_the_hf_cache_under_storage_at_their_revision(tiny_cache, tmp_path, monkeypatch):
+    """A Hub model resolves through ``<TA_STORAGE>/hf_cache`` (not the user's ~/.cache) at the
+    registry's revision: with the Hub offline, a revision present there loads, another one does not."""
+    import shutil
+
+    from ta_platform.extraction.tiny_models import ensure_tiny_model
+
+    folder = ensure_tiny_model("llama", tiny_cache)
+    commit = "1" * 40
+    repo = tmp_path / "storage" / "hf_cache" / "models--acme--tiny-llama"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text(commit)
+    registry = tmp_path / "models.toml"
+    registry.write_text('[models.hubbed]\nsource = "hub"\nid = "acme/tiny-llama"\nrevision = "v1"\nnum_layers = 8\n'
+                        'trace_model = "x"\n[models.other]\nsource = "hub"\nid = "acme/tiny-llama"\nrevision = "v2"\n'
+                        'num_layers = 8\ntrace_model = "x"\n')
+    for name, value in {"TA_STORAGE": str(tmp_path / "storage"), "HF_HUB_OFFLINE": "1",
+                        "HF_HOME": str(tmp_path / "user_hf_home"), "TA_MODEL_REGISTRY": str(registry)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TA_HF_CACHE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    loaded = load_model(get_model_spec("hubbed"), device="cpu", cache_dir=tmp_path / "models")
+    assert loaded.weights_hash == f"hub:{commit}" and loaded.model.config.num_hidden_layers == 8
+    assert not (tmp_path / "user_hf_home").exists() and not (tmp_path / "models").exists()
+    with pytest.raises(OSError):
+        load_model(get_model_spec("other"), device="cpu", cache_dir=tmp_path / "models")

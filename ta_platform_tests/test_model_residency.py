@@ -92,3 +92,14 @@ def test_judge_model_loads_through_the_registry_with_the_resource_dtype(tmp_path
         assert p.shape == (1,) and 0.0 <= p[0] <= 1.0
         del judge
     assert ref() is None
+
+
+def test_every_model_loading_step_runs_inside_the_gpu_pool():
+    """Dagster 1.13's ``@asset_check`` takes ``pool=``: the spot check reloads models, so it holds the GPU slot."""
+    from ta_platform.defs.activations.assets import sentence_activations
+    from ta_platform.defs.activations.checks import rows_match_recomputed_sample
+    from ta_platform.defs.compute import GPU_POOL
+    from ta_platform.defs.preferences.assets import prompt_activations
+
+    assert rows_match_recomputed_sample.node_def.pool == GPU_POOL
+    assert sentence_activations.op.pool == GPU_POOL and prompt_activations.op.pool == GPU_POOL

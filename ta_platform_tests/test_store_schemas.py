@@ -134,3 +134,22 @@ def test_a_value_of_the_wrong_type_fails_naming_the_table(tmp_path):
     with pytest.raises(duckdb.ConversionException) as raised:
         store.replace_slice("sentence_spans", pd.DataFrame([{**row, "char_start": "not a number"}]))
     assert any("table 'sentence_spans'" in note for note in raised.value.__notes__)
+
+
+def test_the_preference_summary_is_stored_long_whatever_the_feature_sets(tmp_path):
+    from ta_platform.preferences.summary import long_summary, summarise_probes
+
+    report = pd.DataFrame([
+        dict(features=features, target="mu", scope=scope, held_out_topic=topic, alpha=1.0, metric="pearson_r",
+             value=value, n=40)
+        for features, value in [("activations:m/L0.5", 0.6), ("content:minilm", 0.4), ("activations:n/L0.25", 0.5)]
+        for scope, topic in [("in_distribution", ""), ("held_out_topic", "math"), ("held_out_topic", "code")]
+    ])
+    wide = summarise_probes(report)  # one column per feature set: registry-dependent, so never a table schema
+    store = MetadataStore(tmp_path / "m.duckdb")
+    store.replace_slice("preference_summary", long_summary(wide))
+    stored = store.read_table("preference_summary")
+    assert len(stored) == len(wide) * 3
+    assert set(stored["features"]) == {"activations:m/L0.5", "content:minilm", "activations:n/L0.25"}
+    held_out = stored[(stored["scope"] == "held_out_topic") & (stored["features"] == "content:minilm")]
+    assert held_out["n_folds"].tolist() == [2] and held_out["value"].tolist() == [pytest.approx(0.4)]

@@ -41,12 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --model: auto (../shared/realdata/math-rollouts if present, else embedded) | "
                              "embedded | a folder in the math-rollouts layout")
     parser.add_argument("--traces", type=int, default=None,
-                        help="number of traces (default 8 synthetic; with --model the 3 shortest real traces)")
+                        help="number of traces (default 8 synthetic; with --model the 2 shortest real traces)")
     parser.add_argument("--min-sentences", type=int, default=30)
     parser.add_argument("--max-sentences", type=int, default=70)
     parser.add_argument("--repeats", type=int, default=None,
                         help="rounds; each round times every path once; the best round of each path counts "
-                             "(default 3; 2 with --model)")
+                             "(default 3; 1 with --model, to keep a CPU run near 2 minutes)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--token-budget", type=int, default=-1,
                         help="padded tokens per forward for the platform path (-1 = the device default)")
@@ -169,7 +169,7 @@ def _registry_setup(args: argparse.Namespace, device: str, dtype_name: str) -> B
     if not inputs:
         raise SystemExit(f"no aligned traces of {list(spec.trace_models)} in {data}")
     length = {t.key: len(tokenizer(t.text)["input_ids"]) for t in inputs}
-    traces = sorted(inputs, key=lambda t: (length[t.key], t.key))[: args.traces or 3]
+    traces = sorted(inputs, key=lambda t: (length[t.key], t.key))[: args.traces or 2]
     return BenchSetup(model, tokenizer, traces, spec.num_layers, int(model.config.hidden_size),
                       f"{spec.key} ({spec.source}: {spec.model_id}, {'pretrained' if spec.pretrained else 'random'})",
                       f"{data} ({len(traces)} shortest of {len(inputs)} traces)",
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     say = print
     setup = (_registry_setup if args.model else _synthetic_setup)(args, device, dtype_name)
     model, tokenizer, traces, n_layers = setup.model, setup.tokenizer, setup.traces, setup.n_layers
-    repeats = args.repeats or (2 if args.model else 3)
+    repeats = args.repeats or (1 if args.model else 3)
     compare_budget = args.compare_budget if args.compare_budget is not None else (0 if args.model else 8192)
     middle = resolve_layer(0.5, n_layers)
     four = resolve_layers(list(FOUR_LAYER_FRACTIONS), n_layers)

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from ta_platform.definitions import GATED_CHECK_KEYS
-    from ta_platform.defs.probes.summary import current_gate_verdict
+    from ta_platform.defs.gate.checks import current_gate_verdict
 
     with dg.DagsterInstance.get() as instance:
         verdict, _ = current_gate_verdict(instance, GATED_CHECK_KEYS)

@@ -35,6 +35,8 @@ from ta_platform.common.process_identity import DEAD, ProcessIdentity
 
 IN_PROGRESS = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+# A tagged run killed between its creation and its start stays NOT_STARTED: judged like a started one.
+JUDGED = (dg.DagsterRunStatus.NOT_STARTED, *IN_PROGRESS)
 
 
 def runner_tags() -> dict[str, str]:
@@ -100,8 +102,8 @@ def _verdict(run: dg.DagsterRun | None, holds_slots: bool) -> tuple[bool, str] |
         return (False, "the run no longer exists in the run storage") if holds_slots else None
     if run.status in FINISHED:
         return (False, f"the run already ended ({run.status.value}) but kept its slots") if holds_slots else None
-    if run.status not in IN_PROGRESS:
-        return None  # queued or not started: the run queue owns it
+    if run.status not in JUDGED:
+        return None  # queued: the run queue owns it
     runner = ProcessIdentity.from_tags(dict(run.tags))
     if runner is None:
         return None  # launched from the UI, the daemon or another CLI: cannot judge its process
@@ -113,7 +115,7 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[Recovery]:
     """Fail the in-progress runs whose runner is gone and free every slot held by a dead run."""
     use = pool_use(instance)
     in_progress = {r.dagster_run.run_id: r.dagster_run
-                   for r in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_PROGRESS)))}
+                   for r in instance.get_run_records(filters=dg.RunsFilter(statuses=list(JUDGED)))}
     candidates = sorted({*in_progress, *use.claimed, *use.pending})
     recoveries = []
     for run_id in candidates:
@@ -125,7 +127,7 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[Recovery]:
         mark_failed, reason = verdict
         if mark_failed and run is not None:
             current = instance.get_run_by_id(run_id)  # it may have ended since we listed it
-            if current is not None and current.status in IN_PROGRESS:
+            if current is not None and current.status in JUDGED:
                 instance.report_run_failed(current, f"ta-platform: {reason}; run marked failed and its "
                                                     "pool slots freed by a later command")
             else:

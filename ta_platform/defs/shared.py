@@ -8,17 +8,11 @@ the GPU pool are in ``defs/resources.py`` and ``defs/compute.py``, also shared b
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ta_platform.common.paths import storage_dir
 from ta_platform.defs.activations.partitions import model_layer_partitions, requested_layers
+from ta_platform.store.artifacts import activations_root
 
 __all__ = ["activation_partitions", "activations_root", "requested_layers"]
 
 # One partitions object for every model x layer asset (sentence and prompt activations).
 activation_partitions = model_layer_partitions()
 
-
-def activations_root() -> Path:
-    """``<storage>/activations``: one folder per ``<model>/<layer>`` partition."""
-    return storage_dir("activations")

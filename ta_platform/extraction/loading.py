@@ -132,9 +132,21 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str | None = None,
     model = AutoModel.from_pretrained(where.source, revision=where.revision, cache_dir=where.cache_dir,
                                       dtype=torch_dtype(dtype_name)).to(device).eval()
     _check_depth(spec, model.config)
-    identity = where.identity or f"hub:{getattr(model.config, '_commit_hash', None) or spec.revision}"
+    identity = where.identity or f"hub:{_hub_commit(where) or spec.revision}"
     max_length = spec.max_length or getattr(model.config, "max_position_embeddings", None)
     return LoadedModel(spec, model, tokenizer, device, dtype_name, identity, tokenizer_hash(tokenizer), max_length)
+
+
+def _hub_commit(where: WeightsLocation) -> str | None:
+    """The commit a Hub revision resolved to: the snapshot folder its config was loaded from.
+
+    Why not ``config._commit_hash``: transformers 5 leaves it unset, and a branch name such as
+    ``main`` is no weights identity (it moves).
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(where.source, "config.json", cache_dir=where.cache_dir, revision=where.revision)
+    return Path(found).parent.name if isinstance(found, str) else None
 
 
 def load_causal_lm(spec: ModelSpec, device: str = "auto", dtype: str | None = None,

@@ -235,23 +235,3 @@ def get_model_spec(key: str, profile: str | None = None, path: str | os.PathLike
         raise UnknownModelError(f"unknown model key {key!r} (known in this registry profile: {sorted(registry)})")
     return registry[key]
 
-
-def partition_key(model_key: str, layer_index: int) -> str:
-    """The Dagster partition key of one model's layer: ``"<model>/L<index>"`` (every key names a real layer)."""
-    return f"{model_key}/{layer_key(layer_index)}"
-
-
-def parse_partition_key(key: str) -> tuple[str, int]:
-    """``"<model>/L<index>"`` -> (model key, layer index); a malformed key raises ValueError naming it."""
-    model, sep, layer = str(key).rpartition("/")
-    if not sep or not model or not (layer[:1] == "L" and layer[1:].isdigit()):
-        raise ValueError(f"partition key {key!r} is not '<model>/L<layer index>'")
-    return model, int(layer[1:])
-
-
-def _spec_partition_keys(self: ModelSpec) -> list[str]:
-    """One partition key per configured layer of this model (and of no other)."""
-    return [partition_key(self.key, index) for index in self.layer_indices()]
-
-
-ModelSpec.partition_keys = _spec_partition_keys

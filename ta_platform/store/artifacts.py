@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ta_platform.common.paths import storage_path
+from ta_platform.common.paths import storage_dir, storage_path
 
 
 def thought_anchor_file(name: str) -> Path:
@@ -19,3 +19,18 @@ SNAPSHOT = "traces.parquet"
 LABELS = "sentence_labels.parquet"
 CHAR_SPANS = "sentence_spans.parquet"
 TOKEN_SPANS = "token_spans.parquet"
+
+
+def activations_root() -> Path:
+    """Sentence activations: ``<storage>/activations/<model>/L<i>/`` plus each model's per-trace cache."""
+    return storage_dir("activations")
+
+
+def prompt_root() -> Path:
+    """Prompt (last-token) activations of the preference study, laid out like ``activations_root()``."""
+    return storage_dir("prompt_activations")
+
+
+def pref_file(name: str) -> Path:
+    """A preference-study artifact (task pool, outcomes, utilities) under ``<storage>/preferences``."""
+    return storage_path("preferences", name)

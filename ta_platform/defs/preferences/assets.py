@@ -10,21 +10,14 @@ import pandas as pd
 from ta_platform.common.atomic import atomic_write_bytes
 from ta_platform.common.hashing import code_version
 from ta_platform.common.parquet_io import read_provenance, write_parquet
-from ta_platform.common.paths import storage_dir, storage_path
+from ta_platform.common.paths import storage_path
 from ta_platform.defs.compute import GPU_POOL, ComputeResource
 from ta_platform.defs.resources import MetadataStoreResource
 from ta_platform.defs.shared import activation_partitions, requested_layers
+from ta_platform.store.artifacts import pref_file, prompt_root
 
 GROUP = "preferences"
 ALL_PROMPT_ACTIVATIONS = dg.AssetDep("prompt_activations", partition_mapping=dg.AllPartitionMapping())
-
-
-def pref_file(name: str):
-    return storage_path("preferences", name)
-
-
-def prompt_root():
-    return storage_dir("prompt_activations")
 
 
 class PreferenceSettings(dg.ConfigurableResource):

@@ -1,0 +1,72 @@
+"""The main job on the 24 real math-rollouts traces, from an empty storage and Dagster home, with the
+real pretrained SmolLM2-135M-Instruct among the reader models.
+
+This is what broke for the first real user: the first trace too long for a model could not be
+recorded (the ``faults`` table had been created from an empty frame), so the activations run
+crashed. Here every stage must succeed, every trace over a model's context must be a recorded fault
+naming its token count, the gate must pass, and the scaling summary must have real-model cells.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ta_platform.store.metadata_store import MetadataStore
+from ta_platform_tests.e2e import project_env, run_cli
+from ta_platform_tests.realdata import MATH_ROLLOUTS, requires_realdata
+
+pytestmark = [pytest.mark.slow, pytest.mark.realdata, requires_realdata]
+REAL_MODEL = "smollm2-135m"
+
+
+@pytest.fixture(scope="module")
+def real_project(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("real_storage")
+    assert not any(storage.iterdir())
+    env = project_env(storage, TA_DATA_SOURCE=str(MATH_ROLLOUTS))
+    result = run_cli(["ta-platform", "materialize", "--seeds", "0...1"], env, timeout=1500)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
+    return storage, env, result.stdout
+
+
+def test_every_stage_succeeds_and_the_gate_passes(real_project):
+    storage, env, stdout = real_project
+    for stage in ("data", "activations", "probes", "summary", "gate"):
+        assert f"[{stage}] run" in stdout
+    assert "FAILED" not in stdout
+    gate = run_cli(["ta-platform", "gate", "--json"], env)
+    verdict = json.loads(gate.stdout.strip().splitlines()[-1])
+    assert gate.returncode == 0 and verdict["passed"], verdict
+
+
+def test_traces_over_a_models_context_are_recorded_faults_and_the_rest_are_extracted(real_project):
+    storage, env, _ = real_project
+    store = MetadataStore(storage / "metadata.duckdb")
+    faults = store.read_table("faults")
+    index = store.read_table("problem_index")
+    models = [json.loads(line) for line in run_cli(["ta-platform", "models", "--json"], env).stdout.splitlines()]
+    assert REAL_MODEL in {m["key"] for m in models}
+    for model in models:
+        folder = storage / "activations" / model["key"]
+        extracted = set(pd.read_parquet(folder / model["layer_keys"][0].split("/")[1] / "index.parquet")["trace_key"])
+        readable = set(index[index["model"].isin(model["trace_models"])]["trace_key"])
+        skipped = faults[faults["stage"] == f"extract:{model['key']}"]
+        assert set(skipped["kind"]) <= {"too_long"}, skipped.to_string()
+        assert all("token" in problem for problem in skipped["problem"]), skipped["problem"].tolist()
+        # nothing silently dropped: every readable trace is either extracted or a recorded fault
+        assert extracted | set(skipped["item"]) == readable
+        assert not extracted & set(skipped["item"])
+    assert (faults["kind"] == "too_long").any(), "two real traces exceed 8192 tokens; they must be recorded"
+
+
+def test_the_scaling_summary_has_cells_for_the_real_model(real_project):
+    storage, _, _ = real_project
+    summary = MetadataStore(storage / "metadata.duckdb").read_table("scaling_summary")
+    real = summary[summary["model_key"] == REAL_MODEL]
+    assert set(real["setting"]) == {"correct", "incorrect"}, summary.to_string()
+    assert real["mean"].notna().all() and set(real["family"]) == {"any", "activations"}
+    report = (storage / "reports" / "scaling_summary.md").read_text()
+    assert REAL_MODEL in report
