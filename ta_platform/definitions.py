@@ -40,8 +40,12 @@ gate = dg.AssetSelection.checks(release_gate)
 
 data_job = dg.define_asset_job("data_job", selection=upstream, description="Unpartitioned inputs.")
 activations_job = dg.define_asset_job(
-    "activations_job", selection=partitioned - dg.AssetSelection.checks(),
-    description="Sentence and prompt activations, every model x layer partition (one pass per model).",
+    "activations_job", selection=dg.AssetSelection.assets(activation_assets.sentence_activations),
+    description="Sentence activations, every model-layer partition (one pass per model).",
+)
+prompts_job = dg.define_asset_job(
+    "prompts_job", selection=dg.AssetSelection.assets(preference_assets.prompt_activations),
+    description="Prompt activations; the main job runs the judge's partition (what the preference study reads).",
 )
 probes_job = dg.define_asset_job("probes_job", selection=dg.AssetSelection.assets(probe_assets.probes),
                                  description="Probes for a seed range in one run.")
@@ -70,12 +74,15 @@ class Stage:
             keys = [first, last or first]
         elif self.name == "probes":
             keys = probe_assets.DEFAULT_SEEDS
+        elif self.name == "prompts":  # other models' prompt partitions are there to backfill, not needed
+            keys = [preference_assets.judge_partition_key(ComputeResource().registry(), PreferenceSettings())]
         return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
 
 
 MAIN_STAGES = [
     Stage("data", "data_job"),
     Stage("activations", "activations_job", partitioned=True),
+    Stage("prompts", "prompts_job", partitioned=True),
     Stage("probes", "probes_job", partitioned=True),
     Stage("summary", "summary_job"),
     Stage("gate", "gate_job"),
@@ -84,7 +91,7 @@ MAIN_STAGES = [
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[data_job, activations_job, probes_job, summary_job, gate_job],
+    jobs=[data_job, activations_job, prompts_job, probes_job, summary_job, gate_job],
     resources={
         "metadata_store": MetadataStoreResource(),
         "rollouts": RolloutsResource(),

@@ -165,7 +165,7 @@ def _registry_setup(args: argparse.Namespace, device: str, dtype_name: str) -> B
     loaded, _ = load_traces(source_from_spec(data), models=list(spec.trace_models), splits=None, problem_ids="all")
     snapshot = trace_snapshot(loaded)
     char_spans, _ = char_span_table(snapshot)
-    inputs = sentence_trace_inputs(snapshot, char_spans, spec.trace_models)
+    inputs = sentence_trace_inputs(snapshot, char_spans, spec.trace_models, spec.max_problems)
     if not inputs:
         raise SystemExit(f"no aligned traces of {list(spec.trace_models)} in {data}")
     length = {t.key: len(tokenizer(t.text)["input_ids"]) for t in inputs}

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     registry = load_registry()
     inputs = {"sentence_activations": (artifacts.activations_root(), "mean",
-                                       lambda spec: sentence_trace_inputs(snapshot, spans, spec.trace_models))}
+                                       lambda spec: sentence_trace_inputs(snapshot, spans, spec.trace_models, spec.max_problems))}
     pool_file = artifacts.pref_file("task_pool.parquet")
     if pool_file.exists():
         prompts = prompt_trace_inputs(pd.read_parquet(pool_file))

@@ -3,9 +3,11 @@
 Why: a run executed in process (``ta-platform materialize``, ``dagster asset materialize``) that is
 killed with SIGKILL never reports its end. Its record stays STARTED and the pool slot its step
 claimed (``gpu``, limit 1) stays taken, so every later extraction waits forever (Dagster logs
-"Step still blocked by limit for pool gpu" at DEBUG only). Dagster's own run monitoring cannot see
-such a run: it watches runs launched by a run launcher, and the default launcher has no worker
-health check.
+"Step still blocked by limit for pool gpu" at DEBUG only). Dagster's run monitoring (enabled in
+config/dagster.yaml, run by the daemon of ``dagster dev``) fails runs stuck STARTING, cancels runs
+stuck CANCELING and frees the slots of runs that have ended, but it cannot see a STARTED run whose
+process died: the default run launcher has no worker health check, and in-process runs have no
+launcher at all.
 
 So ``ta-platform materialize`` tags every run it launches with its process identity
 (``ta_platform.common.process_identity``) and, before each stage and while a stage waits for a
@@ -69,14 +71,30 @@ class Recovery:
 
 @dataclass
 class PoolUse:
-    """Which runs hold slots (``claimed``) or wait in the queue (``pending``) of which pools."""
+    """Which runs hold or wait for which pools' slots, each as run id -> pool -> step keys.
 
-    claimed: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # run id -> pool -> step keys
-    pending: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # unassigned queue entries
+    ``claimed``: slots taken. ``assigned``: queue entries granted a slot; they count against the
+    limit until freed, even when the step died before taking the slot. ``waiting``: queue entries
+    not yet granted (a step blocked by the limit).
+    """
+
+    claimed: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    assigned: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    waiting: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)
 
     def pools_of(self, run_id: str) -> tuple[str, ...]:
-        return tuple(sorted({*self.claimed.get(run_id, {}), *self.pending.get(run_id, {})}))
+        """Every pool in which ``run_id`` holds or waits for a slot (what freeing it releases)."""
+        return tuple(sorted({*self.claimed.get(run_id, {}), *self.assigned.get(run_id, {}),
+                             *self.waiting.get(run_id, {})}))
+
+    def holders(self, pool: str) -> dict[str, list[str]]:
+        """run id -> steps that take one of ``pool``'s slots (claimed, or granted and not yet claimed)."""
+        held: dict[str, set[str]] = {}
+        for table in (self.claimed, self.assigned):
+            for run_id, by_pool in table.items():
+                held.setdefault(run_id, set()).update(by_pool.get(pool, []))
+        return {run_id: sorted(steps) for run_id, steps in sorted(held.items()) if steps}
 
 
 def pool_use(instance: dg.DagsterInstance, pools: Iterable[str] | None = None) -> PoolUse:
@@ -91,8 +109,8 @@ def pool_use(instance: dg.DagsterInstance, pools: Iterable[str] | None = None) -
         for slot in info.claimed_slots:
             use.claimed.setdefault(slot.run_id, {}).setdefault(key, []).append(slot.step_key)
         for step in info.pending_steps:
-            if step.assigned_timestamp is None:
-                use.pending.setdefault(step.run_id, {}).setdefault(key, []).append(step.step_key)
+            table = use.waiting if step.assigned_timestamp is None else use.assigned
+            table.setdefault(step.run_id, {}).setdefault(key, []).append(step.step_key)
     return use
 
 
@@ -116,7 +134,7 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[Recovery]:
     use = pool_use(instance)
     in_progress = {r.dagster_run.run_id: r.dagster_run
                    for r in instance.get_run_records(filters=dg.RunsFilter(statuses=list(JUDGED)))}
-    candidates = sorted({*in_progress, *use.claimed, *use.pending})
+    candidates = sorted({*in_progress, *use.claimed, *use.assigned, *use.waiting})
     recoveries = []
     for run_id in candidates:
         run = in_progress.get(run_id) or instance.get_run_by_id(run_id)
@@ -143,13 +161,13 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[Recovery]:
 def describe_holders(instance: dg.DagsterInstance, pool: str, use: PoolUse, exclude: str | None = None) -> str:
     """Who holds ``pool``'s slots: run id, job, step, status and whether its runner is alive."""
     parts = []
-    for run_id, by_pool in sorted(use.claimed.items()):
-        if pool not in by_pool or run_id == exclude:
+    for run_id, steps in use.holders(pool).items():
+        if run_id == exclude:
             continue
         run = instance.get_run_by_id(run_id)
         runner = ProcessIdentity.from_tags(dict(run.tags)) if run else None
         who = runner.state()[1] if runner else "launched outside ta-platform materialize (UI, daemon or CLI)"
-        parts.append(f"run {run_id} ({run.job_name if run else 'deleted run'}, step {', '.join(by_pool[pool])}, "
+        parts.append(f"run {run_id} ({run.job_name if run else 'deleted run'}, step {', '.join(steps)}, "
                      f"{run.status.value if run else 'DELETED'}; {who})")
     return "; ".join(parts) or "no run (the slot is being reassigned)"
 
@@ -177,7 +195,7 @@ class PoolWaitWatch:
     def check(self, now: float) -> str | None:
         """One poll at time ``now``: the INFO line printed, if any."""
         use = pool_use(self.instance, self.pools)
-        waiting = sorted(use.pending.get(self.run_id, {}))
+        waiting = sorted(use.waiting.get(self.run_id, {}))
         if not waiting:
             self._waiting_since = self._last_report = None
             return None
@@ -234,7 +252,7 @@ class StageGuard:
         pools = job_pools(job)
         use = pool_use(self.instance, pools)
         for pool in sorted(pools):
-            held = sum(len(by_pool.get(pool, [])) for by_pool in use.claimed.values())
+            held = sum(len(steps) for steps in use.holders(pool).values())
             if use.limits.get(pool) and held >= use.limits[pool]:
                 self.log(f"{label}pool {pool} is busy, this stage will wait for it (reported every "
                          f"{self.report_every:.0f}s): held by {describe_holders(self.instance, pool, use)}")

@@ -104,6 +104,7 @@ class ModelSpec:
     path: Path | None = None
     arch: str | None = None
     max_length: int | None = None
+    max_problems: int | None = None  # read only the first N problems (by id) of its trace folders
     package: str | None = None  # package_gguf: the installed Python package holding the GGUF file
     gguf_file: str | None = None  # package_gguf: the file name inside that package
     origin: Path | None = None  # the registry file this entry came from (named in load errors)
@@ -157,7 +158,7 @@ def _trace_models(raw: dict[str, Any], where: str) -> tuple[str, ...]:
 def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
     where = f"{origin}: model {key!r}"
     known = {"source", "num_layers", "layers", "trace_model", "trace_models", "revision", "dtype", "id", "path", "arch",
-             "max_length", "package", "file"}
+             "max_length", "max_problems", "package", "file"}
     source = raw.get("source")
     if source not in SOURCES:
         raise RegistryError(f"{where}: source must be one of {SOURCES}, got {source!r}")
@@ -173,6 +174,10 @@ def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
         resolve_layers(list(layers), num_layers, model_key=key)
     except ValueError as exc:
         raise RegistryError(f"{where}: {exc}") from exc
+    max_problems = raw.get("max_problems")
+    if max_problems is not None and (not isinstance(max_problems, int) or isinstance(max_problems, bool)
+                                     or max_problems < 3):
+        raise RegistryError(f"{where}: max_problems must be an integer >= 3 (splits are by problem)")
     path = None
     if source == "hub" and not raw.get("id"):
         raise RegistryError(f"{where}: source 'hub' needs an id (a Hugging Face repo id)")
@@ -193,7 +198,8 @@ def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
     return ModelSpec(
         key=key, source=source, num_layers=num_layers, layers=layers, trace_models=trace_models,
         revision=str(raw.get("revision", "main")), dtype=dtype, hf_id=raw.get("id"), path=path,
-        arch=raw.get("arch"), max_length=raw.get("max_length"), package=raw.get("package"),
+        arch=raw.get("arch"), max_length=raw.get("max_length"), max_problems=max_problems,
+        package=raw.get("package"),
         gguf_file=raw.get("file"), origin=origin,
         extra={k: v for k, v in raw.items() if k not in known},
     )

@@ -34,12 +34,20 @@ Log = Callable[[str], None]
 
 
 def sentence_trace_inputs(snapshot: pd.DataFrame, char_spans: pd.DataFrame,
-                          trace_models: str | Iterable[str]) -> list[TraceInput]:
-    """One input per aligned trace of ``trace_models``: full_cot and its sentences' character spans."""
+                          trace_models: str | Iterable[str], max_problems: int | None = None) -> list[TraceInput]:
+    """One input per aligned trace of ``trace_models``: full_cot and its sentences' character spans.
+
+    ``max_problems`` keeps the first N problems by id (a registry knob that sizes what an expensive
+    reader model reads); every trace of a kept problem is read, in every folder and split.
+    """
     wanted = {trace_models} if isinstance(trace_models, str) else set(trace_models)
+    rows = snapshot[snapshot["model"].isin(wanted)]
+    if max_problems:
+        kept = sorted(rows["problem_id"].astype(str).unique())[:max_problems]
+        rows = rows[rows["problem_id"].astype(str).isin(kept)]
     spans_of = {key: group.sort_values("chunk_idx") for key, group in char_spans.groupby("trace_key")}
     inputs = []
-    for row in snapshot[snapshot["model"].isin(wanted)].itertuples():
+    for row in rows.itertuples():
         spans = spans_of.get(row.trace_key)
         if spans is None:
             continue  # not aligned: recorded as a fault by sentence_spans

@@ -30,7 +30,7 @@ def sentence_activations(context: dg.AssetExecutionContext, compute: ComputeReso
         unknown = sorted(set(layers) - set(range(spec.num_layers)))
         if unknown:
             raise ValueError(f"model {model_key!r} has {spec.num_layers} layers; requested layer(s) {unknown} do not exist")
-        traces = sentence_trace_inputs(snapshot, char_spans, spec.trace_models)
+        traces = sentence_trace_inputs(snapshot, char_spans, spec.trace_models, spec.max_problems)
         context.log.info(f"{model_key}: {len(traces)} traces of {', '.join(spec.trace_models)}, layers {layers}, "
                          f"device {compute.resolved_device()}")
         with compute.loaded(spec) as loaded:  # the previous model is released before this one loads

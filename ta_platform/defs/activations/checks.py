@@ -33,18 +33,18 @@ def _expected_rows(labels: pd.DataFrame, spans: pd.DataFrame, trace_models: tupl
 def _current_fields(spec, compute: ComputeResource, ctx: dict) -> dict:
     """What the current registry, config, span table and extraction code say a partition must record."""
     return {"model_id": spec.model_id, "revision": spec.revision, "pooling": compute.pooling,
-            "code_hash": ctx["code_hash"](), "inputs_hash": ctx["inputs_hash"](spec.trace_models)}
+            "code_hash": ctx["code_hash"](), "inputs_hash": ctx["inputs_hash"](spec.trace_models, spec.max_problems)}
 
 
 def _input_hashers(spans: pd.DataFrame) -> dict:
     """Memoised per check evaluation: the extraction-code hash and each trace-folder set's inputs hash."""
 
     @functools.cache
-    def inputs_hash(trace_models: tuple[str, ...]) -> str:
+    def inputs_hash(trace_models: tuple[str, ...], max_problems: int | None) -> str:
         from ta_platform.studies.sentence_extraction import sentence_trace_inputs, traces_inputs_hash
 
         snapshot = pd.read_parquet(artifacts.thought_anchor_file(artifacts.SNAPSHOT))
-        return traces_inputs_hash(sentence_trace_inputs(snapshot, spans, trace_models))
+        return traces_inputs_hash(sentence_trace_inputs(snapshot, spans, trace_models, max_problems))
 
     @functools.cache
     def code_hash() -> str:
@@ -147,7 +147,7 @@ def rows_match_recomputed_sample(compute: ComputeResource) -> dg.AssetCheckResul
     results, all_passed = {}, True
     for model_key, stored in sorted(by_model.items()):
         spec = registry[model_key]
-        traces = sentence_trace_inputs(snapshot, spans, spec.trace_models)
+        traces = sentence_trace_inputs(snapshot, spans, spec.trace_models, spec.max_problems)
         with compute.loaded(spec) as loaded:  # the previous model is released before this one loads
             passed, details = spot_check_rows(loaded, traces, stored, pooling=compute.pooling)
         all_passed &= passed

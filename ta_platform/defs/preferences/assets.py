@@ -30,7 +30,7 @@ class PreferenceSettings(dg.ConfigurableResource):
     eval_fraction: float = 0.3
     seed: int = 0
     judge: str = "simulated"
-    judge_model: str = ""  # empty = the first registry model
+    judge_model: str = ""  # empty = tiny-llama where the registry has it (the documented embedded judge), else the first model
     judge_layer: str = ""  # empty = the middle configured layer
     samples_per_pair: int = 3
     pairs_per_round: int = 300
@@ -79,11 +79,22 @@ def prompt_activations(context: dg.AssetExecutionContext, compute: ComputeResour
     return dg.MaterializeResult(metadata={"fingerprints": fingerprints, "n_prompts": len(traces)})
 
 
+DEFAULT_JUDGE_MODEL = "tiny-llama"
+
+
 def _judge_partition(compute: ComputeResource, settings: PreferenceSettings) -> tuple[str, str]:
-    registry = compute.registry()
-    model_key = settings.judge_model or sorted(registry)[0]
+    model_key, _, layer = judge_partition_key(compute.registry(), settings).partition("/")
+    return model_key, layer
+
+
+def judge_partition_key(registry, settings: PreferenceSettings) -> str:
+    """The one prompt-activation partition the preference study reads: ``"<judge model>/L<i>"``."""
+    fallback = DEFAULT_JUDGE_MODEL if DEFAULT_JUDGE_MODEL in registry else sorted(registry)[0]
+    model_key = settings.judge_model or fallback
+    if model_key not in registry:
+        raise ValueError(f"judge_model {model_key!r} is not in the model registry (known: {sorted(registry)})")
     keys = registry[model_key].layer_keys()
-    return model_key, settings.judge_layer or keys[len(keys) // 2]
+    return f"{model_key}/{settings.judge_layer or keys[len(keys) // 2]}"
 
 
 def _load_prompt_matrix(pool: pd.DataFrame, model_key: str, layer: str) -> np.ndarray:
