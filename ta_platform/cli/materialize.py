@@ -17,13 +17,26 @@ import uuid
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", action="append", default=None,
-                        help="run only these stages (data, activations, probes, summary); default: all")
+                        help="run only these stages (data, activations, prompts, probes, summary, gate); default: all")
     parser.add_argument("--seeds", default=None, help="seed range for the probes stage, e.g. 0...4")
+    parser.add_argument("--pilot", type=int, default=0, metavar="N",
+                        help="first run the whole graph on N problems in <storage>/pilot; stop if its gate fails")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the extraction plan (ta-platform plan) and run nothing")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ta_platform.common.instance import ensure_dagster_home
+    from ta_platform.common.instance import code_location_tags, ensure_dagster_home
 
+    if args.dry_run:
+        from ta_platform.cli import plan
+
+        return plan.run(argparse.Namespace(json=False, device="auto"))
+    if args.pilot:
+        from ta_platform.cli.pilot import run_pilot
+
+        if not run_pilot(args.pilot, _stage_arguments(args)):
+            return 1
     home = ensure_dagster_home()
     import dagster as dg
 
@@ -44,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
             guard.before(f"[{stage.name}] ", job)
             run_id = str(uuid.uuid4())
             with guard.watch(f"[{stage.name}] ", job, run_id):
-                result = job.execute_in_process(instance=instance, tags=guard.tags(tags), run_id=run_id,
+                result = job.execute_in_process(instance=instance, tags=guard.tags({**code_location_tags(), **tags}),
+                                                run_id=run_id,
                                                 raise_on_error=False)
             elapsed = time.monotonic() - started
             failed_checks = [
@@ -61,3 +75,9 @@ def run(args: argparse.Namespace) -> int:
                               file=sys.stderr)
                 return 1
     return 0
+
+
+def _stage_arguments(args: argparse.Namespace) -> list[str]:
+    """The stage and seed arguments of this invocation, for the pilot's own run of the main job."""
+    forwarded = [f"--stage={stage}" for stage in args.stage or []]
+    return forwarded + ([f"--seeds={args.seeds}"] if args.seeds else [])

@@ -29,7 +29,7 @@ def describe_models(profile: str | None = None) -> list[dict[str, Any]]:
         offline, detail = weights_available_offline(spec)
         rows.append({"key": key, "source": spec.source, "offline": offline, "pretrained": spec.pretrained,
                      "num_layers": spec.num_layers, "layer_keys": spec.partition_keys(),
-                     "trace_models": list(spec.trace_models), "model_id": spec.model_id, "detail": detail})
+                     "trace_models": list(spec.trace_models), "max_problems": spec.max_problems, "model_id": spec.model_id, "detail": detail})
     return rows
 
 
@@ -50,5 +50,6 @@ def run(args: argparse.Namespace) -> int:
               f"{'pretrained' if row['pretrained'] else 'random weights'}, {row['num_layers']} layers, "
               f"offline: {'yes' if row['offline'] else 'no'} ({row['detail']})")
         print(f"    layer keys:   {' '.join(row['layer_keys'])}")
-        print(f"    trace folders: {', '.join(row['trace_models'])}")
+        limit = f" (first {row['max_problems']} problems by id)" if row.get("max_problems") else ""
+        print(f"    trace folders: {', '.join(row['trace_models'])}{limit}")
     return 0

@@ -5,7 +5,7 @@ unsorted batches). Whether batching pays at all depends on the hardware: on a 2-
 sequence of 2-4k tokens already saturates the matrix multiplies, and a padded batch loses the
 causal-attention fast path (an explicit mask instead of ``is_causal``), so a trace of a thousand tokens
 or more runs alone there; but short inputs (task prompts of ~20 tokens) waste most of each forward on
-per-call overhead alone, so the CPU budget batches sequences up to 1024 padded tokens (measured: 64
+per-call overhead alone, so the CPU budget batches sequences up to 512 padded tokens (measured: 64
 prompts of SmolLM2-135M one by one vs batched). On a GPU, batches of ~16k tokens fill the device. See
 docs/extraction.md for the measurements.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 GPU_TOKEN_BUDGET = 16384
-CPU_TOKEN_BUDGET = 1024  # long traces alone (measured fastest on CPU), short prompts batched
+CPU_TOKEN_BUDGET = 512  # traces over 256 tokens alone (measured fastest on CPU), short prompts batched
 
 
 def default_token_budget(device: str) -> int:

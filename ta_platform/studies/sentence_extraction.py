@@ -42,9 +42,7 @@ def sentence_trace_inputs(snapshot: pd.DataFrame, char_spans: pd.DataFrame,
     """
     wanted = {trace_models} if isinstance(trace_models, str) else set(trace_models)
     rows = snapshot[snapshot["model"].isin(wanted)]
-    if max_problems:
-        kept = sorted(rows["problem_id"].astype(str).unique())[:max_problems]
-        rows = rows[rows["problem_id"].astype(str).isin(kept)]
+    rows = rows[within_problem_limit(rows["problem_id"], max_problems)]
     spans_of = {key: group.sort_values("chunk_idx") for key, group in char_spans.groupby("trace_key")}
     inputs = []
     for row in rows.itertuples():
@@ -58,6 +56,14 @@ def sentence_trace_inputs(snapshot: pd.DataFrame, char_spans: pd.DataFrame,
             meta={"model": row.model, "split": row.split, "problem_id": row.problem_id},
         ))
     return inputs
+
+
+def within_problem_limit(problem_ids: pd.Series, max_problems: int | None) -> pd.Series:
+    """Mask of the rows whose problem is among the first ``max_problems`` ids (sorted); all if None."""
+    ids = problem_ids.astype(str)
+    if not max_problems:
+        return pd.Series(True, index=problem_ids.index)
+    return ids.isin(sorted(ids.unique())[:max_problems])
 
 
 def prompt_trace_inputs(tasks: pd.DataFrame) -> list[TraceInput]:

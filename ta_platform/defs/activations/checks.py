@@ -22,11 +22,13 @@ from ta_platform.studies.activation_slices import activation_partitions
 PartitionCheck = Callable[[object, pd.DataFrame, pd.DataFrame, dict], tuple[bool, dict]]
 
 
-def _expected_rows(labels: pd.DataFrame, spans: pd.DataFrame, trace_models: tuple[str, ...],
-                   manifest: dict) -> pd.DataFrame:
+def _expected_rows(labels: pd.DataFrame, spans: pd.DataFrame, spec, manifest: dict) -> pd.DataFrame:
+    from ta_platform.studies.sentence_extraction import within_problem_limit
+
     skipped = {f["item"] for f in manifest.get("failures", [])}
-    keys = spans.merge(labels[["trace_key", "chunk_idx", "model"]], on=["trace_key", "chunk_idx"])
-    keys = keys[keys["model"].isin(list(trace_models)) & ~keys["trace_key"].isin(skipped)]
+    keys = spans.merge(labels[["trace_key", "chunk_idx", "model", "problem_id"]], on=["trace_key", "chunk_idx"])
+    keys = keys[keys["model"].isin(list(spec.trace_models)) & ~keys["trace_key"].isin(skipped)]
+    keys = keys[within_problem_limit(keys["problem_id"], spec.max_problems)]
     return keys.sort_values(["trace_key", "chunk_idx"])[["trace_key", "chunk_idx"]]
 
 
@@ -88,7 +90,7 @@ def _partition_check(name: str, description: str, evaluate: PartitionCheck) -> d
 
 def _rows(embeddings, index, manifest, ctx):
     return extraction_checks.check_rows_match_keys(
-        index, _expected_rows(ctx["labels"], ctx["spans"], ctx["spec"].trace_models, manifest))
+        index, _expected_rows(ctx["labels"], ctx["spans"], ctx["spec"], manifest))
 
 
 def _distinct(embeddings, index, manifest, ctx):

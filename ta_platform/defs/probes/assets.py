@@ -13,7 +13,9 @@ from ta_platform.store import artifacts
 from ta_platform.studies.activation_slices import iter_probe_slices
 
 GROUP = "probes"
-DEFAULT_SEEDS = [str(s) for s in range(5)]
+# The main job runs three seeds (problem-level splits and initialisations); backfill more from the UI or with
+# `--seeds A...B` (partitions 0-19 exist).
+DEFAULT_SEEDS = [str(s) for s in range(3)]
 seed_partitions = dg.StaticPartitionsDefinition([str(s) for s in range(20)])
 ALL_ACTIVATIONS = dg.AssetDep("sentence_activations", partition_mapping=dg.AllPartitionMapping())
 
