@@ -28,17 +28,9 @@ from ta_platform.extraction.registry import DEFAULT_REGISTRY, get_model_spec  # 
 from ta_platform.extraction.resumable import extract_to_partitions  # noqa: E402
 from ta_platform.extraction.store import load_partition  # noqa: E402
 from ta_platform.extraction.synthetic import synthetic_traces  # noqa: E402
+from ta_platform_tests.torch_threads import one_thread  # noqa: F401,E402  (autouse fixture)
 
 LAYERS = [2, 4]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: identical bits between runs, and no oversubscription on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -38,17 +38,9 @@ from ta_platform.extraction.resumable import extract_to_partitions  # noqa: E402
 from ta_platform.extraction.store import CACHE_DIR, PartitionError, load_partition  # noqa: E402
 from ta_platform.extraction.synthetic import synthetic_traces  # noqa: E402
 from ta_platform.extraction.tiny_models import build_tiny_model  # noqa: E402
+from ta_platform_tests.torch_threads import one_thread  # noqa: F401,E402  (autouse fixture)
 
 LAYERS = [1, 4, 6]  # not the last block (HF's last hidden state is after the final norm)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads collapse under load."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

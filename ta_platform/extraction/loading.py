@@ -126,12 +126,7 @@ def load_model(spec: ModelSpec, device: str = "auto", dtype: str | None = None,
     from transformers import AutoModel
 
     device = select_device(device)
-    dtype_name = select_dtype_name(device, dtype or spec.dtype)
-    where = locate_weights(spec, cache_dir)
-    tokenizer = _tokenizer_from(spec, where)
-    model = AutoModel.from_pretrained(where.source, revision=where.revision, cache_dir=where.cache_dir,
-                                      dtype=torch_dtype(dtype_name)).to(device).eval()
-    _check_depth(spec, model.config)
+    model, tokenizer, dtype_name, where = _load_with(AutoModel, spec, device, dtype, cache_dir)
     identity = where.identity or f"hub:{_hub_commit(where) or spec.revision}"
     max_length = spec.max_length or getattr(model.config, "max_position_embeddings", None)
     return LoadedModel(spec, model, tokenizer, device, dtype_name, identity, tokenizer_hash(tokenizer), max_length)
@@ -155,14 +150,21 @@ def load_causal_lm(spec: ModelSpec, device: str = "auto", dtype: str | None = No
     revision and cache rules as ``load_model``."""
     from transformers import AutoModelForCausalLM
 
-    device = select_device(device)
+    model, tokenizer, _, _ = _load_with(AutoModelForCausalLM, spec, select_device(device), dtype, cache_dir)
+    return model, tokenizer
+
+
+def _load_with(auto_class: Any, spec: ModelSpec, device: str, dtype: str | None,
+               cache_dir: PathLike | None) -> tuple[Any, Any, str, WeightsLocation]:
+    """One loading rule for every model class: registry dtype for the device, pinned revision, the
+    cache under TA_STORAGE, eval mode, depth checked against the registry."""
     dtype_name = select_dtype_name(device, dtype or spec.dtype)
     where = locate_weights(spec, cache_dir)
     tokenizer = _tokenizer_from(spec, where)
-    model = AutoModelForCausalLM.from_pretrained(where.source, revision=where.revision, cache_dir=where.cache_dir,
-                                                 dtype=torch_dtype(dtype_name)).to(device).eval()
+    model = auto_class.from_pretrained(where.source, revision=where.revision, cache_dir=where.cache_dir,
+                                       dtype=torch_dtype(dtype_name)).to(device).eval()
     _check_depth(spec, model.config)
-    return model, tokenizer
+    return model, tokenizer, dtype_name, where
 
 
 def weights_available_offline(spec: ModelSpec) -> tuple[bool, str]:
