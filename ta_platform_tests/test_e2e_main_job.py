@@ -25,7 +25,8 @@ ACTIVATION_PROBES = ("linear_probe", "mlp_probe", "activations_plus_position")
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
-    env = project_env(storage, TA_DATA_SOURCE="embedded")
+    # The two random-weight controls only: the real model's run of the main job is test_e2e_realdata.py.
+    env = project_env(storage, TA_DATA_SOURCE="embedded", TA_MODEL_PROFILE="tiny")
     result = run_cli(["ta-platform", "materialize", "--seeds", "0...1"], env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return storage, env, result.stdout

@@ -1,7 +1,10 @@
-"""``ta-platform plan``: per model, what the activations stage would load, read, skip, reuse and write.
+"""``ta-platform plan``: per model, what the activation stages would load, read, skip, reuse and write.
 
 Reads the data stage's outputs (run ``ta-platform materialize --stage data`` first: it is cheap) and
-the per-trace activation cache; never loads weights or downloads anything.
+the per-trace activation cache; never loads weights or downloads anything. Two assets, as the main
+job runs them: ``sentence_activations`` for every model and configured layer (the activations
+stage), and ``prompt_activations`` for the judge's one partition (the prompts stage; the task pool
+exists only once the data stage has run).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ta_platform.extraction.device import select_device
-    from ta_platform.extraction.registry import load_registry
+    from ta_platform.extraction.registry import load_registry, parse_partition_key
     from ta_platform.store import artifacts
     from ta_platform.studies.extraction_plan import format_plan, plan_model
     from ta_platform.studies.sentence_extraction import prompt_trace_inputs, sentence_trace_inputs
@@ -33,15 +36,20 @@ def run(args: argparse.Namespace) -> int:
     snapshot, spans = pd.read_parquet(snapshot_file), pd.read_parquet(spans_file)
     device = select_device(args.device)
     registry = load_registry()
-    inputs = {"sentence_activations": (artifacts.activations_root(), "mean",
-                                       lambda spec: sentence_trace_inputs(snapshot, spans, spec.trace_models, spec.max_problems))}
+    sections = [("sentence_activations", [
+        plan_model(spec, sentence_trace_inputs(snapshot, spans, spec.trace_models, spec.max_problems),
+                   artifacts.activations_root(), device=device, pooling="mean")
+        for _, spec in sorted(registry.items())])]
     pool_file = artifacts.pref_file("task_pool.parquet")
     if pool_file.exists():
+        from ta_platform.defs.preferences.assets import PreferenceSettings, judge_partition_key
+
+        judge, layer = parse_partition_key(judge_partition_key(registry, PreferenceSettings()))
         prompts = prompt_trace_inputs(pd.read_parquet(pool_file))
-        inputs["prompt_activations"] = (artifacts.prompt_root(), "last", lambda spec: prompts)
-    for asset, (root, pooling, traces_of) in inputs.items():
-        plans = [plan_model(spec, traces_of(spec), root, device=device, pooling=pooling)
-                 for _, spec in sorted(registry.items())]
+        sections.append(("prompt_activations", [
+            plan_model(registry[judge], prompts, artifacts.prompt_root(), device=device, pooling="last",
+                       layers=[layer])]))
+    for asset, plans in sections:
         if args.json:
             for plan in plans:
                 print(json.dumps({"asset": asset, "device": device, **plan.as_dict()}))

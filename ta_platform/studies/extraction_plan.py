@@ -6,13 +6,15 @@ their dtype, how many traces and tokens each model will read, which traces excee
 will be skipped and recorded as faults), how much is already in the per-trace activation cache, and
 the disk the rest will need. Token counts are exact where the tokenizer is available offline and
 estimated (4 characters per token, marked) where it is not, e.g. a Hub model not yet downloaded.
+A Hub model already in the cache under TA_STORAGE is read from there (``local_files_only``), so a
+rerun after a download shows what is really cached; nothing is ever fetched.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,8 @@ class ModelPlan:
     entries_to_compute: int
     disk_needed_gib: float | None
     note: str = ""
+    over_context_traces: list[str] = field(default_factory=list)  # keys, skipped and recorded as too_long
+    layers_current: list[str] = field(default_factory=list)  # partitions whose fingerprint is current
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,8 +68,9 @@ def _config(folder: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def _parameter_count(folder: str) -> int | None:
-    """Sum of tensor sizes from the safetensors headers (no tensor is read)."""
+def _parameter_count(folder: str | Path) -> int | None:
+    """Sum of tensor sizes from the safetensors headers (no tensor is read), without the LM head:
+    extraction loads the base model (``AutoModel``), so the head's memory is never allocated."""
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         return None
@@ -75,44 +80,78 @@ def _parameter_count(folder: str) -> int | None:
     for file in files:
         with safe_open(str(file), framework="np") as handle:
             for name in handle.keys():
-                shape = handle.get_slice(name).get_shape()
+                if name.startswith("lm_head."):
+                    continue
                 count = 1
-                for dim in shape:
+                for dim in handle.get_slice(name).get_shape():
                     count *= int(dim)
                 total += count
     return total
 
 
+def _hub_snapshot(where: Any) -> Path | None:
+    """The cached snapshot folder of a Hub model's revision (where ``config.json`` resolves), else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(where.source, "config.json", cache_dir=where.cache_dir, revision=where.revision)
+    return Path(found).parent if isinstance(found, str) else None
+
+
 def _offline_identity(spec: ModelSpec, dtype_name: str) -> tuple[_Identity | None, dict[str, Any], str]:
-    """Tokenizer, weights identity and config of a model whose files are available offline, else None."""
+    """Tokenizer, weights identity and config of a model whose files are available offline, else None.
+
+    The identity is the one ``loading.load_model`` records (a Hub model: ``hub:<snapshot commit>``),
+    so the cache keys computed here are the run's. Nothing is downloaded: Hub files come from the
+    cache with ``local_files_only``.
+    """
+    from transformers import AutoTokenizer
+
     from ta_platform.extraction.loading import locate_weights, weights_available_offline
     from ta_platform.extraction.provenance import tokenizer_hash
 
     offline, why = weights_available_offline(spec)
-    if not offline or spec.source == "hub":
-        return None, {}, "" if offline else f"weights not available offline ({why}); tokens estimated"
+    if not offline:
+        return None, {}, f"weights not available offline ({why}); tokens estimated"
     where = locate_weights(spec)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(where.source)
-    config = _config(where.source)
+    if spec.source == "hub":
+        snapshot = _hub_snapshot(where)
+        if snapshot is None:
+            return None, {}, f"{spec.hf_id}@{spec.revision}: no cached snapshot; tokens estimated"
+        folder, weights_identity = snapshot, f"hub:{snapshot.name}"  # as loading._hub_commit resolves it
+        tokenizer = AutoTokenizer.from_pretrained(where.source, revision=where.revision, cache_dir=where.cache_dir,
+                                                  local_files_only=True)
+    else:
+        folder, weights_identity = Path(where.source), str(where.identity)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    config = _config(str(folder))
     max_length = spec.max_length or config.get("max_position_embeddings")
-    identity = _Identity(spec, tokenizer, dtype_name, str(where.identity), tokenizer_hash(tokenizer), max_length)
-    config["_parameters"] = _parameter_count(where.source)
+    identity = _Identity(spec, tokenizer, dtype_name, weights_identity, tokenizer_hash(tokenizer), max_length)
+    config["_parameters"] = _parameter_count(folder)
     return identity, config, ""
 
 
 def plan_model(spec: ModelSpec, traces: Sequence[Any], activations_root: Path, *, device: str = "cpu",
-               pooling: str = "mean") -> ModelPlan:
-    """The plan of one model over ``traces`` (``TraceInput``s) for its configured layers."""
+               pooling: str = "mean", layers: Sequence[int] | None = None) -> ModelPlan:
+    """The plan of one model over ``traces`` (``TraceInput``s) for its configured layers (or ``layers``).
+
+    Entries are (trace, layer) pairs of the per-trace cache; a trace over the context is never an
+    entry (the run skips it). Disk: the entries to compute, plus the partitions of the layers whose
+    fingerprint is not current (a partition is rewritten whole, cached rows included), float32.
+    """
     from ta_platform.extraction.device import select_dtype_name
-    from ta_platform.extraction.provenance import identity_hash, trace_cache_key
+    from ta_platform.extraction.provenance import (
+        identity_hash,
+        layer_provenance,
+        provenance_fingerprint,
+        trace_cache_key,
+    )
     from ta_platform.extraction.registry import layer_key
     from ta_platform.extraction.resumable import run_provenance
-    from ta_platform.extraction.store import cache_dir, read_entry
+    from ta_platform.extraction.store import cache_dir, partition_folder, read_entry
+    from ta_platform.studies.sentence_extraction import recorded_fingerprint
 
     dtype_name = select_dtype_name(device, spec.dtype)
-    layers = spec.layer_indices()
+    layers = sorted({int(x) for x in layers}) if layers is not None else spec.layer_indices()
     identity, config, note = _offline_identity(spec, dtype_name)
     parameters = config.get("_parameters") or spec.extra.get("parameters")
     parameters = int(parameters) if parameters else None
@@ -123,10 +162,15 @@ def plan_model(spec: ModelSpec, traces: Sequence[Any], activations_root: Path, *
     else:
         lengths = [int(len(t.text) / CHARS_PER_TOKEN_ESTIMATE) + 1 for t in traces]
     fits = [length <= max_length if max_length else True for length in lengths]
+    fitting_rows = sum(len(t.char_spans) for t, fit in zip(traces, fits, strict=True) if fit)
     cached = to_compute = rows_to_compute = 0
+    current: list[int] = []
     if identity is not None:
         provenance = run_provenance(identity, traces, layers, pooling=pooling)
         run_identity = identity_hash(provenance)
+        current = [layer for layer in layers
+                   if recorded_fingerprint(partition_folder(activations_root, spec.key, layer_key(layer)))
+                   == provenance_fingerprint(layer_provenance(provenance, layer))]
         cache = cache_dir(activations_root, spec.key)
         for trace, fit in zip(traces, fits, strict=True):
             if not fit:
@@ -140,8 +184,9 @@ def plan_model(spec: ModelSpec, traces: Sequence[Any], activations_root: Path, *
                     cached += 1
     else:
         to_compute = sum(fits) * len(layers)
-        rows_to_compute = sum(len(t.char_spans) for t, fit in zip(traces, fits, strict=True) if fit) * len(layers)
-    disk = rows_to_compute * int(hidden) * 4 / 2**30 if hidden else None  # stored as float32
+        rows_to_compute = fitting_rows * len(layers)
+    rows_written = rows_to_compute + fitting_rows * (len(layers) - len(current))
+    disk = rows_written * int(hidden) * 4 / 2**30 if hidden else None  # stored as float32
     weights = parameters * BYTES_PER_PARAMETER[dtype_name] / 2**30 if parameters else None
     return ModelPlan(
         key=spec.key, source=spec.source, dtype=dtype_name, parameters=parameters,
@@ -149,6 +194,8 @@ def plan_model(spec: ModelSpec, traces: Sequence[Any], activations_root: Path, *
         tokens_exact=identity is not None, over_context=len(fits) - sum(fits), max_length=max_length,
         layers=[layer_key(x) for x in layers], entries_cached=cached, entries_to_compute=to_compute,
         disk_needed_gib=None if disk is None else round(disk, 4), note=note,
+        over_context_traces=[t.key for t, fit in zip(traces, fits, strict=True) if not fit],
+        layers_current=[layer_key(x) for x in current],
     )
 
 
@@ -164,6 +211,10 @@ def format_plan(plans: Sequence[ModelPlan], title: str) -> str:
         lines.append(f"{p.key:<22} {p.dtype:<9} {weights:>10} {p.traces:>7} {tokens:>10} {p.over_context:>5} "
                      f"{p.entries_cached:>7} {p.entries_to_compute:>8} {disk:>10}  {','.join(p.layers)}"
                      + (f"  ({p.note})" if p.note else ""))
+    for p in plans:
+        if p.over_context_traces:
+            shown = ", ".join(p.over_context_traces[:5]) + (" ..." if len(p.over_context_traces) > 5 else "")
+            lines.append(f"  {p.key}: over its context of {p.max_length} tokens: {shown}")
     lines.append("cached / compute count (trace, layer) entries of the per-trace activation cache; "
                  "~ marks tokens estimated at 4 characters per token; >ctx traces are skipped as faults.")
     return "\n".join(lines)
