@@ -150,7 +150,9 @@ def spot_check_rows(loaded: LoadedModel, traces: Sequence[TraceInput], stored: M
 
     from ta_platform.extraction.extractor import extract_sentence_embeddings
 
-    sample = sorted(traces, key=lambda t: t.key)[:n_traces]
+    stored_keys = {key for _, index in stored.values() for key in index["trace_key"]}
+    # traces with stored rows: one skipped by the extraction (too long for the model) has none to compare
+    sample = sorted((t for t in traces if t.key in stored_keys), key=lambda t: t.key)[:n_traces]
     if not sample:
         return False, {"reason_code": "no_traces"}
     result = extract_sentence_embeddings(loaded.model, loaded.tokenizer, sample, list(stored), pooling=pooling,

@@ -27,8 +27,9 @@ def _expected_rows(labels: pd.DataFrame, spans: pd.DataFrame, spec, manifest: di
 
     skipped = {f["item"] for f in manifest.get("failures", [])}
     keys = spans.merge(labels[["trace_key", "chunk_idx", "model", "problem_id"]], on=["trace_key", "chunk_idx"])
-    keys = keys[keys["model"].isin(list(spec.trace_models)) & ~keys["trace_key"].isin(skipped)]
-    keys = keys[within_problem_limit(keys["problem_id"], spec.max_problems)]
+    keys = keys[keys["model"].isin(list(spec.trace_models))]
+    # the problem limit first, as the extraction applied it: a skipped trace never lets a later problem in
+    keys = keys[within_problem_limit(keys["problem_id"], spec.max_problems) & ~keys["trace_key"].isin(skipped)]
     return keys.sort_values(["trace_key", "chunk_idx"])[["trace_key", "chunk_idx"]]
 
 
