@@ -27,7 +27,7 @@ def real_project(tmp_path_factory):
     storage = tmp_path_factory.mktemp("real_storage")
     assert not any(storage.iterdir())
     env = project_env(storage, TA_DATA_SOURCE=str(MATH_ROLLOUTS))
-    result = run_cli(["ta-platform", "materialize", "--seeds", "0...1"], env, timeout=1500)
+    result = run_cli(["ta-platform", "materialize", "--seeds", "0...0"], env, timeout=1500)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     return storage, env, result.stdout
 
