@@ -136,3 +136,17 @@ def _group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(stat.parent.name))
     return members
+
+
+# tiny-qwen2 as in ta_platform/extraction/models.toml, one layer: the smallest registry that runs the
+# whole graph (and claims the gpu pool); for TA_MODEL_REGISTRY in tests that run the CLI.
+ONE_TINY_MODEL_REGISTRY = """
+[models.tiny-qwen2]
+source = "tiny"
+arch = "qwen2"
+revision = "tiny-v1"
+num_layers = 8
+layers = [0.5]
+dtype = "auto"
+trace_models = ["deepseek-r1-distill-qwen-14b"]
+"""

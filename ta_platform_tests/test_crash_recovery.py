@@ -30,7 +30,7 @@ import pytest
 from ta_platform.common.instance import prepare_dagster_home
 from ta_platform.common.process_identity import DEAD, ProcessIdentity
 from ta_platform.defs.run_recovery import IN_PROGRESS, PoolWaitWatch, StageGuard, pool_use, recover_dead_runs
-from ta_platform_tests.e2e import REPO, project_env, run_cli
+from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, REPO, project_env, run_cli
 
 GPU = "gpu"
 STEP = "sentence_activations"
@@ -167,16 +167,7 @@ def test_the_stage_guard_names_a_busy_pool_before_the_stage_starts(instance):
 # --- the real main job, killed with SIGKILL and rerun ------------------------------------------------
 
 # One tiny model, one layer: the smallest registry that exercises the gpu pool (CI has 2 cores).
-REGISTRY = """
-[models.tiny-qwen2]
-source = "tiny"
-arch = "qwen2"
-revision = "tiny-v1"
-num_layers = 8
-layers = [0.5]
-dtype = "auto"
-trace_models = ["deepseek-r1-distill-qwen-14b"]
-"""
+REGISTRY = ONE_TINY_MODEL_REGISTRY
 MAIN = ["ta-platform", "materialize", "--seeds", "0...1"]
 WAIT_S = 900  # a guard against a hang, never a timing assertion
 

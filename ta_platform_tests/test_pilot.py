@@ -18,21 +18,11 @@ import dagster as dg
 import pytest
 
 from ta_platform.store.metadata_store import MetadataStore
-from ta_platform_tests.e2e import project_env, run_cli
+from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, project_env, run_cli
 
 pytestmark = pytest.mark.slow
 
-# tiny-qwen2 as in ta_platform/extraction/models.toml, one layer
-REGISTRY = """
-[models.tiny-qwen2]
-source = "tiny"
-arch = "qwen2"
-revision = "tiny-v1"
-num_layers = 8
-layers = [0.5]
-dtype = "auto"
-trace_model = "deepseek-r1-distill-qwen-14b"
-"""
+REGISTRY = ONE_TINY_MODEL_REGISTRY
 FOLDER = "deepseek-r1-distill-qwen-14b/temperature_0.6_top_p_0.95/correct_base_solution"
 
 

@@ -21,23 +21,13 @@ import pandas as pd
 import pytest
 
 from ta_platform.store.metadata_store import MetadataStore
-from ta_platform_tests.e2e import project_env, run_cli
+from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, project_env, run_cli
 
 pytestmark = pytest.mark.slow
 
 QWEN_FOLDER, LLAMA_FOLDER = "deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"
 HUB_ID, HUB_COMMIT = "ta-platform-tests/tiny-qwen2", "0123456789abcdef0123456789abcdef01234567"
-# tiny-qwen2 as in ta_platform/extraction/models.toml, one layer
-TINY = """
-[models.tiny-qwen2]
-source = "tiny"
-arch = "qwen2"
-revision = "tiny-v1"
-num_layers = 8
-layers = [0.5]
-dtype = "auto"
-trace_model = "deepseek-r1-distill-qwen-14b"
-
+TINY = ONE_TINY_MODEL_REGISTRY + """
 [models.tiny-qwen2-short]
 source = "tiny"
 arch = "qwen2"
