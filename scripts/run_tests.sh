@@ -6,4 +6,6 @@ bash "$REPO/scripts/setup_env.sh" "dev,embeddings"
 source "$REPO/.venv/bin/activate"
 cd "$REPO"
 ruff check .
-exec python -m pytest -q "$@"
+# Two workers, one test file each at a time (module fixtures stay together): the end-to-end tests spend
+# much of their time in subprocess start-up, Dagster bookkeeping and waits, so two files overlap well.
+exec python -m pytest -q -n 2 --dist loadfile "$@"
