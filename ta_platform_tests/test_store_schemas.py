@@ -50,10 +50,9 @@ def test_an_empty_fault_list_then_a_real_fault_is_recorded(tmp_path):
 
 def test_a_faults_table_left_with_null_types_by_an_older_version_is_rebuilt(tmp_path):
     path = tmp_path / "metadata.duckdb"
-    empty = pd.DataFrame({c: pd.Series(dtype=str) for c in ("stage", "item", "path", "kind", "problem")})
-    with duckdb.connect(str(path)) as con:  # exactly what the old store did on the first (empty) write
-        con.register("incoming", empty)
-        con.execute('CREATE TABLE "faults" AS SELECT * FROM incoming LIMIT 0')
+    columns = ", ".join(f"NULL AS {c}" for c in ("stage", "item", "path", "kind", "problem"))
+    with duckdb.connect(str(path)) as con:  # what the old store's first (empty, object-typed) write left
+        con.execute(f'CREATE TABLE "faults" AS SELECT {columns} LIMIT 0')
         assert {dtype for _, dtype in _declared_types(con, "faults")} == {'"NULL"'}  # the planted fault
         with pytest.raises(duckdb.ConversionException, match="NULL"):
             con.register("real", pd.DataFrame([FAULT.as_row()]))
