@@ -4,10 +4,9 @@ import dagster as dg
 import pandas as pd
 
 from ta_platform.common.faults import FaultRecord
-from ta_platform.defs.activations.partitions import requested_layers
 from ta_platform.defs.compute import GPU_POOL, ComputeResource
 from ta_platform.defs.resources import MetadataStoreResource
-from ta_platform.defs.shared import activation_partitions, activations_root
+from ta_platform.defs.shared import activation_partitions, activations_root, requested_layers
 from ta_platform.store import artifacts
 
 GROUP = "activations"

@@ -4,7 +4,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ta_platform.defs.preferences.assets import pref_file, task_pool, thurstonian_utilities
+from ta_platform.defs.preferences.assets import task_pool, thurstonian_utilities
+from ta_platform.store.artifacts import pref_file
 
 
 @dg.asset_check(asset=task_pool, blocking=True, description="Train and eval task sets are disjoint.")
