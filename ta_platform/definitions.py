@@ -5,8 +5,6 @@ Loaded by ``dagster dev`` (workspace.yaml), ``dagster asset materialize -m ta_pl
 transformers are imported inside asset bodies only.
 """
 
-from dataclasses import dataclass
-
 import dagster as dg
 
 from ta_platform.defs.activations import assets as activation_assets
@@ -22,12 +20,17 @@ from ta_platform.defs.probes import checks as probe_checks
 from ta_platform.defs.probes import summary as probe_summary
 from ta_platform.defs.probes.settings import ProbeSettings
 from ta_platform.defs.resources import MetadataStoreResource, RolloutsResource, StudySettings
+from ta_platform.defs.stages import Stage, all_partitions, seed_range
+from ta_platform.defs.studies import STUDIES
 from ta_platform.defs.thought_anchors import assets as thought_anchor_assets
 from ta_platform.defs.thought_anchors import checks as thought_anchor_checks
 
-ASSET_MODULES = [thought_anchor_assets, activation_assets, probe_assets, probe_summary, preference_assets]
-CHECK_MODULES = [thought_anchor_checks, activation_checks, probe_checks, preference_checks]
+ASSET_MODULES = [thought_anchor_assets, activation_assets, probe_assets, probe_summary, preference_assets,
+                 *(module for study in STUDIES for module in study.asset_modules)]
+CHECK_MODULES = [thought_anchor_checks, activation_checks, probe_checks, preference_checks,
+                 *(module for study in STUDIES for module in study.check_modules)]
 
+study_assets = dg.load_assets_from_modules([module for study in STUDIES for module in study.asset_modules])
 all_assets = [*dg.load_assets_from_modules(ASSET_MODULES), *build_sql_assets()]
 gated_checks = dg.load_asset_checks_from_modules(CHECK_MODULES)
 GATED_CHECK_KEYS = gated_check_keys([*all_assets, *gated_checks])
@@ -51,47 +54,36 @@ probes_job = dg.define_asset_job("probes_job", selection=dg.AssetSelection.asset
                                  description="Probes for a seed range in one run.")
 summary_job = dg.define_asset_job(
     "summary_job",
-    selection=dg.AssetSelection.all() - upstream - partitioned - dg.AssetSelection.assets(probe_assets.probes) - gate,
+    selection=(dg.AssetSelection.all() - upstream - partitioned - dg.AssetSelection.assets(probe_assets.probes) - gate
+               - dg.AssetSelection.assets(*study_assets)),
     description="Tripwires, SQL aggregates, the scaling summary and the preference study.",
 )
 gate_job = dg.define_asset_job("gate_job", selection=gate, description="The release gate alone.")
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One run of the main job: a job, and for partitioned jobs the partition range it covers."""
-
-    name: str
-    job_name: str
-    partitioned: bool = False
-
-    def partition_tags(self, job: dg.JobDefinition, seeds: str | None = None) -> dict[str, str]:
-        if not self.partitioned:
-            return {}
-        keys = job.partitions_def.get_partition_keys()
-        if seeds and self.name == "probes":
-            first, _, last = seeds.partition("...")
-            keys = [first, last or first]
-        elif self.name == "probes":
-            keys = probe_assets.DEFAULT_SEEDS
-        elif self.name == "prompts":  # other models' prompt partitions are there to backfill, not needed
-            keys = [preference_assets.judge_partition_key(ComputeResource().registry(), PreferenceSettings())]
-        return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+def _prompt_partition(job: dg.JobDefinition, seeds: str | None = None) -> list[str]:
+    """Only the judge's prompt partition: other models' prompt partitions are there to backfill."""
+    return [preference_assets.judge_partition_key(ComputeResource().registry(), PreferenceSettings())]
 
 
-MAIN_STAGES = [
+ANCHOR_STAGES = [
     Stage("data", "data_job"),
-    Stage("activations", "activations_job", partitioned=True),
-    Stage("prompts", "prompts_job", partitioned=True),
-    Stage("probes", "probes_job", partitioned=True),
+    Stage("activations", "activations_job", partition_keys=all_partitions),
+    Stage("prompts", "prompts_job", partition_keys=_prompt_partition),
+    Stage("probes", "probes_job", partition_keys=seed_range(probe_assets.DEFAULT_SEEDS)),
     Stage("summary", "summary_job"),
-    Stage("gate", "gate_job"),
 ]
+GATE_STAGE = Stage("gate", "gate_job")
+# The main job: thought anchors and preferences, then every plugged-in study, then the release gate.
+MAIN_STAGES = [*ANCHOR_STAGES, *(stage for study in STUDIES for stage in study.stages), GATE_STAGE]
+STUDY_STAGES = {"anchors": [*ANCHOR_STAGES, GATE_STAGE],
+                **{study.name: [*study.stages, GATE_STAGE] for study in STUDIES}}
 
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[data_job, activations_job, prompts_job, probes_job, summary_job, gate_job],
+    jobs=[data_job, activations_job, prompts_job, probes_job, summary_job, gate_job,
+          *(job for study in STUDIES for job in study.jobs)],
     resources={
         "metadata_store": MetadataStoreResource(),
         "rollouts": RolloutsResource(),
@@ -99,5 +91,6 @@ defs = dg.Definitions(
         "compute": ComputeResource(),
         "probe_settings": ProbeSettings(),
         "preference_settings": PreferenceSettings(),
+        **{key: resource for study in STUDIES for key, resource in study.resources.items()},
     },
 )

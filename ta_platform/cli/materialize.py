@@ -18,6 +18,9 @@ import uuid
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", action="append", default=None,
                         help="run only these stages (data, activations, prompts, probes, summary, gate); default: all")
+    parser.add_argument("--study", default=None,
+                        help="run one study alone with what it needs upstream (anchors, or a plugged-in study: "
+                             "listed in defs/studies.py); default: the main job")
     parser.add_argument("--seeds", default=None, help="seed range for the probes stage, e.g. 0...4")
     parser.add_argument("--pilot", type=int, default=0, metavar="N",
                         help="first run the whole graph on N problems in <storage>/pilot; stop if its gate fails")
@@ -40,14 +43,18 @@ def run(args: argparse.Namespace) -> int:
     home = ensure_dagster_home()
     import dagster as dg
 
-    from ta_platform.definitions import MAIN_STAGES, defs
+    from ta_platform.definitions import MAIN_STAGES, STUDY_STAGES, defs
     from ta_platform.defs.run_recovery import StageGuard
 
-    wanted = args.stage or [stage.name for stage in MAIN_STAGES]
+    if args.study and args.study not in STUDY_STAGES:
+        print(f"unknown study {args.study!r}; studies: {', '.join(sorted(STUDY_STAGES))}", file=sys.stderr)
+        return 2
+    stages = STUDY_STAGES[args.study] if args.study else MAIN_STAGES
+    wanted = args.stage or [stage.name for stage in stages]
     with dg.DagsterInstance.get() as instance:
         print(f"Dagster instance: {home}", flush=True)
         guard = StageGuard(instance, log=lambda line: print(line, flush=True))  # crash safety: run_recovery.py
-        for stage in MAIN_STAGES:
+        for stage in stages:
             if stage.name not in wanted:
                 continue
             job = defs.resolve_job_def(stage.job_name)

@@ -38,15 +38,24 @@ class TraceInput:
     """One text and the character spans of its sentences (``chunk_ids`` default to 0..n-1).
 
     ``meta`` (e.g. ``model``, ``split``, ``problem_id``) is passed through to the row index.
+
+    Token-level studies (backtracking, needle) set ``token_positions`` instead of ``char_spans``:
+    one row per listed token (its own activation, ``chunk_idx`` = the token position in the
+    tokenization of ``text`` with the same special-token setting, see ``tokenize_with_offsets``).
+    Why positions, not character spans: byte-level BPE can give two tokens the same offsets, so
+    a character span cannot always name one token.
     """
 
     key: str
     text: str
-    char_spans: Sequence[tuple[int, int]]
+    char_spans: Sequence[tuple[int, int]] = ()
     chunk_ids: Sequence[int] | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    token_positions: Sequence[int] | None = None
 
     def chunk_index(self) -> list[int]:
+        if self.token_positions is not None:
+            return [int(p) for p in self.token_positions]
         ids = list(range(len(self.char_spans))) if self.chunk_ids is None else [int(c) for c in self.chunk_ids]
         if len(ids) != len(self.char_spans):
             raise DataFault(self.key, f"{len(ids)} chunk ids for {len(self.char_spans)} spans", kind="invalid")
@@ -142,11 +151,27 @@ def prepare_traces(tokenizer: Any, traces: Sequence[TraceInput], *, max_length: 
             if max_length is not None and len(ids) > max_length:
                 raise DataFault(trace.key, f"{len(ids)} tokens exceed the model context of {max_length} "
                                            "(not truncated; trace skipped)", kind="too_long")
-            spans = char_spans_to_token_spans(offsets, trace.char_spans, item=trace.key, text_length=len(trace.text))
+            if trace.token_positions is not None:
+                spans = single_token_spans(trace.token_positions, len(ids), item=trace.key)
+            else:
+                spans = char_spans_to_token_spans(offsets, trace.char_spans, item=trace.key,
+                                                  text_length=len(trace.text))
             prepared.append(PreparedTrace(position, trace, ids, spans, trace.chunk_index()))
         except DataFault as fault:
             failures.append(FaultRecord.from_fault("extract", trace.key, fault))
     return prepared, failures
+
+
+def single_token_spans(positions: Sequence[int], n_tokens: int, *, item: str) -> np.ndarray:
+    """Spans ``[p, p + 1)`` of the listed token positions; ``DataFault`` for none or one outside the text."""
+    pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+    if pos.size == 0:
+        raise DataFault(item, "no token positions requested", kind="empty")
+    outside = pos[(pos < 0) | (pos >= n_tokens)]
+    if outside.size:
+        raise DataFault(item, f"token position {int(outside[0])} outside the {n_tokens} tokens of the text",
+                        kind="misaligned_span")
+    return np.stack([pos, pos + 1], axis=1)
 
 
 class LayerCapture:

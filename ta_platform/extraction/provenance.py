@@ -92,11 +92,19 @@ def extraction_code_hash(sources: Sequence[str | os.PathLike[str]] | None = None
                              "libraries": {name: _library_version(name) for name in EXTRACTION_LIBRARIES}})
 
 
+def _spans_payload(char_spans: Iterable[Sequence[int]], token_positions: Iterable[int] | None) -> dict[str, Any]:
+    """What selects a trace's rows: character spans, or (token-level studies) token positions."""
+    payload: dict[str, Any] = {"spans": [[int(a), int(b)] for a, b in char_spans]}
+    if token_positions is not None:
+        payload["token_positions"] = [int(p) for p in token_positions]
+    return payload
+
+
 def trace_hash(key: str, text: str, char_spans: Iterable[Sequence[int]], chunk_ids: Iterable[int],
-               meta: Mapping[str, Any] | None = None) -> str:
-    """Hash of one trace's row-index inputs: key, text, spans, chunk ids and pass-through metadata."""
+               meta: Mapping[str, Any] | None = None, token_positions: Iterable[int] | None = None) -> str:
+    """Hash of one trace's row-index inputs: key, text, spans (or token positions), chunk ids and metadata."""
     return stable_json_hash({"key": key, "text_sha256": sha256_bytes(text.encode("utf-8")),
-                             "spans": [[int(a), int(b)] for a, b in char_spans],
+                             **_spans_payload(char_spans, token_positions),
                              "chunks": [int(c) for c in chunk_ids], "meta": dict(meta or {})})
 
 
@@ -113,14 +121,15 @@ def identity_hash(provenance: Mapping[str, Any]) -> str:
     return stable_json_hash({name: provenance[name] for name in IDENTITY_FIELDS})
 
 
-def trace_cache_key(identity: str, text: str, char_spans: Iterable[Sequence[int]]) -> str:
+def trace_cache_key(identity: str, text: str, char_spans: Iterable[Sequence[int]],
+                    token_positions: Iterable[int] | None = None) -> str:
     """Content key of one trace's pooled rows: the activation identity + exact text + character spans.
 
     The trace key, chunk ids and metadata are left out on purpose: they name rows, they do not
     change a number, so a renamed or re-labelled trace reuses its activations.
     """
     return stable_json_hash({"identity": identity, "text_sha256": sha256_bytes(text.encode("utf-8")),
-                             "spans": [[int(a), int(b)] for a, b in char_spans]})
+                             **_spans_payload(char_spans, token_positions)})
 
 
 def build_provenance(*, model_key: str, model_id: str, revision: str, weights_hash: str, tokenizer_hash: str,

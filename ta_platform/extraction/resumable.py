@@ -70,7 +70,7 @@ def run_provenance(loaded: LoadedModel, traces: Sequence[Any], layers: Sequence[
                    code_hash: str | None = None, add_special_tokens: bool = True) -> dict[str, Any]:
     """The run's provenance (cheap: no forward pass). ``code_hash`` defaults to the current
     ``extraction_code_hash()``."""
-    hashes = [trace_hash(t.key, t.text, t.char_spans, t.chunk_index(), t.meta) for t in traces]
+    hashes = [trace_hash(t.key, t.text, t.char_spans, t.chunk_index(), t.meta, t.token_positions) for t in traces]
     return build_provenance(
         model_key=loaded.spec.key, model_id=loaded.spec.model_id, revision=loaded.spec.revision,
         weights_hash=loaded.weights_hash, tokenizer_hash=loaded.tokenizer_hash, layers=layers, pooling=pooling,
@@ -82,7 +82,7 @@ def run_provenance(loaded: LoadedModel, traces: Sequence[Any], layers: Sequence[
 def trace_keys(provenance: dict[str, Any], traces: Sequence[Any]) -> list[str]:
     """The cache key of every trace (input order) under the identity of ``provenance``."""
     identity = identity_hash(provenance)
-    return [trace_cache_key(identity, t.text, t.char_spans) for t in traces]
+    return [trace_cache_key(identity, t.text, t.char_spans, t.token_positions) for t in traces]
 
 
 def extract_to_partitions(loaded: LoadedModel, traces: Sequence[Any], layers: Sequence[int],

@@ -162,7 +162,7 @@ def plan_model(spec: ModelSpec, traces: Sequence[Any], activations_root: Path, *
     else:
         lengths = [int(len(t.text) / CHARS_PER_TOKEN_ESTIMATE) + 1 for t in traces]
     fits = [length <= max_length if max_length else True for length in lengths]
-    fitting_rows = sum(len(t.char_spans) for t, fit in zip(traces, fits, strict=True) if fit)
+    fitting_rows = sum(len(t.chunk_index()) for t, fit in zip(traces, fits, strict=True) if fit)
     cached = to_compute = rows_to_compute = 0
     current: list[int] = []
     if identity is not None:
@@ -175,11 +175,11 @@ def plan_model(spec: ModelSpec, traces: Sequence[Any], activations_root: Path, *
         for trace, fit in zip(traces, fits, strict=True):
             if not fit:
                 continue
-            key = trace_cache_key(run_identity, trace.text, trace.char_spans)
+            key = trace_cache_key(run_identity, trace.text, trace.char_spans, trace.token_positions)
             for layer in layers:
-                if read_entry(cache, key=key, layer=layer, n_rows=len(trace.char_spans), rows=False) is None:
+                if read_entry(cache, key=key, layer=layer, n_rows=len(trace.chunk_index()), rows=False) is None:
                     to_compute += 1
-                    rows_to_compute += len(trace.char_spans)
+                    rows_to_compute += len(trace.chunk_index())
                 else:
                     cached += 1
     else:

@@ -75,7 +75,7 @@ def prompt_trace_inputs(tasks: pd.DataFrame) -> list[TraceInput]:
 
 def traces_inputs_hash(traces: Sequence[TraceInput]) -> str:
     """The ``inputs_hash`` a partition built from ``traces`` records (no model needed)."""
-    return inputs_hash([trace_hash(t.key, t.text, t.char_spans, t.chunk_index(), t.meta) for t in traces])
+    return inputs_hash([trace_hash(t.key, t.text, t.char_spans, t.chunk_index(), t.meta, t.token_positions) for t in traces])
 
 
 @dataclass
