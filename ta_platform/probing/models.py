@@ -35,7 +35,10 @@ from .features import (
     ProbeInputs,
     TextColumn,
 )
-from .metrics import pr_auc
+from .metrics import auroc, pr_auc
+
+# What ``select_and_fit`` may choose a hyperparameter by (the anchors study: PR-AUC; needle: AUROC).
+VAL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"pr_auc": pr_auc, "auroc": auroc}
 
 
 @dataclass
@@ -172,8 +175,9 @@ class Selection:
     probe: Probe
     hyperparameter: str
     value: float
-    val_pr_auc: float
+    val_pr_auc: float  # the chosen value's val score under ``metric`` (PR-AUC unless chosen by another metric)
     val_scores: dict[float, float] = field(default_factory=dict)
+    metric: str = "pr_auc"
 
 
 def select_and_fit(
@@ -184,8 +188,9 @@ def select_and_fit(
     y_val: np.ndarray,
     seed: int,
     config: ProbeConfig,
+    metric: str = "pr_auc",
 ) -> Selection:
-    """Choose the hyperparameter by val PR-AUC, then fit the final probe.
+    """Choose the hyperparameter by val PR-AUC (``metric="auroc"``: val AUROC), then fit the final probe.
 
     Ties go to the first grid value (grids are ordered strongest regularisation first). When val
     is empty or single-class every val score is NaN and the middle of the grid is used -- a
@@ -196,7 +201,7 @@ def select_and_fit(
     has_val = len(val) > 0 and 0 < int(np.sum(y_val)) < len(val)
     for value in spec.grid if has_val and len(spec.grid) > 1 else ():
         candidate = spec.build(value, seed, config).fit(train, y_train)
-        val_scores[value] = pr_auc(y_val, candidate.predict_score(val))
+        val_scores[value] = VAL_METRICS[metric](y_val, candidate.predict_score(val))
     finite = {value: score for value, score in val_scores.items() if np.isfinite(score)}
     chosen = max(finite, key=lambda value: finite[value]) if finite else spec.grid[len(spec.grid) // 2]
     if config.refit_on_train_val and len(val) > 0:
@@ -207,5 +212,5 @@ def select_and_fit(
         fit_inputs, fit_labels = train, np.asarray(y_train)
     probe = spec.build(chosen, seed, config).fit(fit_inputs, fit_labels)
     return Selection(
-        probe, spec.hyperparameter, float(chosen), val_scores.get(chosen, float("nan")), val_scores
+        probe, spec.hyperparameter, float(chosen), val_scores.get(chosen, float("nan")), val_scores, metric
     )
