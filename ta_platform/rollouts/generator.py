@@ -21,6 +21,7 @@ from typing import Any
 from ta_platform.common.atomic import atomic_write_text
 from ta_platform.common.hashing import sha256_bytes
 from ta_platform.rollouts import synthetic_labels as labels
+from ta_platform.rollouts import synthetic_rollouts
 from ta_platform.rollouts import synthetic_sentences as sentences
 from ta_platform.rollouts.layout import (
     BASE_SOLUTION_FILE,
@@ -33,6 +34,7 @@ from ta_platform.rollouts.layout import (
     TraceRef,
 )
 from ta_platform.rollouts.sentence_split import split_sentences
+from ta_platform.rollouts.solutions import default_verify_ref, solutions_relpath
 from ta_platform.rollouts.synthetic_problems import SyntheticProblem, make_problems
 
 logger = logging.getLogger(__name__)
@@ -125,13 +127,39 @@ def planted_description() -> dict[str, Any]:
     }
 
 
-def generate_dataset(out_dir: str | os.PathLike[str], seed: int = 0, n_problems: int = 24) -> dict[str, Any]:
-    """Write the embedded dataset (both models x both splits x ``n_problems``) and its manifest."""
+def write_rollouts(folder: Path, seed: int, ref: TraceRef, records: list[dict], prompt: str,
+                   problem: SyntheticProblem) -> dict[str, Any]:
+    """``chunk_<i>/solutions.json`` of every chunk of one trace (records already reproducible)."""
+    per_chunk = synthetic_rollouts.trace_rollouts(seed, ref.key, records, prompt, problem)
+    digest = []
+    for i, rollouts in enumerate(per_chunk):
+        text = dump_like_hub(rollouts)
+        atomic_write_text(folder / solutions_relpath(i), text)
+        digest.append(sha256_bytes(text.encode("utf-8")))
+    return {"n_rollout_files": len(per_chunk),
+            "n_rollouts": sum(1 for rollouts in per_chunk for r in rollouts if "error" not in r),
+            "n_failed_rollouts": sum(1 for rollouts in per_chunk for r in rollouts if "error" in r),
+            "solutions_sha256": sha256_bytes("\n".join(digest).encode("utf-8"))}
+
+
+def generate_dataset(out_dir: str | os.PathLike[str], seed: int = 0, n_problems: int = 24,
+                     rollouts: bool = False) -> dict[str, Any]:
+    """Write the embedded dataset (both models x both splits x ``n_problems``) and its manifest.
+
+    ``rollouts``: also write ``chunk_<i>/solutions.json`` for the trace the label verification reads
+    by default (``solutions.default_verify_ref``); that trace's labels are first made reproducible
+    from rollouts (``synthetic_rollouts``), every other file is the same as without rollouts.
+    """
     if n_problems < 1:
         raise ValueError("n_problems must be at least 1")
     out_dir = Path(out_dir)
     problems = make_problems(seed, n_problems)
+    rollout_ref = None
+    if rollouts:
+        rollout_ref = default_verify_ref(TraceRef(m, s, p.problem_id) for m in KNOWN_MODELS for s in SPLITS
+                                         for p in problems)
     traces: dict[str, Any] = {}
+    rollout_info: dict[str, Any] = {}
     total_chunks = 0
     for model in KNOWN_MODELS:
         for split in SPLITS:
@@ -139,6 +167,13 @@ def generate_dataset(out_dir: str | os.PathLike[str], seed: int = 0, n_problems:
                 ref = TraceRef(model, split, problem.problem_id)
                 problem_json, base_solution, records, truth = build_trace(seed, problem, model, split)
                 folder = out_dir / ref.relative_dir
+                if ref == rollout_ref:
+                    records, changed = synthetic_rollouts.make_reproducible(records)
+                    truth["anchors"] = planted_anchors(records)
+                    rollout_info[ref.key] = {
+                        "changed_chunks": changed,
+                        **write_rollouts(folder, seed, ref, records, base_solution["prompt"], problem),
+                    }
                 files = {}
                 for name, payload in ((PROBLEM_FILE, problem_json), (BASE_SOLUTION_FILE, base_solution),
                                       (CHUNKS_FILE, records)):
@@ -162,6 +197,8 @@ def generate_dataset(out_dir: str | os.PathLike[str], seed: int = 0, n_problems:
         "planted": planted_description(),
         "traces": traces,
     }
+    if rollouts:  # absent otherwise, so a dataset without rollouts is byte-identical to earlier versions
+        manifest["rollouts"] = rollout_info
     atomic_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
@@ -170,8 +207,12 @@ def read_manifest(dataset_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads((Path(dataset_dir) / MANIFEST_FILE).read_text())
 
 
-def ensure_dataset(out_dir: str | os.PathLike[str], seed: int = 0, n_problems: int = 24) -> Path:
+def ensure_dataset(out_dir: str | os.PathLike[str], seed: int = 0, n_problems: int = 24,
+                   rollouts: bool = True) -> Path:
     """Generate the dataset at ``out_dir`` unless a manifest is already there; return ``out_dir``.
+
+    The embedded default carries the rollouts of the verified trace (``rollouts``), so the label
+    verification runs offline; a folder generated without them (or by an older version) is regenerated.
 
     Written to a temporary sibling and renamed into place, so concurrent first uses (several Dagster
     step processes) never see a half-written dataset: the first rename wins, the others discard theirs.
@@ -179,19 +220,20 @@ def ensure_dataset(out_dir: str | os.PathLike[str], seed: int = 0, n_problems: i
     out_dir = Path(out_dir)
     if (out_dir / MANIFEST_FILE).is_file():
         manifest = read_manifest(out_dir)
-        found = (manifest.get("generator_version"), manifest.get("seed"), manifest.get("n_problems"))
-        if found == (GENERATOR_VERSION, seed, n_problems):
+        found = (manifest.get("generator_version"), manifest.get("seed"), manifest.get("n_problems"),
+                 "rollouts" in manifest)
+        if found == (GENERATOR_VERSION, seed, n_problems, rollouts):
             return out_dir
         # A stale cache is never silently reused: move it aside and regenerate.
-        logger.warning("%s holds (version, seed, problems) = %s, wanted %s; regenerating", out_dir, found,
-                       (GENERATOR_VERSION, seed, n_problems))
+        logger.warning("%s holds (version, seed, problems, rollouts) = %s, wanted %s; regenerating", out_dir, found,
+                       (GENERATOR_VERSION, seed, n_problems, rollouts))
         stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale.", dir=out_dir.parent))
         os.rename(out_dir, stale / out_dir.name)
         shutil.rmtree(stale, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        generate_dataset(staging, seed=seed, n_problems=n_problems)
+        generate_dataset(staging, seed=seed, n_problems=n_problems, rollouts=rollouts)
         try:
             os.rename(staging, out_dir)
         except OSError:

@@ -7,6 +7,8 @@ Why it is shaped this way:
 - The revision (branch or tag) is resolved once to a commit hash and every download is pinned to it:
   a run sees one consistent snapshot, and files already cached for that commit are reused with no
   network call at all.
+- ``chunk_<i>/solutions.json`` (the rollouts) are downloaded only by ``fetch_rollouts``, for the ONE
+  trace the label verification reads: one listing of that trace's folder, then one file per chunk.
 - Offline (``HF_HUB_OFFLINE=1``) or with the endpoint unreachable, the source falls back to what the
   cache already holds for the revision (the ``refs/<revision>`` file and the snapshot folder).
 """
@@ -33,6 +35,7 @@ from ta_platform.common.atomic import atomic_write_text
 from ta_platform.common.faults import DataFault
 from ta_platform.rollouts.layout import TEMPERATURE_DIR, TRACE_FILES, TraceRef, problem_id_from_dir, split_dir
 from ta_platform.rollouts.parsing import MISSING_FILE
+from ta_platform.rollouts.solutions import chunk_idx_from_dir, local_solution_files, solutions_relpath
 from ta_platform.rollouts.source_base import (
     LocalRolloutSource,
     ProblemIds,
@@ -211,6 +214,32 @@ class HubRolloutSource:
             folder = Path(local).parent
         assert folder is not None
         return folder
+
+    def fetch_rollouts(self, ref: TraceRef) -> dict[int, Path]:
+        """Download (or reuse from the cache) every ``chunk_<i>/solutions.json`` of ONE trace.
+
+        Returns chunk index -> local file; chunks without the file are absent (the caller reports
+        them). Offline, whatever the cache holds for the pinned commit is returned."""
+        commit = self.resolved_revision()
+        trace_dir = ref.relative_dir_for(self.temperature_dir)
+        if self._offline:
+            return local_solution_files(LocalRolloutSource(self.snapshot_dir, self.temperature_dir).folder_of(ref))
+        chunk_ids = sorted(i for i in map(chunk_idx_from_dir, self._list_folder(trace_dir, commit) or []) if i is not None)
+        files: dict[int, Path] = {}
+        total_bytes = 0
+        for n, idx in enumerate(chunk_ids, 1):
+            try:
+                local = hf_hub_download(self.repo_id, f"{trace_dir}/{solutions_relpath(idx)}", repo_type=REPO_TYPE,
+                                        revision=commit, cache_dir=self.cache_dir, endpoint=self.endpoint,
+                                        token=self.token)
+            except RemoteEntryNotFoundError:
+                logger.warning("%s/%s is missing on the Hub", self.url_of(ref), solutions_relpath(idx))
+                continue
+            files[idx] = Path(local)
+            total_bytes += files[idx].stat().st_size
+            if n % 20 == 0 or n == len(chunk_ids):
+                logger.info("rollouts of %s: %d/%d chunk files, %.1f MB", ref.key, n, len(chunk_ids), total_bytes / 1e6)
+        return files
 
     def url_of(self, ref: TraceRef) -> str:
         return f"hf://{self.repo_id}@{self.resolved_revision()}/{ref.relative_dir_for(self.temperature_dir)}"
