@@ -34,3 +34,8 @@ def prompt_root() -> Path:
 def pref_file(name: str) -> Path:
     """A preference-study artifact (task pool, outcomes, utilities) under ``<storage>/preferences``."""
     return storage_path("preferences", name)
+
+
+def needle_path(*parts: str) -> Path:
+    """A needle-study artifact (dataset, token labels, activations, probes, run records) under ``<storage>/needle``."""
+    return storage_path("needle", *parts)
