@@ -6,8 +6,6 @@ module records the per-chunk table (DuckDB ``label_verification``, Parquet), a r
 and turns the verdict into a blocking check that feeds the release gate.
 """
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg
