@@ -42,7 +42,6 @@ FAILED_PROBABILITY = 0.15  # a chunk gets one or two failed rollouts
 # dataset is 0.52 (docs/embedded_data.md); a candidate at 0.74 was dropped as too near the 0.8 threshold.
 DISSIMILAR_POOL: tuple[str, ...] = (
     "A quick sketch on scrap paper might reveal some hidden symmetry here.",
-    "Perhaps drawing a small diagram of all the cases would help me see it.",
     "Honestly, guessing randomly would never lead anywhere useful.",
     "Maybe recalling a similar puzzle from an old textbook could give inspiration.",
     "Perhaps looking at parity or remainders modulo four reveals a pattern.",
