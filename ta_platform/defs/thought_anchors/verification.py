@@ -19,7 +19,6 @@ from ta_platform.defs.resources import MetadataStoreResource, RolloutsResource
 from ta_platform.store import artifacts
 
 GROUP = "thought_anchors"
-TABLE = "label_verification"
 VERDICT_FILE = "label_verification.json"
 TABLE_FILE = "label_verification.parquet"
 TABLE_COLUMNS = ["trace_key", "chunk_idx", "n_rollouts", "n_failed", "n_dissimilar", "n_removed_mismatch",
@@ -96,7 +95,7 @@ def label_verification(
     }
     write_parquet(table, artifacts.thought_anchor_file(TABLE_FILE), result.provenance)
     store = metadata_store.store()
-    store.replace_slice(TABLE, table)
+    store.replace_slice("label_verification", table)
     metadata_store.record_faults("verify", result.faults)
     report = _report(result, summary)
     atomic_write_text(storage_path("reports", "label_verification.md"), report)
