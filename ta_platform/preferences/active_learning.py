@@ -20,7 +20,7 @@ import pandas as pd
 from ta_platform.preferences.judges import PairwiseJudge, SamplingJudge, Task
 from ta_platform.preferences.thurstone import ThurstonianFit, fit_thurstonian, rank_stability
 
-OUTCOME_COLUMNS = ("round", "task_a", "task_b", "order", "sample_index", "winner", "heldout")
+OUTCOME_COLUMNS = ("round", "task_a", "task_b", "order", "sample_index", "winner", "heldout", "p_a")
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,8 @@ def query_pairs(judge: PairwiseJudge, tasks: Sequence[Task], pairs: np.ndarray, 
 
     Order "ab" shows task_a first, "ba" shows task_b first (alternating over samples and pairs); winners are always recorded relative to
     (task_a, task_b). A judge that samples itself is sampled; otherwise choices are Bernoulli draws
-    from its P(first chosen). All queries of a call go to the judge in one batch.
+    from its P(first chosen). All queries of a call go to the judge in one batch. ``p_a`` keeps the
+    judge's P(task_a wins) for each row (the exact accuracy ceiling, and repeats need no re-query).
     """
     if len(pairs) == 0:
         return pd.DataFrame(columns=list(OUTCOME_COLUMNS))
@@ -177,10 +178,11 @@ def query_pairs(judge: PairwiseJudge, tasks: Sequence[Task], pairs: np.ndarray, 
     firsts = np.where(a_first, rep_pairs[:, 0], rep_pairs[:, 1])
     seconds = np.where(a_first, rep_pairs[:, 1], rep_pairs[:, 0])
     shown = [(tasks[f], tasks[s]) for f, s in zip(firsts.tolist(), seconds.tolist(), strict=True)]
+    p_first = np.asarray(judge.prefer_first(shown), dtype=float)
     if isinstance(judge, SamplingJudge):
         first_chosen = np.asarray(judge.sample_first_chosen(shown), dtype=bool)
     else:
-        first_chosen = rng.random(len(shown)) < np.asarray(judge.prefer_first(shown), dtype=float)
+        first_chosen = rng.random(len(shown)) < p_first
     a_won = first_chosen == a_first
     return pd.DataFrame({
         "round": round_index,
@@ -190,6 +192,7 @@ def query_pairs(judge: PairwiseJudge, tasks: Sequence[Task], pairs: np.ndarray, 
         "sample_index": sample_index,
         "winner": np.where(a_won, "a", "b"),
         "heldout": heldout,
+        "p_a": np.where(a_first, p_first, 1.0 - p_first),  # the judge's own P(task_a wins): exact ceiling
     })
 
 

@@ -225,10 +225,10 @@ def pairwise_metrics(p_first: np.ndarray, first_won: np.ndarray) -> dict[str, fl
 
 
 def noise_ceiling(pairs: PairCounts) -> float:
-    """Agreement of repeated samples of the same pair: P(two samples of one pair agree).
+    """Self-consistency: P(two samples of one pair agree), p^2 + (1-p)^2 averaged over repeated pairs.
 
-    Why: no model can predict a sample better than the judge agrees with itself; NaN when no pair
-    was sampled twice.
+    Why kept: it says how repeatable the judge is. It is NOT the best achievable accuracy (see
+    ``accuracy_ceiling``). NaN when no pair was sampled twice.
     """
     total = pairs.wins_first + pairs.wins_second
     repeated = total >= 2
@@ -237,6 +237,42 @@ def noise_ceiling(pairs: PairCounts) -> float:
     w, ell, n = pairs.wins_first[repeated], pairs.wins_second[repeated], total[repeated]
     agree = (w * (w - 1) + ell * (ell - 1)) / (n * (n - 1))
     return float(np.average(agree, weights=n))
+
+
+def accuracy_ceiling(p_first: np.ndarray | None = None, pairs: PairCounts | None = None) -> float:
+    """The best accuracy any model can reach predicting single comparisons: mean max(p, 1 - p).
+
+    With the judge's own probabilities ``p_first`` (simulated and logit judges report them) this is
+    exact. Otherwise it is estimated from repeated samples: per pair, the unbiased agreement
+    a = p^2 + (1-p)^2 gives |2p - 1| = sqrt(2a - 1), so max(p, 1-p) = (1 + sqrt(max(2a - 1, 0))) / 2.
+    NaN when neither is available.
+    """
+    if p_first is not None and len(p_first):
+        p = np.asarray(p_first, float)
+        return float(np.mean(np.maximum(p, 1.0 - p)))
+    if pairs is None:
+        return float("nan")
+    total = pairs.wins_first + pairs.wins_second
+    repeated = total >= 2
+    if not repeated.any():
+        return float("nan")
+    w, ell, n = pairs.wins_first[repeated], pairs.wins_second[repeated], total[repeated]
+    agree = (w * (w - 1) + ell * (ell - 1)) / (n * (n - 1))
+    return float(np.average(0.5 * (1.0 + np.sqrt(np.clip(2.0 * agree - 1.0, 0.0, None))), weights=n))
+
+
+def accuracy_interval(p_first: np.ndarray, first_won: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of pairwise accuracy over the comparisons (seeded); NaN when empty."""
+    if len(p_first) == 0:
+        return float("nan"), float("nan")
+    p = np.asarray(p_first, float)
+    correct = np.where(p == 0.5, 0.5, (p > 0.5) == np.asarray(first_won, bool)).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(correct), (n_resamples, len(correct)))
+    means = correct[draws].mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
 # --------------------------------------------------------------------------- fit
@@ -257,9 +293,13 @@ class ThurstonianFit:
     heldout_log_loss: float
     n_heldout: int
     heldout_source: str  # "heldout" (given pairs), "validation" (split from training), "none"
-    noise_ceiling: float
+    noise_ceiling: float  # best achievable accuracy, mean max(p, 1-p) (``accuracy_ceiling``)
     fit_seconds: float
-    selection: pd.DataFrame = field(repr=False)  # prior_strength, heldout_log_loss, heldout_accuracy
+    selection: pd.DataFrame = field(repr=False)  # prior_strength, validation_log_loss, validation_accuracy
+    validation_log_loss: float = float("nan")  # of the chosen prior, on pairs apart from the reported ones
+    heldout_accuracy_low: float = float("nan")  # 95% bootstrap interval over held-out comparisons
+    heldout_accuracy_high: float = float("nan")
+    self_consistency: float = float("nan")  # P(two samples of a pair agree) (``noise_ceiling``)
 
     def mu(self) -> pd.Series:
         return self.utilities.set_index("task_id")["mu"]
@@ -290,6 +330,10 @@ class ThurstonianFit:
             "heldout_log_loss": self.heldout_log_loss,
             "noise_ceiling": self.noise_ceiling,
             "fit_seconds": self.fit_seconds,
+            "validation_log_loss": self.validation_log_loss,
+            "heldout_accuracy_low": self.heldout_accuracy_low,
+            "heldout_accuracy_high": self.heldout_accuracy_high,
+            "self_consistency": self.self_consistency,
         }
 
 
@@ -305,11 +349,21 @@ def _split_validation(outcomes: pd.DataFrame, fraction: float, seed: int) -> tup
     return outcomes.loc[~held], outcomes.loc[held]
 
 
-def _heldout_arrays(heldout: pd.DataFrame, index: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _heldout_arrays(heldout: pd.DataFrame | None, index: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if heldout is None:
+        return np.array([], int), np.array([], int), np.array([], bool)
     a = index.get_indexer(heldout["task_a"].to_numpy())
     b = index.get_indexer(heldout["task_b"].to_numpy())
     keep = (a >= 0) & (b >= 0)
     return a[keep], b[keep], (heldout["winner"].to_numpy() == "a")[keep]
+
+
+def _judge_probabilities(rows: pd.DataFrame | None) -> np.ndarray | None:
+    """The judge's own P(task_a wins) per row when the outcomes carry it (column ``p_a``)."""
+    if rows is None or "p_a" not in rows.columns or rows.empty:
+        return None
+    p = pd.to_numeric(rows["p_a"], errors="coerce").to_numpy(float)
+    return p if np.isfinite(p).all() else None
 
 
 def fit_thurstonian(
@@ -325,7 +379,7 @@ def fit_thurstonian(
     seed: int = 0,
     source: str | None = None,
 ) -> ThurstonianFit:
-    """Fit mu and sigma per task by MAP; choose the prior strength by held-out log-loss.
+    """Fit mu and sigma per task by MAP; choose the prior strength by validation log-loss.
 
     ``outcomes`` has one row per comparison (``task_a, task_b, winner`` in {"a", "b"}); an optional
     boolean ``heldout`` column moves those rows to the held-out set (the active-learning output
@@ -334,7 +388,11 @@ def fit_thurstonian(
     all rows. ``task_ids`` fixes the task universe (unknown ids are errors; tasks with no
     comparisons get the prior mean). Grid values are fitted strongest-first, each warm-started from
     the previous solution, and the sweep stops at the first value that is worse than the best so far
-(held-out log-loss is unimodal in the prior strength), which keeps a whole grid to ~2-3 fits.
+    (validation log-loss is unimodal in the prior strength), which keeps a whole grid to ~2-3 fits.
+    The prior is chosen on validation pairs split from the training rows, never on the reported
+    held-out rows; with no held-out rows, half of the split-off pairs is reported instead
+    (``heldout_source="validation"``). ``noise_ceiling`` is the best achievable accuracy
+    (``accuracy_ceiling``): from the judge's probabilities (column ``p_a``) when present.
     """
     started = time.perf_counter()
     frame = validate_outcomes(outcomes, task_ids, source=source)
@@ -363,43 +421,61 @@ def fit_thurstonian(
             sig = init.utilities.set_index("task_id")["sigma"].reindex(index).fillna(1.0).to_numpy()
             x0[n:] = np.clip(np.log(sig), *LOG_SIGMA_BOUNDS)
 
-    heldout_source = "heldout"
-    select_on, fit_on = heldout, frame
-    if heldout is None or heldout.empty:
-        if len(prior_grid) > 1 and validation_fraction > 0:
-            fit_on, select_on = _split_validation(frame, validation_fraction, seed)
-            heldout_source = "validation"
-        else:
-            select_on, heldout_source = None, "none"
-
+    # Three disjoint roles (issue 9): the prior is chosen on VALIDATION pairs split from training, and
+    # accuracy/log-loss are reported on held-out pairs never used for any choice. Without given
+    # held-out rows, the split pairs are halved: one half chooses, the other is reported.
     grid = sorted({float(p) for p in prior_grid}, reverse=True)
     if not grid:
         raise ValueError("prior_grid is empty")
+    choose = len(grid) > 1 and validation_fraction > 0
+    report_on: pd.DataFrame | None = None
+    select_on: pd.DataFrame | None = None
+    fit_on = frame
+    if heldout is not None and not heldout.empty:
+        heldout_source, report_on = "heldout", heldout
+        if choose:
+            fit_on, select_on = _split_validation(frame, validation_fraction, seed)
+    elif choose:
+        heldout_source = "validation"
+        fit_on, split_off = _split_validation(frame, 2 * validation_fraction, seed)
+        select_on, report_on = _split_validation(split_off, 0.5, seed + 1)
+    else:
+        heldout_source = "none"
+
     sel_pairs = aggregate_pairs(fit_on, index)
-    sel_a, sel_b, sel_won = (
-        _heldout_arrays(select_on, index) if select_on is not None else (np.array([], int),) * 2 + (np.array([], bool),)
-    )
+    sel_a, sel_b, sel_won = _heldout_arrays(select_on, index)
     rows, best = [], None
     x = x0
     for strength in grid:
         x, ok, nit = _optimise(sel_pairs, n, strength, sigma_penalty, x, max_iter)
         p = probability_first_wins(x[:n], np.exp(x[n:]), sel_a, sel_b)
         metrics = pairwise_metrics(p, sel_won)
-        rows.append({"prior_strength": strength, "heldout_log_loss": metrics["log_loss"],
-                     "heldout_accuracy": metrics["accuracy"], "n_iterations": nit, "converged": ok})
+        rows.append({"prior_strength": strength, "validation_log_loss": metrics["log_loss"],
+                     "validation_accuracy": metrics["accuracy"], "n_iterations": nit, "converged": ok})
         score = metrics["log_loss"] if len(sel_a) else 0.0
         if best is None or score < best[0]:
             best = (score, strength, x.copy(), ok, nit, metrics)
         elif len(sel_a):
-            break  # held-out log-loss is unimodal in the prior strength: weaker priors only get worse
-    _, strength, x_best, converged, n_iter, metrics = best
-    pairs = sel_pairs
+            break  # validation log-loss is unimodal in the prior strength: weaker priors only get worse
+    _, strength, x_best, converged, n_iter, validation = best
+    rep_a, rep_b, rep_won = _heldout_arrays(report_on, index)
     if heldout_source == "validation":
-        # Refit on everything with the chosen prior, starting from the selected solution.
+        # Report on the split-off half never used to choose, from the fit that never saw it ...
+        rep_p = probability_first_wins(x_best[:n], np.exp(x_best[n:]), rep_a, rep_b)
+    pairs = sel_pairs
+    if fit_on is not frame:
+        # ... then refit on every training row with the chosen prior, from the selected solution.
         pairs = aggregate_pairs(frame, index)
         x_best, converged, extra = _optimise(pairs, n, strength, sigma_penalty, x_best, max_iter)
         n_iter += extra
     mu, sigma = x_best[:n], np.exp(x_best[n:])
+    if heldout_source == "heldout":
+        rep_p = probability_first_wins(mu, sigma, rep_a, rep_b)
+    elif heldout_source == "none":
+        rep_p = np.array([])
+    metrics = pairwise_metrics(rep_p, rep_won)
+    low, high = accuracy_interval(rep_p, rep_won, seed=seed)
+    judge_p = _judge_probabilities(report_on)
     shift = mu.mean()  # report centred utilities; the prior already pins the location near 0
     train_p = probability_first_wins(mu, sigma, pairs.first, pairs.second)
     train_loss = -(pairs.wins_first @ np.log(np.clip(train_p, 1e-12, 1)) + pairs.wins_second @ np.log(
@@ -415,11 +491,15 @@ def fit_thurstonian(
         train_log_loss=float(train_loss),
         heldout_accuracy=metrics["accuracy"],
         heldout_log_loss=metrics["log_loss"],
-        n_heldout=int(len(sel_a)),
+        n_heldout=int(len(rep_a)),
         heldout_source=heldout_source,
-        noise_ceiling=noise_ceiling(pairs),
+        noise_ceiling=accuracy_ceiling(judge_p, pairs),
         fit_seconds=time.perf_counter() - started,
         selection=pd.DataFrame(rows),
+        validation_log_loss=validation["log_loss"],
+        heldout_accuracy_low=low,
+        heldout_accuracy_high=high,
+        self_consistency=noise_ceiling(pairs),
     )
 
 

@@ -12,7 +12,13 @@ import pandas as pd
 
 from ta_platform.common.threads import single_blas_thread
 from ta_platform.preferences.active_learning import ActiveLearningConfig, run_active_learning
-from ta_platform.preferences.judges import SimulatedJudge, planted_utilities, tasks_from_pool
+from ta_platform.preferences.judges import (
+    GreedyJudge,
+    HFLogitJudge,
+    SimulatedJudge,
+    planted_utilities,
+    tasks_from_pool,
+)
 from ta_platform.preferences.thurstone import ThurstonianFit, fit_thurstonian
 
 TASK_SETS = ("train", "eval")
@@ -47,3 +53,45 @@ def fit_utilities(outcomes: pd.DataFrame, seed: int) -> dict[str, ThurstonianFit
         return {task_set: fit_thurstonian(outcomes[outcomes["task_set"] == task_set].drop(columns=["task_set"]),
                                           seed=seed)
                 for task_set in TASK_SETS}
+
+
+def model_judge(model, tokenizer, choice: str = "greedy", system_prompt: str | None = None):
+    """The real judge: option logits of ``model`` (both orders), choices sampled or greedy."""
+    judge = HFLogitJudge(model, tokenizer, system_prompt)
+    if choice == "greedy":
+        return GreedyJudge(judge)
+    if choice != "sample":
+        raise ValueError(f"unknown judge_choice {choice!r}: use 'sample' or 'greedy'")
+    return judge
+
+
+def _order_judge(judge) -> HFLogitJudge | None:
+    inner = judge.judge if isinstance(judge, GreedyJudge) else judge
+    return inner if isinstance(inner, HFLogitJudge) else None
+
+
+def judge_consistency(task_pool: pd.DataFrame, outcomes: pd.DataFrame, judge, name: str) -> pd.DataFrame:
+    """How far a judge agrees with itself, per task set, on its held-out pairs.
+
+    ``order_agreement``: the task picked with it shown first is also picked with it shown second
+    (a judge that always answers "A" scores 0; NaN for judges without per-order probabilities);
+    ``sample_agreement``: two independent choices of the judge agree, mean p^2 + (1-p)^2;
+    ``accuracy_ceiling``: mean max(p, 1-p), the best any utility model can predict its choices.
+    ``heldout_accuracy`` is filled in by the Thurstonian fit (NaN here).
+    """
+    tasks = tasks_from_pool(task_pool)
+    order_judge = _order_judge(judge)
+    rows = []
+    for task_set, group in outcomes[outcomes["heldout"].astype(bool)].groupby("task_set"):
+        pairs = group.drop_duplicates(["task_a", "task_b"])
+        p = pairs["p_a"].to_numpy(float)
+        agreement = float("nan")
+        if order_judge is not None:
+            shown = [(tasks[a], tasks[b]) for a, b in zip(pairs["task_a"], pairs["task_b"], strict=True)]
+            first, second = order_judge.order_probabilities(shown)
+            agreement = float(np.mean((first > 0.5) == (second > 0.5)))
+        rows.append({"task_set": task_set, "judge": name, "n_pairs": len(pairs), "order_agreement": agreement,
+                     "sample_agreement": float(np.mean(p**2 + (1 - p) ** 2)),
+                     "accuracy_ceiling": float(np.mean(np.maximum(p, 1 - p))), "heldout_accuracy": float("nan")})
+    return pd.DataFrame(rows)
+

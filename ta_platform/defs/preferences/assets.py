@@ -20,27 +20,62 @@ GROUP = "preferences"
 ALL_PROMPT_ACTIVATIONS = dg.AssetDep("prompt_activations", partition_mapping=dg.AllPartitionMapping())
 
 
+PREFERENCE_PROFILE_ENV = "TA_PREFERENCE_PROFILE"
+# The study's switch: TA_PREFERENCE_PROFILE picks the defaults of PreferenceSettings (read when the code
+# location is imported). "simulated": the known-truth study of the main job. "real": the real pretrained
+# judge (smollm2-135m, greedy choices from its option logits), sized to run in ~10 minutes on a 2-core
+# CPU. "real-small": the same path at a size CI can afford (a couple of minutes).
+PREFERENCE_PROFILES: dict[str, dict] = {
+    "simulated": {},
+    "real": {"n_tasks": 160, "judge": "hf", "judge_model": "smollm2-135m", "judge_choice": "greedy",
+             "samples_per_pair": 1, "pairs_per_round": 160, "max_comparisons": 480, "n_heldout_pairs": 80},
+    "real-small": {"n_tasks": 60, "judge": "hf", "judge_model": "smollm2-135m", "judge_choice": "greedy",
+                   "samples_per_pair": 1, "pairs_per_round": 60, "max_comparisons": 120, "n_heldout_pairs": 30},
+}
+
+
+def preference_profile(name: str | None = None) -> dict:
+    """The defaults of the named profile (default: ``$TA_PREFERENCE_PROFILE`` or "simulated")."""
+    import os
+
+    name = name or os.environ.get(PREFERENCE_PROFILE_ENV, "") or "simulated"
+    if name not in PREFERENCE_PROFILES:
+        raise ValueError(f"{PREFERENCE_PROFILE_ENV}={name!r}: unknown preference profile "
+                         f"(known: {sorted(PREFERENCE_PROFILES)})")
+    return PREFERENCE_PROFILES[name]
+
+
+_PROFILE = preference_profile()
+
+
 class PreferenceSettings(dg.ConfigurableResource):
     """Task pool size, the judge, active-learning budget and seeds (all stored as provenance).
     ``judge``: "simulated" (hidden utilities read from the judge model's prompt activations) or "hf"
-    (the judge model answers from its next-token logits)."""
+    (the judge model answers from its next-token logits). ``judge_choice`` (hf): "sample" draws each
+    choice from the judge's order-averaged probability, "greedy" takes the likelier option.
+    Defaults come from the profile named by ``TA_PREFERENCE_PROFILE`` (``PREFERENCE_PROFILES``)."""
 
-    n_tasks: int = 1200
+    n_tasks: int = _PROFILE.get("n_tasks", 1200)
     n_topics: int = 10
     eval_fraction: float = 0.3
     seed: int = 0
-    judge: str = "simulated"
-    judge_model: str = ""  # empty = tiny-llama where the registry has it (the documented embedded judge), else the first model
+    judge: str = _PROFILE.get("judge", "simulated")
+    # empty = tiny-llama where the registry has it (the documented embedded judge), else the first model
+    judge_model: str = _PROFILE.get("judge_model", "")
     judge_layer: str = ""  # empty = the middle configured layer
-    samples_per_pair: int = 3
-    pairs_per_round: int = 300
-    max_comparisons: int = 20000
+    judge_choice: str = _PROFILE.get("judge_choice", "sample")
+    samples_per_pair: int = _PROFILE.get("samples_per_pair", 3)
+    pairs_per_round: int = _PROFILE.get("pairs_per_round", 300)
+    max_comparisons: int = _PROFILE.get("max_comparisons", 20000)
+    n_heldout_pairs: int = _PROFILE.get("n_heldout_pairs", 500)
+    truth_spearman_bound: float = 0.8  # simulated judge: fitted vs planted mu, per task set (a blocking check)
 
     def active_learning_config(self):
         from ta_platform.preferences.active_learning import ActiveLearningConfig
 
         return ActiveLearningConfig(samples_per_pair=self.samples_per_pair, pairs_per_round=self.pairs_per_round,
-                                    max_comparisons=self.max_comparisons, seed=self.seed)
+                                    max_comparisons=self.max_comparisons, n_heldout_pairs=self.n_heldout_pairs,
+                                    seed=self.seed)
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet", "duckdb"})
@@ -124,12 +159,16 @@ def pairwise_preferences(context: dg.AssetExecutionContext, preference_settings:
         write_parquet(truth, pref_file("planted_utilities.parquet"), {"judge_model": model_key, "layer": layer})
         outcomes = measure_preferences(pool, judge, s.active_learning_config(), context.log.info)
     elif s.judge == "hf":
-        from ta_platform.preferences.judges import HFLogitJudge
+        from ta_platform.studies.preference_study import judge_consistency, model_judge
 
         # Through the registry and the compute resource: its device, dtype and revision; released on exit.
         with compute.loaded(compute.registry()[model_key], lm_head=True) as held:
-            outcomes = measure_preferences(pool, HFLogitJudge(held.model, held.tokenizer),
-                                           s.active_learning_config(), context.log.info)
+            judge = model_judge(held.model, held.tokenizer, s.judge_choice)
+            outcomes = measure_preferences(pool, judge, s.active_learning_config(), context.log.info)
+            consistency = judge_consistency(pool, outcomes, judge, f"hf:{model_key}:{s.judge_choice}")
+        metadata_store.store().replace_slice("judge_consistency", consistency)
+        write_parquet(consistency, pref_file("judge_consistency.parquet"), {"judge_model": model_key})
+        context.log.info("judge self-consistency:\n" + consistency.to_string(index=False))
     else:
         raise ValueError(f"unknown judge {s.judge!r}: use 'simulated' or 'hf'")
     provenance = {"judge": s.judge, "judge_model": model_key, "judge_layer": layer, "seed": s.seed,
@@ -144,8 +183,9 @@ def pairwise_preferences(context: dg.AssetExecutionContext, preference_settings:
 @dg.asset(group_name=GROUP, deps=[pairwise_preferences], kinds={"scipy", "duckdb"})
 def thurstonian_utilities(context: dg.AssetExecutionContext, preference_settings: PreferenceSettings,
                           metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
-    """mu and sigma per task (train and eval sets), MAP with an analytic gradient; prior chosen by
-    held-out log-loss; held-out accuracy, log-loss and the noise ceiling reported."""
+    """mu and sigma per task (train and eval sets), MAP with an analytic gradient; prior chosen on
+    validation pairs split from training; held-out accuracy (with a bootstrap interval), log-loss and
+    the accuracy ceiling max(p, 1-p) reported on held-out pairs never used for a choice."""
     from ta_platform.studies.preference_study import fit_utilities
 
     outcomes = pd.read_parquet(pref_file("pairwise_preferences.parquet"))
@@ -157,8 +197,16 @@ def thurstonian_utilities(context: dg.AssetExecutionContext, preference_settings
     store.replace_slice("thurstonian_utilities", utilities)
     store.replace_slice("thurstonian_fit_summary", summaries)
     for row in summaries.itertuples():
-        context.log.info(f"{row.task_set}: held-out accuracy {row.heldout_accuracy:.3f}, "
-                         f"log-loss {row.heldout_log_loss:.3f}, noise ceiling {row.noise_ceiling:.3f}")
+        context.log.info(f"{row.task_set}: held-out accuracy {row.heldout_accuracy:.3f} "
+                         f"[{row.heldout_accuracy_low:.3f}, {row.heldout_accuracy_high:.3f}], "
+                         f"log-loss {row.heldout_log_loss:.3f}, ceiling max(p,1-p) {row.noise_ceiling:.3f}, "
+                         f"prior {row.prior_strength:g} chosen on validation pairs")
+    consistency_file = pref_file("judge_consistency.parquet")
+    if consistency_file.exists() and read_provenance(pref_file("pairwise_preferences.parquet")).get("judge") == "hf":
+        consistency = pd.read_parquet(consistency_file).drop(columns=["heldout_accuracy"]).merge(
+            summaries[["task_set", "heldout_accuracy"]], on="task_set", how="left")
+        write_parquet(consistency, consistency_file, read_provenance(consistency_file))
+        store.replace_slice("judge_consistency", consistency)
     return dg.MaterializeResult(metadata={"fits": dg.MetadataValue.md(summaries.to_markdown(index=False))})
 
 
