@@ -120,25 +120,56 @@ DECLARED: tuple[TableSchema, ...] = (
            position_pr_auc=DOUBLE, text_pr_auc=DOUBLE, margin_position=DOUBLE, ci_low_position=DOUBLE,
            ci_high_position=DOUBLE, margin_text=DOUBLE, ci_low_text=DOUBLE, ci_high_text=DOUBLE,
            n_resamples=BIGINT, tripwire_status=VARCHAR, config_hash=VARCHAR, gate=VARCHAR),
+    # backtracking lag study (ta_platform/chains, defs/backtracking)
+    _table("backtracking_probe_metrics", "Lag probes and baselines on test chains: one row per model, layer, "
+           "lag (activation at t predicts the label at t + lag), probe, metric and seed.",
+           model=VARCHAR, layer=VARCHAR, lag=BIGINT, probe=VARCHAR, metric=VARCHAR, value=DOUBLE, seed=BIGINT),
+    _table("backtracking_probe_margins", "Lag probe minus each baseline (and the best on validation), per target "
+           "(span, onset), with a bootstrap interval over test chains.",
+           model=VARCHAR, layer=VARCHAR, lag=BIGINT, target=VARCHAR, baseline=VARCHAR, metric=VARCHAR, margin=DOUBLE,
+           ci_low=DOUBLE, ci_high=DOUBLE, n_valid_resamples=BIGINT, seed=BIGINT),
+    _table("backtracking_tripwire_results", "The backtracking study's tripwires; metrics is a JSON object.",
+           tripwire=VARCHAR, scope=VARCHAR, passed=BOOLEAN, reason_code=VARCHAR, detail=VARCHAR, metrics=VARCHAR),
+    # needle token probes (ta_platform/needle, defs/needle)
+    _table("needle_probe_metrics", "Needle token probe, baselines (token_identity, position) and the document "
+           "monitor (doc_monitor_max, doc_monitor_topk): one row per model, layer, seed, probe, split and metric.",
+           model=VARCHAR, layer=BIGINT, seed=BIGINT, probe=VARCHAR, split=VARCHAR, metric=VARCHAR, value=DOUBLE),
+    _table("needle_summary", "Per model, layer, probe, split and metric: mean over seeds, seed min/max, and the "
+           "mean document-bootstrap interval (AUROC).",
+           model=VARCHAR, layer=BIGINT, probe=VARCHAR, split=VARCHAR, metric=VARCHAR, mean=DOUBLE, seed_min=DOUBLE,
+           seed_max=DOUBLE, n_seeds=BIGINT, ci_low=DOUBLE, ci_high=DOUBLE),
     # preferences
     _table("task_pool", "Every task the judge may compare, with its disjoint task set.",
            task_id=VARCHAR, prompt=VARCHAR, origin=VARCHAR, topic=VARCHAR, task_set=VARCHAR),
     _table("pairwise_preferences", "Every judged comparison.",
            round=BIGINT, task_a=VARCHAR, task_b=VARCHAR, order=VARCHAR, sample_index=BIGINT, winner=VARCHAR,
-           heldout=BOOLEAN, task_set=VARCHAR),
+           heldout=BOOLEAN, task_set=VARCHAR, p_a=DOUBLE),
     _table("thurstonian_utilities", "Fitted utility (mean, sd) per task.",
            task_id=VARCHAR, mu=DOUBLE, sigma=DOUBLE, task_set=VARCHAR),
     _table("thurstonian_fit_summary", "One row per fitted task set: fit quality and held-out accuracy.",
            task_set=VARCHAR, n_tasks=BIGINT, n_comparisons=BIGINT, n_pairs=BIGINT, prior_strength=DOUBLE,
            converged=BOOLEAN, n_iterations=BIGINT, train_log_loss=DOUBLE, heldout_source=VARCHAR,
            n_heldout=BIGINT, heldout_accuracy=DOUBLE, heldout_log_loss=DOUBLE, noise_ceiling=DOUBLE,
-           fit_seconds=DOUBLE),
+           fit_seconds=DOUBLE, validation_log_loss=DOUBLE, heldout_accuracy_low=DOUBLE,
+           heldout_accuracy_high=DOUBLE, self_consistency=DOUBLE),
     _table("utility_probe_report", "Utility-probe metrics per feature set, target, scope and fold.",
            features=VARCHAR, target=VARCHAR, scope=VARCHAR, held_out_topic=VARCHAR, alpha=DOUBLE,
            metric=VARCHAR, value=DOUBLE, n=BIGINT),
     _table("preference_summary", "Mean metric per feature set, target, scope and metric (long format: the "
            "feature sets depend on the registry, so they are rows, not columns).",
            target=VARCHAR, scope=VARCHAR, metric=VARCHAR, features=VARCHAR, value=DOUBLE, n_folds=BIGINT),
+    _table("judge_consistency", "Per task set: how a judge agrees with itself (orders, repeated samples).",
+           task_set=VARCHAR, judge=VARCHAR, n_pairs=BIGINT, order_agreement=DOUBLE, sample_agreement=DOUBLE,
+           accuracy_ceiling=DOUBLE, heldout_accuracy=DOUBLE),
+    _table("ood_prompts", "The validated OOD system-prompt set: one row per (experiment, prompt, target).",
+           experiment=VARCHAR, prompt_id=VARCHAR, category=VARCHAR, system_prompt=VARCHAR, target=VARCHAR,
+           direction=DOUBLE),
+    _table("ood_deltas", "Per (experiment, prompt, target task, features): behavioural and probe delta.",
+           experiment=VARCHAR, prompt_id=VARCHAR, task_id=VARCHAR, features=VARCHAR, behavioural_delta=DOUBLE,
+           probe_delta=DOUBLE, n_comparisons=BIGINT),
+    _table("ood_results", "Per experiment and feature set: do probe deltas track behavioural deltas?",
+           experiment=VARCHAR, features=VARCHAR, pearson_r=DOUBLE, spearman_r=DOUBLE, sign_agreement=DOUBLE,
+           p_value=DOUBLE, n=BIGINT),
 )
 
 TABLES: Mapping[str, TableSchema] = {table.name: table for table in DECLARED}
