@@ -7,7 +7,9 @@ release gate, jobs, its stages in the main job, ``ta-platform materialize --stud
 
 from __future__ import annotations
 
+from ta_platform.defs.backtracking import STUDY as BACKTRACKING
 from ta_platform.defs.stages import StudyWiring
 
 STUDIES: list[StudyWiring] = [
+    BACKTRACKING,
 ]

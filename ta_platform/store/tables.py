@@ -138,6 +138,16 @@ DECLARED: tuple[TableSchema, ...] = (
            "mean document-bootstrap interval (AUROC).",
            model=VARCHAR, layer=BIGINT, probe=VARCHAR, split=VARCHAR, metric=VARCHAR, mean=DOUBLE, seed_min=DOUBLE,
            seed_max=DOUBLE, n_seeds=BIGINT, ci_low=DOUBLE, ci_high=DOUBLE),
+    # backtracking lag study (ta_platform/chains, defs/backtracking)
+    _table("backtracking_probe_metrics", "Lag probes and baselines on test chains: one row per model, layer, "
+           "lag (activation at t predicts the label at t + lag), probe, metric and seed.",
+           model=VARCHAR, layer=VARCHAR, lag=BIGINT, probe=VARCHAR, metric=VARCHAR, value=DOUBLE, seed=BIGINT),
+    _table("backtracking_probe_margins", "Lag probe minus each baseline (and the best on validation), per target "
+           "(span, onset), with a bootstrap interval over test chains.",
+           model=VARCHAR, layer=VARCHAR, lag=BIGINT, target=VARCHAR, baseline=VARCHAR, metric=VARCHAR, margin=DOUBLE,
+           ci_low=DOUBLE, ci_high=DOUBLE, n_valid_resamples=BIGINT, seed=BIGINT),
+    _table("backtracking_tripwire_results", "The backtracking study's tripwires; metrics is a JSON object.",
+           tripwire=VARCHAR, scope=VARCHAR, passed=BOOLEAN, reason_code=VARCHAR, detail=VARCHAR, metrics=VARCHAR),
     # preferences
     _table("task_pool", "Every task the judge may compare, with its disjoint task set.",
            task_id=VARCHAR, prompt=VARCHAR, origin=VARCHAR, topic=VARCHAR, task_set=VARCHAR),

@@ -4,12 +4,13 @@
 the Python asset(s) that write table ``t`` (``SOURCE_TABLES``). Adding a model needs no Python.
 """
 
+from pathlib import Path
 
 import dagster as dg
 
 from ta_platform.common.hashing import sha256_bytes
 from ta_platform.defs.resources import MetadataStoreResource
-from ta_platform.sql_models import SqlModel, load_models
+from ta_platform.sql_models import SQL_DIR, SqlModel, load_models
 
 GROUP = "aggregates"
 
@@ -22,14 +23,15 @@ SOURCE_TABLES: dict[str, list[str]] = {
 }
 
 
-def _sql_asset(model: SqlModel) -> dg.AssetsDefinition:
-    unknown = [s for s in model.sources if s not in SOURCE_TABLES]
+def _sql_asset(model: SqlModel, source_tables: dict[str, list[str]] = SOURCE_TABLES,
+               group: str = GROUP) -> dg.AssetsDefinition:
+    unknown = [s for s in model.sources if s not in source_tables]
     if unknown:
         raise ValueError(f"{model.path}: source table(s) {unknown} are not written by any asset; "
-                         f"known: {sorted(SOURCE_TABLES)}")
-    deps = [*model.refs, *(asset for source in model.sources for asset in SOURCE_TABLES[source])]
+                         f"known: {sorted(source_tables)}")
+    deps = [*model.refs, *(asset for source in model.sources for asset in source_tables[source])]
 
-    @dg.asset(name=model.name, group_name=GROUP, deps=sorted(set(deps)), kinds={"duckdb", "sql"},
+    @dg.asset(name=model.name, group_name=group, deps=sorted(set(deps)), kinds={"duckdb", "sql"},
               description=model.description, code_version=sha256_bytes(model.sql.encode())[:16])
     def _build(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
         store = metadata_store.store()
@@ -46,5 +48,8 @@ def _sql_asset(model: SqlModel) -> dg.AssetsDefinition:
     return _build
 
 
-def build_sql_assets() -> list[dg.AssetsDefinition]:
-    return [_sql_asset(model) for model in load_models().values()]
+def build_sql_assets(folder: Path = SQL_DIR, source_tables: dict[str, list[str]] = SOURCE_TABLES,
+                     group: str = GROUP) -> list[dg.AssetsDefinition]:
+    """One asset per model of ``folder``; a study passes its own folder (``dbt_like_sql/<study>/``, not
+    globbed by the default), the tables its assets write and its group, so its SQL runs in its stages."""
+    return [_sql_asset(model, source_tables, group) for model in load_models(folder).values()]

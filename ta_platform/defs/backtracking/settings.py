@@ -1,0 +1,23 @@
+"""Backtracking study settings as a resource (stored as provenance with every artifact)."""
+
+import dagster as dg
+
+from ta_platform.chains.lag_probes import LagConfig
+from ta_platform.chains.lags import DEFAULT_LAGS
+
+
+class BacktrackingSettings(dg.ConfigurableResource):
+    """``source``: "embedded", or the path of an all_annotated_chains.json file; empty = TA_CHAINS_SOURCE
+    (default embedded). ``embedded_chains``: how many chains the embedded generator writes."""
+
+    source: str = ""
+    embedded_chains: int = 32
+    lags: list[int] = list(DEFAULT_LAGS)
+    bootstrap_resamples: int = 1000
+    null_permutations: int = 10
+    tripwire_max_chains: int = 60
+    tripwire_seed: int = 0
+
+    def lag_config(self) -> LagConfig:
+        return LagConfig(lags=tuple(self.lags), bootstrap_resamples=self.bootstrap_resamples,
+                         null_permutations=self.null_permutations, tripwire_max_chains=self.tripwire_max_chains)
