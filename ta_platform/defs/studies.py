@@ -8,8 +8,10 @@ release gate, jobs, its stages in the main job, ``ta-platform materialize --stud
 from __future__ import annotations
 
 from ta_platform.defs.backtracking import STUDY as BACKTRACKING
+from ta_platform.defs.needle import STUDY as NEEDLE
 from ta_platform.defs.stages import StudyWiring
 
 STUDIES: list[StudyWiring] = [
     BACKTRACKING,
+    NEEDLE,
 ]

@@ -150,3 +150,8 @@ def planted_signal(frame: pd.DataFrame, X: np.ndarray, seed: int, config: Needle
         return _fail(name, "planted_signal_not_recovered", f"test AUROC {value:.3f} < {threshold} on a feature "
                                                            "equal to label + noise", metrics)
     return _ok(name, metrics)
+
+
+def missing_probe(where: str) -> TripwireResult:
+    """A (model, layer) with stored activations but no probe metadata."""
+    return _fail("metadata_complete", "missing_probe", f"{where}: no probe metadata")

@@ -205,3 +205,12 @@ def metadata_files(config: NeedleDatasetConfig) -> list[Path]:
 
 def read_metadata(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
+
+
+def stored_slices(registry: dict[str, Any]) -> list[tuple[str, int]]:
+    """(model, layer) of every stored needle activation partition of the registry's models, at its layers."""
+    from ta_platform.extraction.registry import layer_key
+    from ta_platform.extraction.store import MANIFEST_FILE, partition_folder
+
+    return [(model_key, layer) for model_key, spec in sorted(registry.items()) for layer in spec.layer_indices()
+            if (partition_folder(activations_root(), model_key, layer_key(layer)) / MANIFEST_FILE).is_file()]

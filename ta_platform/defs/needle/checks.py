@@ -1,0 +1,116 @@
+"""The needle study's checks (blocking: they feed the release gate). The logic is in ta_platform.needle.tripwires."""
+
+
+import dagster as dg
+import pandas as pd
+
+from ta_platform.defs.compute import ComputeResource
+from ta_platform.defs.needle.assets import needle_probes, needle_token_activations
+from ta_platform.defs.needle.settings import NeedleSettings
+
+
+def _result(results: list, n: int, what: str) -> dg.AssetCheckResult:
+    failed = [r for r in results if not r.passed]
+    if not results:
+        return dg.AssetCheckResult(passed=False, metadata={"reason_code": "not_evaluated", "detail": f"no {what}"})
+    return dg.AssetCheckResult(passed=not failed, metadata={
+        "reason_code": ",".join(sorted({r.reason_code for r in failed})) or "ok", f"n_{what}": n,
+        "n_failed": len(failed), "failed": [r.detail[:300] for r in failed][:20]})
+
+
+@dg.asset_check(asset=needle_probes, blocking=True,
+                description="Every probe's validation AUROC is above chance: the lower end of its document-bootstrap "
+                            "interval exceeds 0.5 (the seed's 'all AUROC ~0.5 means not learning').")
+def val_auroc_above_chance(needle_settings: NeedleSettings) -> dg.AssetCheckResult:
+    from ta_platform.needle.tripwires import val_auroc_above_chance as check
+    from ta_platform.studies.needle import metadata_files, read_metadata
+
+    files = metadata_files(needle_settings.dataset_config())
+    results = [check(read_metadata(p).get("val_metrics", {}), p.name) for p in files]
+    return _result(results, len(files), "probes")
+
+
+@dg.asset_check(asset=needle_probes, blocking=True,
+                description="Every (model, layer) has probe metadata; each JSON holds selected_l2, l2_grid, "
+                            "train_stats, val_stats, val_metrics (AUROC, PR-AUC, F1), config and provenance, and "
+                            "its weights file exists with the recorded sha256.")
+def metadata_complete(needle_settings: NeedleSettings, compute: ComputeResource) -> dg.AssetCheckResult:
+    from ta_platform.needle.tripwires import metadata_complete as check
+    from ta_platform.needle.tripwires import missing_probe
+    from ta_platform.studies.needle import metadata_files, stored_slices
+
+    files = metadata_files(needle_settings.dataset_config())
+    results = [check(p) for p in files]
+    have = {(p.parent.name, int(p.stem.split("_")[2])) for p in files}
+    results += [missing_probe(f"{m}/L{layer}") for m, layer in stored_slices(compute.registry()) if (m, layer) not in have]
+    return _result(results, len(files), "metadata_files")
+
+
+@dg.asset_check(asset=needle_token_activations, blocking=True,
+                description="No document (and no haystack group) has rows in two splits: in the dataset, the token "
+                            "labels or the stored activation index of any model and layer.")
+def no_document_in_two_splits(needle_settings: NeedleSettings, compute: ComputeResource) -> dg.AssetCheckResult:
+    from ta_platform.extraction.store import load_partition
+    from ta_platform.needle.tripwires import no_document_in_two_splits as check
+    from ta_platform.studies.needle import activations_root, labels_file, load_dataset, stored_slices
+
+    config = needle_settings.dataset_config()
+    frames = [("dataset", pd.DataFrame([{"doc_id": d.doc_id, "group": d.group, "split": d.split}
+                                        for d in load_dataset(config)]))]
+    for model_key in sorted(compute.registry()):
+        if labels_file(config, model_key).is_file():
+            frames.append((f"labels:{model_key}", pd.read_parquet(labels_file(config, model_key),
+                                                                  columns=["doc_id", "group", "split"])))
+    for model_key, layer in stored_slices(compute.registry()):
+        index = load_partition(activations_root() / model_key / f"L{layer}").index
+        frames.append((f"activations:{model_key}/L{layer}", index.rename(columns={"trace_key": "doc_id"})))
+    result = check(frames)
+    return dg.AssetCheckResult(passed=result.passed, metadata={"reason_code": result.reason_code,
+                                                               "detail": result.detail[:1000], **result.metrics})
+
+
+def _seed0_slices(needle_settings: NeedleSettings, compute: ComputeResource):
+    from ta_platform.extraction.store import load_partition
+    from ta_platform.needle.evaluate import seed_slice
+    from ta_platform.studies.needle import activations_root, read_labels, stored_slices
+
+    config = needle_settings.dataset_config()
+    for model_key, layer in stored_slices(compute.registry()):
+        labels, label_config, _ = read_labels(config, model_key)
+        partition = load_partition(activations_root() / model_key / f"L{layer}")
+        frame, X = seed_slice(labels, partition.embeddings, partition.index, 0, label_config)
+        yield f"{model_key}/L{layer}", frame, X
+
+
+@dg.asset_check(asset=needle_probes, blocking=True,
+                description="Random labels fixed per (document, token) are not learnable from train to validation "
+                            "(mean validation AUROC within max(4 SE, 0.05) of 0.5); seed 0 of every (model, layer).")
+def permutation_null(needle_settings: NeedleSettings, compute: ComputeResource) -> dg.AssetCheckResult:
+    from threadpoolctl import threadpool_limits
+
+    from ta_platform.needle.tripwires import permutation_null as check
+
+    with threadpool_limits(limits=needle_settings.blas_threads):
+        results = [_named(check(frame, X, 0, needle_settings.probe_config()), name)
+                   for name, frame, X in _seed0_slices(needle_settings, compute)]
+    return _result(results, len(results), "slices")
+
+
+@dg.asset_check(asset=needle_probes, blocking=True,
+                description="A feature equal to the needle label plus N(0, 0.1^2) is recovered through the same "
+                            "fit/evaluate path (test AUROC >= 0.95); seed 0 of every (model, layer).")
+def planted_signal(needle_settings: NeedleSettings, compute: ComputeResource) -> dg.AssetCheckResult:
+    from threadpoolctl import threadpool_limits
+
+    from ta_platform.needle.tripwires import planted_signal as check
+
+    with threadpool_limits(limits=needle_settings.blas_threads):
+        results = [_named(check(frame, X, 0, needle_settings.probe_config()), name)
+                   for name, frame, X in _seed0_slices(needle_settings, compute)]
+    return _result(results, len(results), "slices")
+
+
+def _named(result, name: str):
+    from dataclasses import replace
+
+    return replace(result, detail=f"{name}: {result.detail}")
