@@ -48,8 +48,9 @@ class TokenLabelConfig:
 
 
 def sample_negatives(doc_id: str, candidates: np.ndarray, k: int | str, seed: int) -> np.ndarray:
-    """Sorted positions of ``k`` of ``candidates`` (all of them for ``"all"`` or when fewer)."""
-    candidates = np.asarray(candidates, dtype=np.int64)
+    """Sorted positions of ``k`` of ``candidates`` (all of them for ``"all"`` or when fewer); the draw
+    depends on the seed, the document and the set of candidates, not on their order."""
+    candidates = np.unique(np.asarray(candidates, dtype=np.int64))
     if k == ALL or candidates.size <= int(k):
         return np.sort(candidates)
     digest = hashlib.sha256(f"{int(seed)}:{doc_id}".encode()).digest()
