@@ -24,21 +24,24 @@ from ta_platform.defs.stages import Stage, all_partitions, seed_range
 from ta_platform.defs.studies import STUDIES
 from ta_platform.defs.thought_anchors import assets as thought_anchor_assets
 from ta_platform.defs.thought_anchors import checks as thought_anchor_checks
+from ta_platform.defs.thought_anchors import verification as label_verification_defs
 
-ASSET_MODULES = [thought_anchor_assets, activation_assets, probe_assets, probe_summary, preference_assets,
+ASSET_MODULES = [thought_anchor_assets, label_verification_defs, activation_assets, probe_assets, preference_assets,
                  *(module for study in STUDIES for module in study.asset_modules)]
-CHECK_MODULES = [thought_anchor_checks, activation_checks, probe_checks, preference_checks,
+CHECK_MODULES = [thought_anchor_checks, label_verification_defs, activation_checks, probe_checks, preference_checks,
                  *(module for study in STUDIES for module in study.check_modules)]
 
 study_assets = dg.load_assets_from_modules([module for study in STUDIES for module in study.asset_modules])
-all_assets = [*dg.load_assets_from_modules(ASSET_MODULES), *build_sql_assets()]
+core_assets = [*dg.load_assets_from_modules(ASSET_MODULES), *build_sql_assets()]
 gated_checks = dg.load_asset_checks_from_modules(CHECK_MODULES)
-GATED_CHECK_KEYS = gated_check_keys([*all_assets, *gated_checks])
+GATED_CHECK_KEYS = gated_check_keys([*core_assets, *gated_checks])
+all_assets = [*core_assets, probe_summary.build_scaling_summary(GATED_CHECK_KEYS)]
 release_gate = build_release_gate(GATED_CHECK_KEYS)
 all_checks = [*gated_checks, release_gate]
 
 partitioned = dg.AssetSelection.assets(activation_assets.sentence_activations, preference_assets.prompt_activations)
-upstream = partitioned.upstream() - partitioned
+# the data stage: what the partitioned assets read, and the label verification (it reads the rollouts source)
+upstream = (partitioned.upstream() - partitioned) | dg.AssetSelection.assets(label_verification_defs.label_verification)
 gate = dg.AssetSelection.checks(release_gate)
 
 data_job = dg.define_asset_job("data_job", selection=upstream, description="Unpartitioned inputs.")
@@ -76,8 +79,13 @@ ANCHOR_STAGES = [
 GATE_STAGE = Stage("gate", "gate_job")
 # The main job: thought anchors and preferences, then every plugged-in study, then the release gate.
 MAIN_STAGES = [*ANCHOR_STAGES, *(stage for study in STUDIES for stage in study.stages), GATE_STAGE]
-STUDY_STAGES = {"anchors": [*ANCHOR_STAGES, GATE_STAGE],
-                **{study.name: [*study.stages, GATE_STAGE] for study in STUDIES}}
+# ``--study NAME``: that study's stages; the CLI then reports the gate over that study's checks only.
+STUDY_STAGES = {"anchors": ANCHOR_STAGES, **{study.name: list(study.stages) for study in STUDIES}}
+_STUDY_KEYS = {study.name: set(gated_check_keys([*dg.load_assets_from_modules(list(study.asset_modules)),
+                                                 *dg.load_asset_checks_from_modules(list(study.check_modules))]))
+               for study in STUDIES}
+STUDY_CHECK_KEYS = {"anchors": [key for key in GATED_CHECK_KEYS if not any(key in keys for keys in _STUDY_KEYS.values())],
+                    **{name: sorted(keys, key=lambda k: k.to_user_string()) for name, keys in _STUDY_KEYS.items()}}
 
 defs = dg.Definitions(
     assets=all_assets,
@@ -91,6 +99,7 @@ defs = dg.Definitions(
         "compute": ComputeResource(),
         "probe_settings": ProbeSettings(),
         "preference_settings": PreferenceSettings(),
+        "verification": label_verification_defs.LabelVerificationSettings(),
         **{key: resource for study in STUDIES for key, resource in study.resources.items()},
     },
 )

@@ -1,14 +1,16 @@
-"""The README's main job end to end on the embedded default, then the planted-fault gate failures.
+"""The README's main job end to end on the embedded default, then planted faults that stop it.
 
 Runs the real ``ta-platform materialize`` in a fresh project storage (its own Dagster instance and
-DuckDB file), with two seeds to keep CI fast, and checks the science claims of the issue:
-activation probes beat the position baseline with an interval excluding 0, the planted signal is
-recovered, the gate passes; then plants faults and checks the gate fails for the right reason.
+DuckDB file) with the two random-weight controls (profile ``tiny``; the real model's run is
+test_e2e_realdata.py) and two seeds. Then each fault a gated check names is planted through the
+platform's own files, the stages that read them are re-run with ``ta-platform materialize``, and
+the command must exit non-zero naming that check, with the report marked NOT RELEASED.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -19,21 +21,19 @@ from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
 
 pytestmark = pytest.mark.slow
-ACTIVATION_PROBES = ("linear_probe", "mlp_probe", "activations_plus_position")
+PARTITION = ("tiny-qwen2", "L4")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
-    # The two random-weight controls only: the real model's run of the main job is test_e2e_realdata.py.
     env = project_env(storage, TA_DATA_SOURCE="embedded", TA_MODEL_PROFILE="tiny")
-    result = run_cli(["ta-platform", "materialize", "--seeds", "0...1"], env)
+    result = run_cli(["ta-platform", "materialize", "--study", "anchors", "--seeds", "0...1"], env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return storage, env, result.stdout
 
 
 def _models(env) -> list[dict]:
-    """The registry in force, as ``ta-platform models --json`` prints it."""
     listed = run_cli(["ta-platform", "models", "--json"], env)
     return [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
 
@@ -42,49 +42,58 @@ def _store(storage) -> MetadataStore:
     return MetadataStore(storage / "metadata.duckdb")
 
 
-def test_main_job_records_every_stage_as_a_run_in_the_project_instance(project):
+def _materialize_fails_naming(env, stages, check: str) -> str:
+    """Re-run ``stages`` and the gate; the command must exit 1 and name ``check`` as failing."""
+    result = run_cli(["ta-platform", "materialize", "--study", "anchors", *(f"--stage={s}" for s in stages),
+                      "--stage=gate"], env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    failing = [line for line in output.splitlines() if line.strip().startswith("FAILING:")]
+    assert any(check in line for line in failing), output[-3000:]
+    return output
+
+
+def test_main_job_records_every_stage_as_a_run_and_reports_the_gate(project):
     storage, _, stdout = project
-    for stage in ("data", "activations", "probes", "summary", "gate"):
-        assert f"[{stage}] run" in stdout and "succeeded" in stdout
-    runs = list((storage / "dagster_home").glob("history/runs.db")) + list((storage / "dagster_home").glob("storage/*"))
-    assert runs, "run history lives under storage/dagster_home"
+    for stage in ("data", "activations", "probes", "summary"):
+        assert f"[{stage}] run" in stdout
+    assert "[gate] study 'anchors': gate passes" in stdout
+    assert list((storage / "dagster_home").glob("history/runs.db")) + list((storage / "dagster_home").glob("storage/*"))
 
 
-def test_activation_probes_beat_position_with_an_interval_excluding_zero(project):
+def test_summary_chooses_on_validation_and_reports_margins_over_position_and_text(project):
     storage, env, _ = project
-    margins = _store(storage).read_table("probe_margin_summary")
-    activation = margins[margins["probe"].isin(ACTIVATION_PROBES)]
-    best = activation.sort_values("margin").groupby(["model_key", "setting"]).tail(1)
-    assert len(best) == 2 * len(_models(env))  # every model x correct/incorrect
-    assert (best["ci_low"] > 0).all(), best.to_string()
-
-
-def test_planted_signal_is_recovered_and_every_tripwire_passes(project):
-    storage, env, _ = project
-    tripwires = _store(storage).read_table("tripwire_results")
-    assert set(tripwires["tripwire"]) >= {"memorisation", "permutation_null", "signal_beats_null", "planted_signal",
-                                          "labels_consistent", "split_leakage"}
-    assert tripwires["passed"].all(), tripwires[~tripwires["passed"]].to_string()
-    planted = tripwires[tripwires["tripwire"] == "planted_signal"]
-    assert len(planted) == 2 * sum(len(m["layer_keys"]) for m in _models(env))  # every model-layer x setting slice
-
-
-def test_gate_passes_and_summary_report_and_provenance_are_written(project):
-    storage, env, _ = project
-    gate = run_cli(["ta-platform", "gate", "--json"], env)
-    verdict = json.loads(gate.stdout.strip().splitlines()[-1])
-    assert gate.returncode == 0 and verdict["passed"], verdict
+    summary = _store(storage).read_table("scaling_summary")
+    assert len(summary) == 2 * len(_models(env))  # every model x correct/incorrect
+    # 24 problems: a 15% test split would hold 4, so every cell is leave-problems-out over all 24
+    assert (summary["scheme"] == "leave-problems-out (5 folds)").all() and (summary["n_test_problems"] == 24).all()
+    assert summary["selected_on"].eq("inner validation split of each fold").all()
+    assert (summary["n_seeds"] == 2).all() and summary["seeds"].eq("0,1").all() and summary["probe_std"].notna().all()
+    # the embedded default plants a content signal: the chosen probe beats position, interval above 0
+    assert (summary["ci_low_position"] > 0).all(), summary.to_string()
+    assert (summary["ci_low_position"] <= summary["margin_position"]).all()
+    assert (summary["margin_position"] <= summary["ci_high_position"]).all()
+    assert summary[["margin_text", "ci_low_text", "ci_high_text"]].notna().all().all()
     report = (storage / "reports" / "scaling_summary.md").read_text()
-    assert all(m["key"] in report for m in _models(env)) and "margin" in report
+    assert "**Release gate: PASS" in report and "leave-problems-out (5 folds)" in report
+    assert "inner validation split of each fold" in report and "margin over text" in report
+    assert "seeds 0, 1 of probe config" in report and "nothing excluded" in report
     assert (storage / "reports" / "scaling_summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     provenance = json.loads((storage / "probes" / "seed_0" / "provenance.json").read_text())
-    assert provenance["seed"] == 0 and provenance["code_version"] and provenance["activation_fingerprints"]
-    summary = _store(storage).read_table("scaling_summary")
-    cells = 2 * len(_models(env))
-    assert sorted(summary["family"].value_counts().items()) == [("activations", cells), ("any", cells)]
-    activation = summary[summary["family"] == "activations"]
-    assert activation["probe"].isin(ACTIVATION_PROBES).all() and (activation["ci_low"] > 0).all()
-    assert "## Best activation probe" in report
+    assert provenance["config_hash"] == summary["config_hash"].iloc[0] and provenance["activation_fingerprints"]
+    split = json.loads((storage / "probes" / "seed_0" / "split.json").read_text())
+    assert sorted(set(split.values())) == [f"fold{k}" for k in range(5)] and len(split) == 24
+
+
+def test_every_tripwire_and_probe_check_passed(project):
+    storage, _, _ = project
+    tripwires = _store(storage).read_table("tripwire_results")
+    assert set(tripwires["tripwire"]) == {"misaligned_rows", "trace_rows_independent", "permutation_null",
+                                          "signal_beats_null", "planted_signal", "labels_consistent"}
+    assert tripwires["passed"].all(), tripwires[~tripwires["passed"]].to_string()
+    gate = run_cli(["ta-platform", "gate", "--json"], project[1])
+    verdict = json.loads(gate.stdout.strip().splitlines()[-1])
+    assert verdict["failing"] == [] and not any(item.startswith("probes:") for item in verdict["missing"])
 
 
 def test_bare_dagster_cli_rematerialises_the_summary_in_the_same_instance(project):
@@ -95,61 +104,40 @@ def test_bare_dagster_cli_rematerialises_the_summary_in_the_same_instance(projec
     assert not list(storage.parent.glob(".tmp_dagster_home_*")), "used the project instance, not a temporary one"
 
 
-def _rerun_tripwires_and_gate(env) -> dict:
-    select = "probe_tripwires"
-    result = run_cli(["dagster", "asset", "materialize", "--select", select], env)
-    assert "RUN_" in result.stdout + result.stderr
-    gate = run_cli(["ta-platform", "gate", "--json"], env)
-    assert gate.returncode == 1
-    return json.loads(gate.stdout.strip().splitlines()[-1])
-
-
-def _gate_with_planted_labels(storage, env, corrupt) -> dict:
-    """Rewrite the labels file with ``corrupt`` applied (provenance kept), re-run the tripwires and
-    return the gate verdict; the original file is restored afterwards."""
+def _rewrite_labels(storage, corrupt):
     path = storage / "thought_anchors" / "sentence_labels.parquet"
     original = path.read_bytes()
+    labels = pd.read_parquet(path)
+    corrupt(labels)
+    write_parquet(labels, path, read_provenance(path))
+    return path, original
+
+
+def test_labels_that_differ_from_the_raw_data_stop_the_main_command(project):
+    storage, env, _ = project
+
+    def flip_first_anchors(labels):
+        rows = labels.index[labels["in_label_set"]][:5]
+        labels.loc[rows, "anchor"] = 1 - labels.loc[rows, "anchor"]
+
+    path, original = _rewrite_labels(storage, flip_first_anchors)
     try:
-        labels = pd.read_parquet(path)
-        corrupt(labels)
-        write_parquet(labels, path, read_provenance(path))
-        return _rerun_tripwires_and_gate(env)
+        _materialize_fails_naming(env, ["summary"], "probe_tripwires:labels_consistent")
+        report = (storage / "reports" / "scaling_summary.md").read_text()
+        assert "**Release gate: FAIL, NOT RELEASED" in report and "labels_consistent" in report
     finally:
         path.write_bytes(original)
 
 
-def test_shuffled_labels_make_the_gate_fail_with_labels_inconsistent(project):
-    storage, env, _ = project
-    rng = np.random.default_rng(0)
-
-    def shuffle(labels):
-        labels["anchor"] = labels.groupby("trace_key")["anchor"].transform(lambda s: rng.permutation(s.to_numpy()))
-
-    verdict = _gate_with_planted_labels(storage, env, shuffle)
-    assert any("labels_consistent" in item and "labels_inconsistent" in item for item in verdict["failing"]), verdict
-    # the probes see it too: no signal beyond the permutation null (a warning: a finding, not a bug)
-    assert any("signal_beats_null" in item and "no_signal_vs_null" in item for item in verdict["warnings"]), verdict
-
-
-def test_a_problem_leaking_into_two_splits_makes_the_gate_fail_with_problem_leak(project):
-    storage, env, _ = project
-
-    def leak(labels):
-        rows = (labels["problem_id"] == labels["problem_id"].iloc[0]) & (labels["setting"] == "incorrect")
-        other = {"train": "test", "val": "train", "test": "train"}[labels.loc[rows, "data_split"].iloc[0]]
-        labels.loc[rows, "data_split"] = other
-
-    verdict = _gate_with_planted_labels(storage, env, leak)
-    assert any("split_leakage" in item and "problem_leak" in item for item in verdict["failing"]), verdict
-
-
 def _rewrite_partition(storage, transform):
+    """Rewrite one activation partition through the platform's own writer (hashes valid, manifest kept)."""
     from ta_platform.extraction.store import load_partition, write_partition
 
-    folder = storage / "activations" / "tiny-qwen2" / "L4"
+    folder = storage / "activations" / PARTITION[0] / PARTITION[1]
     backup = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     embeddings, index, manifest = load_partition(folder)
-    write_partition(folder, transform(embeddings, index), index, {k: v for k, v in manifest.items() if k != "files"})
+    new_embeddings, new_index = transform(embeddings.copy(), index.copy())
+    write_partition(folder, new_embeddings, new_index, {k: v for k, v in manifest.items() if k != "files"})
     return folder, backup
 
 
@@ -158,33 +146,70 @@ def _restore(folder, backup):
         (folder / name).write_bytes(data)
 
 
-def test_constant_activations_make_the_gate_fail_with_constant_activations(project):
+def _first_trace_rows(index):
+    return index.groupby("trace_key").indices[sorted(index["trace_key"])[0]]
+
+
+@pytest.mark.parametrize("fault, stage, check", [
+    ("keys_swapped", "summary", "probe_tripwires:misaligned_rows"),
+    ("rank_collapsed", "summary", "probe_tripwires:trace_rows_independent"),
+    ("constant", "activations", "sentence_activations:no_constant_column"),
+    ("duplicated", "activations", "sentence_activations:distinct_texts_distinct_vectors"),
+])
+def test_planted_activation_faults_stop_the_main_command(project, fault, stage, check):
     storage, env, _ = project
-    folder, backup = _rewrite_partition(storage, lambda e, i: np.ones_like(e))
+
+    def plant(embeddings, index):
+        rows = _first_trace_rows(index)
+        if fault == "keys_swapped":  # the index names two sentences' rows the other way round
+            index.loc[rows[[2, 3]], "chunk_idx"] = index.loc[rows[[3, 2]], "chunk_idx"].to_numpy()
+        elif fault == "rank_collapsed":  # a layer that carries 4 directions (a wrong tensor hooked)
+            rng = np.random.default_rng(0)
+            embeddings = embeddings @ rng.normal(size=(embeddings.shape[1], 4)) @ rng.normal(
+                size=(4, embeddings.shape[1]))
+        elif fault == "constant":
+            embeddings = np.ones_like(embeddings)
+        else:  # two different sentences given one vector (a pooling bug)
+            embeddings[rows[3]] = embeddings[rows[2]]
+        return embeddings.astype(np.float32), index
+
+    folder, backup = _rewrite_partition(storage, plant)
     try:
-        verdict = _rerun_tripwires_and_gate(env)
-        assert any("constant_activations" in item for item in verdict["failing"]), verdict
+        _materialize_fails_naming(env, [stage], check)
     finally:
         _restore(folder, backup)
 
 
-def test_sentences_misaligned_with_their_activations_make_the_gate_fail(project):
+def test_a_problem_filed_under_two_ids_stops_the_main_command(project, tmp_path):
+    """The same problem under a second id (a duplicate in the dataset) lands in another fold: leakage.
+
+    Last in the module: it points the project at a copy of the data with the duplicate.
+    """
+    from ta_platform.probing.config import ProbeConfig
+    from ta_platform.probing.suite import dataset_assignment
+
     storage, env, _ = project
+    data = tmp_path / "rollouts"
+    shutil.copytree(storage / "data" / "embedded", data)
+    folders = sorted(p for p in data.glob("*/*/correct_base_solution/problem_*"))
+    original = folders[0]
+    ids = sorted({p.name.removeprefix("problem_") for p in data.glob("*/*/*/problem_*")})
+    duplicated = original.name.removeprefix("problem_")
 
-    def roll_within_traces(embeddings, index):
-        rolled = embeddings.copy()
-        for _, rows in index.groupby("trace_key").indices.items():
-            rolled[rows] = embeddings[np.roll(rows, 1)]
-        return rolled
+    def folds_apart(candidate: str) -> bool:  # the assignment exactly as the probes compute it for seed 0
+        assignment = dataset_assignment([*ids, candidate], 0, ProbeConfig())
+        return assignment[candidate] != assignment[duplicated]
 
-    folder, backup = _rewrite_partition(storage, roll_within_traces)
-    try:
-        # the manifest fingerprint still matches, so nothing is recomputed; the checks run on the stored rows
-        run_cli(["dagster", "asset", "materialize", "--select", "sentence_activations", "--partition", "tiny-qwen2/L4"],
-                env)
-        gate = run_cli(["ta-platform", "gate", "--json"], env)
-        verdict = json.loads(gate.stdout.strip().splitlines()[-1])
-        assert gate.returncode == 1
-        assert any("rows_match_recomputed_sample" in item and "misaligned" in item for item in verdict["failing"]), verdict
-    finally:
-        _restore(folder, backup)
+    new_id = next(str(i) for i in range(99999, 99000, -1) if folds_apart(str(i)))
+    for setting in ("correct_base_solution", "incorrect_base_solution"):
+        for model_dir in data.glob("*/*"):
+            source = model_dir / setting / original.name
+            if source.is_dir():
+                shutil.copytree(source, model_dir / setting / f"problem_{new_id}")
+    leaky = {**env, "TA_DATA_SOURCE": str(data)}
+    result = run_cli(["ta-platform", "materialize", "--study", "anchors", "--seeds", "0...0", "--stage=data",
+                      "--stage=activations", "--stage=probes", "--stage=gate"], leaky)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "probes:split_leakage" in output and f"problem {new_id} in fold" in output, output[-3000:]
+    assert f"problem {duplicated} in fold" in output

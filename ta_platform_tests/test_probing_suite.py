@@ -10,13 +10,13 @@ from threadpoolctl import threadpool_limits
 from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.features import ProbeInputs
 from ta_platform.probing.models import make_mlp_probe
-from ta_platform.probing.suite import run_probe_suite
+from ta_platform.probing.suite import dataset_assignment, evaluation_scheme, run_probe_suite
 from ta_platform.probing.synthetic import make_synthetic_probe_data
 
 # Small-problem BLAS is fastest single-threaded, and the test machine's cores are shared.
 pytestmark = pytest.mark.usefixtures("single_blas_thread")
 
-FAST = ProbeConfig(mlp_epochs=30, bootstrap_resamples=300)
+FAST = ProbeConfig(cv_mode="holdout", mlp_epochs=30, bootstrap_resamples=300)
 ACTIVATION_PROBES = ("linear_probe", "mlp_probe", "activations_plus_position")
 
 
@@ -58,9 +58,14 @@ def test_result_formats(holdout_result, correct_slice):
         holdout_result.metrics["metric"]
     )
     predictions = holdout_result.predictions
-    assert list(predictions.columns) == ["trace_key", "chunk_idx", "probe", "score", "split"]
+    assert list(predictions.columns) == ["trace_key", "chunk_idx", "problem_id", "probe", "score", "split", "fold"]
     assert len(predictions) == n_labelled * len(FAST.probes)
-    assert set(predictions["split"]) == {"train", "val", "test"}
+    assert set(predictions["split"]) == {"train", "val", "test"} and set(predictions["fold"]) == {"holdout"}
+    # every row's recorded split is its problem's split: the split the probes used is on record
+    assert (predictions["split"] == predictions["problem_id"].map(holdout_result.split)).all()
+    selection = holdout_result.selection
+    assert set(selection["probe"]) == set(FAST.probes) and set(selection["fold"]) == {"holdout"}
+    assert selection["val_pr_auc"].between(0, 1).all()
     assert list(holdout_result.margins.columns)[:6] == [
         "seed",
         "probe",
@@ -126,6 +131,25 @@ def test_leave_problems_out_scores_every_problem_once(correct_slice):
     assert set(result.weights) == {f"{p}@fold{k}" for p in config.probes for k in range(4)}
     margin = result.margins.set_index(["probe", "metric"]).loc[("linear_probe", "pr_auc")]
     assert margin["ci_low"] > 0
+    # every fold chose its hyperparameters on its own inner validation problems, and says so
+    assert sorted(set(result.selection["fold"])) == ["fold0", "fold1", "fold2", "fold3"]
+    assert (predictions["fold"] == predictions["problem_id"].map(result.split)).all()
+
+
+def test_auto_scheme_leaves_problems_out_below_ten_test_problems(correct_slice):
+    frame, _ = correct_slice  # 24 problems: a 15% test split would hold 4
+    assert evaluation_scheme(frame, ProbeConfig()) == "leave_problems_out"
+    many = pd.DataFrame({"problem_id": [str(i) for i in range(80)]})  # 12 test problems
+    assert evaluation_scheme(many, ProbeConfig()) == "holdout"
+    assert evaluation_scheme(frame, ProbeConfig(cv_mode="holdout")) == "holdout"
+    folds = dataset_assignment(frame["problem_id"], 0, ProbeConfig(n_folds=5))
+    assert sorted(set(folds.values())) == [f"fold{k}" for k in range(5)] and len(folds) == 24
+    # a slice holding a subset of the problems keeps the dataset's assignment (one split per seed)
+    subset = frame[frame["problem_id"].isin(sorted(folds)[:15])].reset_index(drop=True)
+    X = np.random.default_rng(0).normal(size=(len(subset), 8)).astype(np.float32)
+    result = run_probe_suite(subset, X, 0, ProbeConfig(probes=("position_baseline",), bootstrap_resamples=0),
+                             assignment=folds)
+    assert result.split == {pid: folds[pid] for pid in subset["problem_id"].astype(str).unique()}
 
 
 def test_mlp_trains_fixed_epochs_without_early_stopping(correct_slice):

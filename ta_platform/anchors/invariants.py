@@ -110,18 +110,23 @@ def token_spans_well_formed(token_spans: pd.DataFrame) -> InvariantResult:
     return _result(offenders, "token spans are empty or outside the sequence", len(token_spans))
 
 
-def labels_match_importance(labels: pd.DataFrame, config) -> InvariantResult:
-    """Every stored anchor label equals the label recomputed from its importance with ``config``.
+def labels_match_recomputed(stored: pd.DataFrame, recomputed: pd.DataFrame) -> InvariantResult:
+    """Every stored anchor label equals the label recomputed from the RAW ``chunks_labeled.json``
+    importances with the label config the user has set now.
 
-    Why: labels are a pure function of counterfactual importance; a shuffled, stale or hand-edited
-    label column shows up here by name, whatever the probes make of it.
+    Why not the stored provenance and stored importances: a check fed by the same file it checks
+    cannot see that file being stale (the label config changed since it was written), edited, or
+    built from other data. ``recomputed`` comes from the rollouts source read again. A sentence in
+    one table and not the other is an offender too.
     """
-    from ta_platform.anchors.labels import anchor_scores, label_anchors
-
-    offenders = []
-    for key, group in labels.groupby("trace_key", sort=True):
-        scores = anchor_scores(group["counterfactual_importance"].to_numpy(dtype=float), config)
-        expected = label_anchors(scores, group["in_label_set"].to_numpy(dtype=bool), config)
-        wrong = group["chunk_idx"].to_numpy()[expected != group["anchor"].to_numpy()]
-        offenders += [f"{key}#{i}" for i in wrong]
-    return _result(offenders, "sentences have an anchor label that their importance does not give", len(labels))
+    keys = ["trace_key", "chunk_idx"]
+    merged = stored[[*keys, "anchor"]].merge(recomputed[[*keys, "anchor"]], on=keys, how="outer",
+                                             suffixes=("_stored", "_recomputed"), indicator=True)
+    missing = merged[merged["_merge"] != "both"]
+    differ = merged[(merged["_merge"] == "both") & (merged["anchor_stored"] != merged["anchor_recomputed"])]
+    offenders = [f"{r.trace_key}#{r.chunk_idx} (only in {'stored' if r._merge == 'left_only' else 'recomputed'})"
+                 for r in missing.itertuples()]
+    offenders += [f"{r.trace_key}#{r.chunk_idx} (stored {int(r.anchor_stored)}, recomputed {int(r.anchor_recomputed)})"
+                  for r in differ.itertuples()]
+    return _result(offenders, "sentences whose stored anchor label differs from the raw data under the current "
+                              "label config", len(merged))

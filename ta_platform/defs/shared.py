@@ -9,9 +9,11 @@ the GPU pool are in ``defs/resources.py`` and ``defs/compute.py``, also shared b
 from __future__ import annotations
 
 from ta_platform.defs.activations.partitions import model_layer_partitions, requested_layers
+from ta_platform.defs.gate.checks import GATED_ASSET, current_gate_verdict
 from ta_platform.store.artifacts import activations_root
 
-__all__ = ["activation_partitions", "activations_root", "requested_layers"]
+# The gate's reader is shared: the scaling summary states the verdict so far, the gate the final one.
+__all__ = ["GATED_ASSET", "activation_partitions", "activations_root", "current_gate_verdict", "requested_layers"]
 
 # One partitions object for every model x layer asset (sentence and prompt activations).
 activation_partitions = model_layer_partitions()

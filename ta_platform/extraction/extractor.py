@@ -17,6 +17,7 @@ Layer ``L`` means the output of decoder block ``L`` (the residual stream), i.e. 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,10 +265,22 @@ def iter_batch_embeddings(model: Any, prepared: Sequence[PreparedTrace], batches
             ]
 
 
+def span_text_sha1(trace: TraceInput) -> list[str]:
+    """SHA-1 of the exact text of each row's span (``""`` for token-position rows).
+
+    Stored in the index beside the keys: a reader can check that the sentence it means by
+    ``(trace_key, chunk_idx)`` is the text this row was computed from, without trusting any join.
+    """
+    if trace.token_positions is not None:
+        return [""] * len(trace.token_positions)
+    return [hashlib.sha1(trace.text[int(a):int(b)].encode("utf-8")).hexdigest() for a, b in trace.char_spans]
+
+
 def index_frame(traces: Sequence[TraceEmbeddings]) -> pd.DataFrame:
-    """Row index (``trace_key, chunk_idx`` + each trace's ``meta``) in the order of ``traces``."""
-    rows = [{"trace_key": t.trace.key, "chunk_idx": c, **dict(t.trace.meta)} for t in traces for c in t.chunk_ids]
-    frame = pd.DataFrame(rows, columns=None if rows else ["trace_key", "chunk_idx"])
+    """Row index (``trace_key, chunk_idx, text_sha1`` + each trace's ``meta``) in the order of ``traces``."""
+    rows = [{"trace_key": t.trace.key, "chunk_idx": c, "text_sha1": h, **dict(t.trace.meta)}
+            for t in traces for c, h in zip(t.chunk_ids, span_text_sha1(t.trace), strict=True)]
+    frame = pd.DataFrame(rows, columns=None if rows else ["trace_key", "chunk_idx", "text_sha1"])
     frame["chunk_idx"] = frame["chunk_idx"].astype("int64")
     return frame
 

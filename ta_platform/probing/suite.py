@@ -20,11 +20,14 @@ from .metrics import importance_target, ranking_metrics
 from .models import probe_specs, select_and_fit
 from .splits import leave_problems_out_folds, problem_level_split, rows_split
 
-__all__ = ["ProbeConfig", "ProbeSuiteResult", "labelled_inputs", "resolve_split", "run_probe_suite"]
+__all__ = ["ProbeConfig", "ProbeSuiteResult", "dataset_assignment", "evaluation_scheme", "labelled_inputs", "resolve_split",
+           "run_probe_suite"]
 
 REQUIRED_COLUMNS = ("trace_key", "problem_id", "chunk_idx", "n_chunks", "rel_position", "text", "anchor")
 METRIC_COLUMNS = ["seed", "probe", "metric", "value"]
-PREDICTION_COLUMNS = ["trace_key", "chunk_idx", "probe", "score", "split"]
+PREDICTION_COLUMNS = ["trace_key", "chunk_idx", "problem_id", "probe", "score", "split", "fold"]
+SELECTION_COLUMNS = ["seed", "probe", "fold", "hyperparameter", "value", "val_pr_auc"]
+HOLDOUT_FOLD = "holdout"
 MARGIN_COLUMNS = ["seed", "probe", "metric", "margin", "ci_low", "ci_high", "n_valid_resamples"]
 
 
@@ -36,7 +39,10 @@ class ProbeSuiteResult:
     out-of-fold rows in leave-problems-out mode). ``predictions``: one score per labelled sentence
     and probe with the split it belonged to. ``weights``: probe -> arrays (linear probes only; keyed
     ``probe@fold<k>`` in leave-problems-out mode). ``margins``: probe - baseline with a problem
-    bootstrap interval, per metric. ``split``: problem id -> split name (or ``fold<k>``).
+    bootstrap interval, per metric (empty with ``bootstrap_resamples=0``). ``split``: problem id ->
+    split name (or ``fold<k>``). ``selection``: per probe and fold (``holdout`` or ``fold<k>``), the
+    hyperparameter chosen and its validation PR-AUC: what a later choice of layer and probe may use,
+    because it never saw the evaluated problems.
     """
 
     metrics: pd.DataFrame
@@ -45,6 +51,7 @@ class ProbeSuiteResult:
     margins: pd.DataFrame
     split: dict[str, str]
     config: dict = field(default_factory=dict)
+    selection: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SELECTION_COLUMNS))
 
     def metric(self, probe: str, metric: str) -> float:
         """One metric value (convenience for tests and reports)."""
@@ -75,21 +82,50 @@ def resolve_split(frame: pd.DataFrame, seed: int, config: ProbeConfig) -> dict[s
     return problem_level_split(frame["problem_id"], seed, config.fractions)
 
 
+def evaluation_scheme(frame: pd.DataFrame, config: ProbeConfig) -> str:
+    """``holdout`` or ``leave_problems_out`` for this slice (``cv_mode="auto"`` decides by problem count)."""
+    return config.scheme_for(frame["problem_id"].astype(str).nunique())
+
+
+def dataset_assignment(problem_ids, seed: int, config: ProbeConfig) -> dict[str, str]:
+    """Problem id -> ``train``/``val``/``test`` (holdout) or ``fold<k>`` (leave-problems-out), for a
+    whole dataset: every slice of a seed then uses ONE split, whatever problems it happens to hold."""
+    ids = sorted({str(pid) for pid in problem_ids})
+    if config.scheme_for(len(ids)) == "holdout":
+        return problem_level_split(ids, seed, config.fractions)
+    folds = leave_problems_out_folds(ids, config.n_folds, seed)
+    return {pid: f"fold{k}" for k, held_out in enumerate(folds) for pid in held_out}
+
+
 def run_probe_suite(
-    frame: pd.DataFrame, X: np.ndarray, seed: int, config: ProbeConfig | None = None
+    frame: pd.DataFrame, X: np.ndarray, seed: int, config: ProbeConfig | None = None,
+    assignment: dict[str, str] | None = None,
 ) -> ProbeSuiteResult:
-    """Fit every configured probe, score the evaluation rows, bootstrap margins over the baseline."""
+    """Fit every configured probe, score the evaluation rows, bootstrap margins over the baseline.
+
+    ``assignment`` (from ``dataset_assignment``) fixes the split or folds; by default they are
+    computed from this slice's own problems.
+    """
     config = config or ProbeConfig()
     inputs, labels = labelled_inputs(frame, X)
-    if config.cv_mode == "holdout":
-        split = resolve_split(inputs.frame, seed, config)
+    if assignment is None:
+        assignment = dataset_assignment(inputs.frame["problem_id"], seed, config) \
+            if config.split_source == "seed" else resolve_split(inputs.frame, seed, config)
+    if not any(value.startswith("fold") for value in assignment.values()):
+        split = assignment
         row_split = rows_split(inputs.frame["problem_id"], split)
-        scores, weights, selection_rows = _fit_holdout(inputs, labels, row_split, seed, config)
+        scores, weights, selection = _fit_holdout(inputs, labels, row_split, seed, config)
         evaluated = row_split == "test"
+        folds = np.full(len(inputs), HOLDOUT_FOLD, dtype=object)
     else:
-        split, row_split, scores, weights = _fit_leave_problems_out(inputs, labels, seed, config)
-        selection_rows = []
+        split, row_split, scores, weights, selection = _fit_leave_problems_out(inputs, labels, seed, config,
+                                                                               assignment)
         evaluated = np.ones(len(inputs), dtype=bool)
+        folds = rows_split(inputs.frame["problem_id"], split)
+    selection_rows = [(seed, probe, f"selected_{hyper}", value) for _, probe, fold, hyper, value, _ in selection
+                      if fold == HOLDOUT_FOLD]
+    selection_rows += [(seed, probe, "val_pr_auc", val) for _, probe, fold, _, _, val in selection
+                       if fold == HOLDOUT_FOLD]
     metrics = (
         _metric_rows(
             inputs.frame[evaluated],
@@ -105,18 +141,19 @@ def run_probe_suite(
     )
     return ProbeSuiteResult(
         metrics=pd.DataFrame(metrics, columns=METRIC_COLUMNS),
-        predictions=_prediction_rows(inputs.frame, scores, row_split),
+        predictions=_prediction_rows(inputs.frame, scores, row_split, folds),
         weights=weights,
         margins=pd.DataFrame(margins, columns=MARGIN_COLUMNS),
         split=split,
         config=config.as_dict(),
+        selection=pd.DataFrame(selection, columns=SELECTION_COLUMNS),
     )
 
 
 def _fit_holdout(inputs, labels, row_split, seed, config):
     """Select on val, refit, score every labelled row (train/val rows are reported, not evaluated)."""
     train, val = row_split == "train", row_split == "val"
-    scores, weights, selection_rows = {}, {}, []
+    scores, weights, selection = {}, {}, []
     for name, spec in probe_specs(config).items():
         chosen = select_and_fit(
             spec, inputs.take(train), labels[train], inputs.take(val), labels[val], seed, config
@@ -124,30 +161,28 @@ def _fit_holdout(inputs, labels, row_split, seed, config):
         scores[name] = chosen.probe.predict_score(inputs)
         if chosen.probe.weights():
             weights[name] = chosen.probe.weights()
-        selection_rows += [
-            (seed, name, f"selected_{chosen.hyperparameter}", chosen.value),
-            (seed, name, "val_pr_auc", chosen.val_pr_auc),
-        ]
-    return scores, weights, selection_rows
+        selection.append((seed, name, HOLDOUT_FOLD, chosen.hyperparameter, chosen.value, chosen.val_pr_auc))
+    return scores, weights, selection
 
 
-def _fit_leave_problems_out(inputs, labels, seed, config):
+def _fit_leave_problems_out(inputs, labels, seed, config, assignment):
     """Out-of-fold scores for every row: fold k's problems are scored by a model that never saw them.
 
     Inside each fold the remaining problems are split into train/val (same fractions, test share
     removed) to choose hyperparameters, so the held-out fold is never used for selection.
     """
     problem_ids = inputs.frame["problem_id"].astype(str).to_numpy()
-    folds = leave_problems_out_folds(problem_ids, config.n_folds, seed)
+    fold_names = sorted(set(rows_split(problem_ids, assignment)), key=lambda name: int(name[4:]))
+    folds = [tuple(sorted(pid for pid, fold in assignment.items() if fold == name)) for name in fold_names]
     inner_fractions = _inner_fractions(config.fractions)
     scores = {name: np.full(len(inputs), np.nan) for name in config.probes}
-    weights, split = {}, {}
+    weights, split, selection = {}, {}, []
     for fold, held_out in enumerate(folds):
         test = np.isin(problem_ids, held_out)
         inner = problem_level_split(problem_ids[~test], seed, inner_fractions)
         inner_rows = np.array([inner.get(pid, "test") for pid in problem_ids], dtype=object)
         train, val = ~test & (inner_rows == "train"), ~test & (inner_rows == "val")
-        split.update({pid: f"fold{fold}" for pid in held_out})
+        split.update({pid: fold_names[fold] for pid in held_out if pid in set(problem_ids)})
         for name, spec in probe_specs(config).items():
             chosen = select_and_fit(
                 spec, inputs.take(train), labels[train], inputs.take(val), labels[val], seed, config
@@ -155,8 +190,10 @@ def _fit_leave_problems_out(inputs, labels, seed, config):
             scores[name][test] = chosen.probe.predict_score(inputs.take(test))
             if chosen.probe.weights():
                 weights[f"{name}@fold{fold}"] = chosen.probe.weights()
+            selection.append((seed, name, fold_names[fold], chosen.hyperparameter, chosen.value,
+                              chosen.val_pr_auc))
     row_split = np.full(len(inputs), "test", dtype=object)
-    return split, row_split, scores, weights
+    return split, row_split, scores, weights, selection
 
 
 def _inner_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -194,15 +231,17 @@ def _margin_rows(frame, labels, scores, seed, config) -> list[tuple]:
     return [(seed, m.probe, m.metric, m.margin, m.ci_low, m.ci_high, m.n_valid_resamples) for m in intervals]
 
 
-def _prediction_rows(frame, scores, row_split) -> pd.DataFrame:
+def _prediction_rows(frame, scores, row_split, folds) -> pd.DataFrame:
     parts = [
         pd.DataFrame(
             {
                 "trace_key": frame["trace_key"].to_numpy(),
                 "chunk_idx": frame["chunk_idx"].to_numpy(),
+                "problem_id": frame["problem_id"].astype(str).to_numpy(),
                 "probe": name,
                 "score": values,
                 "split": row_split,
+                "fold": folds,
             }
         )
         for name, values in scores.items()

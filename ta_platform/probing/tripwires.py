@@ -26,6 +26,7 @@ from .suite import labelled_inputs, resolve_split, run_probe_suite
 
 OK = "ok"
 MAX_NAMED = 10  # how many offending items a detail string names
+NULL_BASELINES = ("position_baseline", "text_baseline")
 
 
 @dataclass(frozen=True)
@@ -58,116 +59,85 @@ def _failed(name: str, reason: str, detail: str, metrics: dict | None = None) ->
 
 
 # --- data integrity --------------------------------------------------------------------------
+# NaN/inf, constant and duplicated activations are activation checks (defs/activations/checks.py),
+# evaluated on every stored partition; they are not repeated here.
 
 
-def finite_activations(X: np.ndarray) -> TripwireResult:
-    """NaN/inf anywhere in the activations (overflowing float16, a failed forward pass)."""
-    bad_rows = np.flatnonzero(~np.isfinite(np.asarray(X)).all(axis=1))
-    if bad_rows.size:
-        return _failed(
-            "finite_activations",
-            "non_finite",
-            f"{bad_rows.size} rows hold NaN/inf, first rows {bad_rows[:MAX_NAMED].tolist()}",
-            {"n_non_finite_rows": int(bad_rows.size)},
-        )
-    return _passed("finite_activations", {"n_non_finite_rows": 0})
+def misaligned_rows(frame: pd.DataFrame, index: pd.DataFrame, expected_sha1: pd.DataFrame) -> TripwireResult:
+    """Each probe row's sentence is the text its activation row was computed from.
 
-
-def constant_activations(X: np.ndarray) -> TripwireResult:
-    """Every column constant over all rows: the extractor wrote a placeholder, not activations."""
-    X = np.asarray(X)  # no float64 copy: a partition can be gigabytes
-    if X.shape[0] == 0:
-        return _failed("constant_activations", "constant_activations", "no activation rows", {"n_rows": 0})
-    spread = np.nanmax(X, axis=0) - np.nanmin(X, axis=0)
-    n_constant = int(np.sum(spread == 0))
-    metrics = {"n_constant_columns": n_constant, "n_columns": int(X.shape[1])}
-    if n_constant == X.shape[1]:
-        return _failed("constant_activations", "constant_activations", "all columns are constant", metrics)
-    return _passed("constant_activations", metrics)
-
-
-def duplicate_embeddings(frame: pd.DataFrame, X: np.ndarray) -> TripwireResult:
-    """Identical activation rows for sentences with different text: a pooling or span bug.
-
-    Identical rows for identical text are allowed: the correct and incorrect traces of a problem can
-    share a prefix, and a causal model gives the same activations for the same prefix.
+    ``index``: the activation partition's own index rows for this slice, in probe row order, with
+    the ``text_sha1`` the extractor recorded for each row. ``expected_sha1``: ``trace_key, chunk_idx,
+    text_sha1`` recomputed from the stored trace texts and sentence spans, read independently of the
+    join. A row passes when its keys equal the index row's keys AND the text hash the extractor saw
+    equals the hash of the sentence the labels mean. Catches keys assigned to the wrong rows, and
+    spans re-made after extraction under the same keys.
     """
-    pairs = duplicate_row_pairs(X)
-    texts = frame["text"].astype(str).to_numpy()
-    bad = [(i, j) for i, j in pairs if texts[i] != texts[j]]
-    metrics = {"n_duplicate_pairs": len(pairs), "n_duplicate_pairs_different_text": len(bad)}
-    if bad:
-        return _failed(
-            "duplicate_embeddings",
-            "duplicate_embeddings",
-            f"{len(bad)} pairs of different sentences share an embedding: {_name_pairs(frame, bad)}",
-            metrics,
-        )
-    return _passed("duplicate_embeddings", metrics)
-
-
-def split_leakage(frame: pd.DataFrame, split_column: str = "data_split") -> TripwireResult:
-    """A problem id in two splits: its correct and incorrect traces would leak train into test."""
-    if split_column not in frame:
-        return _failed("split_leakage", "no_split_column", f"frame has no {split_column!r} column")
-    n_splits = frame.groupby(frame["problem_id"].astype(str))[split_column].nunique()
-    leaking = sorted(n_splits[n_splits > 1].index)
-    metrics = {"n_leaking_problems": len(leaking), "n_problems": int(n_splits.size)}
-    if leaking:
-        named = {
-            pid: sorted(frame.loc[frame["problem_id"].astype(str) == pid, split_column].unique())
-            for pid in leaking[:MAX_NAMED]
-        }
-        return _failed("split_leakage", "problem_leak", f"problems in several splits: {named}", metrics)
-    return _passed("split_leakage", metrics)
-
-
-def misaligned_rows(frame: pd.DataFrame, index: pd.DataFrame) -> TripwireResult:
-    """Activation index keys (trace_key, chunk_idx) must equal the frame's, row for row."""
+    name = "misaligned_rows"
     metrics = {"n_frame_rows": len(frame), "n_index_rows": len(index)}
     if len(frame) != len(index):
-        return _failed(
-            "misaligned_rows", "misaligned", f"{len(frame)} label rows vs {len(index)} index rows", metrics
-        )
-    same = (frame["trace_key"].astype(str).to_numpy() == index["trace_key"].astype(str).to_numpy()) & (
-        frame["chunk_idx"].to_numpy(dtype=np.int64) == index["chunk_idx"].to_numpy(dtype=np.int64)
-    )
-    wrong = np.flatnonzero(~same)
-    metrics["n_misaligned_rows"] = int(wrong.size)
+        return _failed(name, "misaligned", f"{len(frame)} label rows vs {len(index)} index rows", metrics)
+    if "text_sha1" not in index:
+        return _failed(name, "no_text_hash", "the activation index has no text_sha1 column (extracted by an older "
+                                             "version): re-materialise sentence_activations", metrics)
+    keys = ["trace_key", "chunk_idx"]
+    same_keys = (frame["trace_key"].astype(str).to_numpy() == index["trace_key"].astype(str).to_numpy()) & (
+        frame["chunk_idx"].to_numpy(dtype=np.int64) == index["chunk_idx"].to_numpy(dtype=np.int64))
+    expected = frame[keys].merge(expected_sha1[[*keys, "text_sha1"]], on=keys, how="left")["text_sha1"]
+    same_text = expected.astype(str).to_numpy() == index["text_sha1"].astype(str).to_numpy()
+    wrong = np.flatnonzero(~(same_keys & same_text))
+    metrics.update({"n_misaligned_rows": int(wrong.size), "n_key_mismatches": int((~same_keys).sum()),
+                    "n_text_mismatches": int((~same_text).sum())})
     if wrong.size:
-        examples = [
-            f"row {i}: frame {frame['trace_key'].iloc[i]}#{frame['chunk_idx'].iloc[i]} "
-            f"vs index {index['trace_key'].iloc[i]}#{index['chunk_idx'].iloc[i]}"
-            for i in wrong[:3]
-        ]
-        return _failed(
-            "misaligned_rows", "misaligned", f"{wrong.size} rows differ; " + "; ".join(examples), metrics
-        )
-    return _passed("misaligned_rows", metrics)
+        examples = [f"row {i}: label {frame['trace_key'].iloc[i]}#{frame['chunk_idx'].iloc[i]} vs activation "
+                    f"{index['trace_key'].iloc[i]}#{index['chunk_idx'].iloc[i]}"
+                    + ("" if same_text[i] else " (different sentence text)") for i in wrong[:3]]
+        return _failed(name, "misaligned", f"{wrong.size} rows differ; " + "; ".join(examples), metrics)
+    return _passed(name, metrics)
 
 
-def data_integrity_tripwires(
-    frame: pd.DataFrame, X: np.ndarray, index: pd.DataFrame | None = None, split_column: str = "data_split"
-) -> list[TripwireResult]:
-    """The cheap checks the release gate runs on every activation partition (no training)."""
-    checks: list[tuple[str, Callable[[], TripwireResult]]] = [
-        ("finite_activations", lambda: finite_activations(X)),
-        ("constant_activations", lambda: constant_activations(X)),
-        ("duplicate_embeddings", lambda: duplicate_embeddings(frame, X)),
-        ("split_leakage", lambda: split_leakage(frame, split_column)),
-    ]
-    if index is not None:
-        checks.append(("misaligned_rows", lambda: misaligned_rows(frame, index)))
-    return [_guarded(name, check) for name, check in checks]
+def split_leakage(assignments: pd.DataFrame) -> TripwireResult:
+    """No problem in two splits (or folds) of the split a seed's probes actually used.
+
+    ``assignments``: one row per recorded prediction group with ``seed, scope, problem_id,
+    problem_key, split`` where ``problem_key`` identifies the problem independently of its id (a
+    hash of the problem statement). Leakage is a problem KEY in two splits within one seed: the
+    same problem filed under two ids (a duplicate in the dataset, or a correct and an incorrect
+    trace whose ids disagree), or splits that differ between slices of one seed.
+    """
+    name = "split_leakage"
+    needed = {"seed", "problem_id", "problem_key", "split"}
+    if assignments.empty or not needed <= set(assignments.columns):
+        return _failed(name, "no_recorded_split", f"no recorded probe splits with columns {sorted(needed)}")
+    distinct = assignments.drop_duplicates(["seed", "problem_key", "split", "problem_id"])
+    n_splits = distinct.groupby(["seed", "problem_key"])["split"].nunique()
+    leaking = n_splits[n_splits > 1]
+    metrics = {"n_seeds": int(assignments["seed"].nunique()), "n_problems": int(assignments["problem_key"].nunique()),
+               "n_leaking": int(leaking.size)}
+    if leaking.size:
+        named = []
+        for (seed, key) in leaking.index[:MAX_NAMED]:
+            rows = distinct[(distinct["seed"] == seed) & (distinct["problem_key"] == key)]
+            where = ", ".join(f"problem {r.problem_id} in {r.split}" for r in rows.itertuples())
+            named.append(f"seed {seed}: problem text {str(key)[:10]} ({where})")
+        return _failed(name, "problem_leak", f"{leaking.size} problem(s) in several splits: " + "; ".join(named),
+                       metrics)
+    return _passed(name, metrics)
 
 
 # --- learning checks -------------------------------------------------------------------------
 
 
-def memorisation(
+def trace_rows_independent(
     frame: pd.DataFrame, X: np.ndarray, seed: int = 0, config: ProbeConfig | None = None
 ) -> TripwireResult:
-    """Closed-form least squares must interpolate the labels of one training trace exactly.
+    """The rows of one training trace are linearly independent, so a linear probe can memorise them.
+
+    An honest name for what the seeds called "memorisation": with at most dims + 1 rows per trace
+    it is a rank check, and closed-form least squares interpolating the labels is its proof. What
+    makes it fail is a fault of the activations the row-wise activation checks cannot see: a layer
+    collapsed onto a few directions (the wrong tensor hooked, a projection bug), duplicated rows,
+    constant columns.
 
     Trace choice (deterministic): among training traces with both classes, those with at most
     dims + 1 sentences (so n rows can be linearly independent, intercept included), the one with the
@@ -176,7 +146,7 @@ def memorisation(
     squares on [standardised features, 1] fits every label exactly, so ranking by the decision
     values is perfect; anything else is a data fault with a reason code.
     """
-    name = "memorisation"
+    name = "trace_rows_independent"
     config = config or ProbeConfig()
     X = np.asarray(X)
     if not np.isfinite(X).all():
@@ -202,7 +172,11 @@ def memorisation(
         )
     standardised = (features[:, varying] - features[:, varying].mean(axis=0)) / spread[varying]
     design = np.hstack([standardised, np.ones((rows.size, 1))])
-    rank = int(np.linalg.matrix_rank(design))
+    # The rank tolerance follows the precision the activations were STORED in: float32 rows of a
+    # rank-8 layer come back "full rank" at float64's default tolerance, from rounding noise alone.
+    eps = np.finfo(X.dtype).eps if np.issubdtype(X.dtype, np.floating) else np.finfo(np.float64).eps
+    singular = np.linalg.svd(design, compute_uv=False)
+    rank = int(np.sum(singular > singular.max() * max(design.shape) * eps))
     metrics["rank"] = rank
     if rank < rows.size:
         pairs = duplicate_row_pairs(features)
@@ -232,38 +206,43 @@ def random_label_null(
 ) -> list[TripwireResult]:
     """Two checks from one permutation null: ``permutation_null`` and ``signal_beats_null``.
 
-    Labels are permuted within each problem (prevalence and problem structure kept, content link
-    destroyed) ``null_permutations`` times, and the linear probe is trained through the normal suite
-    path each time (with the L2 strength the real-label run chose). If nothing leaks, each null
-    probe's test labels are a within-problem permutation independent of its scores, so its PR-AUC is
-    distributed exactly like PR-AUC(labels, scores shuffled within problems). We simulate that
-    reference (``null_reference_draws`` per run) for the actual scores, prevalence, test size and
-    problem structure: the bands are calibrated, not hand-tuned, and problem-level score offsets
-    (activations cluster by problem) cannot fake a failure.
+    Labels are permuted within position bins of each problem (``null_position_bins`` bins of
+    relative position): prevalence, problem structure AND the position signal are kept, only the
+    link between content and label is destroyed. So the null probe learns whatever position buys
+    (activations encode position), and beating it means signal beyond position. The linear probe is
+    trained through the normal suite path each time (with the L2 strength the real-label run chose).
+    If nothing leaks, each null probe's test labels are a within-(problem, bin) permutation
+    independent of its scores, so its PR-AUC is distributed exactly like PR-AUC(labels, scores
+    shuffled within the same groups); that reference is simulated (``null_reference_draws`` per run)
+    for the actual scores: the bands are calibrated, not hand-tuned.
     - permutation_null passes iff the mean null PR-AUC <= reference mean + max(sigmas x SE, floor):
-      a higher value means random labels look learnable (leakage between splits, labels in features).
+      higher means random labels look learnable (leakage between splits, labels in the features).
     - signal_beats_null passes iff the real-label probe beats the ``null_quantile`` of both the
-      permutation scores and the pooled reference (which stabilises the quantile when K is small).
+      permutation scores and the pooled reference. Its metrics carry the real run's margins over the
+      position and text baselines (same split), so the finding reads "beyond position and text".
     """
     names = ("permutation_null", "signal_beats_null")
     config = config or ProbeConfig()
     if not np.isfinite(np.asarray(X)).all():
         return [_failed(name, "non_finite", "activations hold NaN/inf") for name in names]
-    linear = _linear_only(config)
-    real_run = run_probe_suite(frame, X, seed, linear)
+    # One holdout fit per permutation: leave-problems-out would multiply the cost by the fold count
+    # without changing what the null tests (the reference is calibrated on the evaluated rows).
+    linear = _linear_only(replace(config, cv_mode="holdout"))
+    real_run = run_probe_suite(frame, X, seed, replace(linear, probes=("linear_probe", *NULL_BASELINES)))
     real = real_run.metric("linear_probe", "pr_auc")
     # Null probes reuse the real run's L2 choice: selection only sees val labels, so it cannot change
     # the null distribution, and skipping it makes each permutation one fit instead of len(grid) + 1.
     chosen_c = real_run.metric("linear_probe", "selected_C")
     null_config = replace(linear, l2_c_grid=(chosen_c,)) if np.isfinite(chosen_c) else linear
     rng = np.random.default_rng([seed, 7919])
+    groups = position_groups(frame, config.null_position_bins)
     null_scores, reference_means, reference_vars, reference_draws = [], [], [], []
     for _ in range(config.null_permutations):
-        permuted = _permute_within_problems(frame, rng)
+        permuted = _permute_within_groups(frame, groups, rng)
         run = run_probe_suite(permuted, X, seed, null_config)
         null_scores.append(run.metric("linear_probe", "pr_auc"))
-        labels, scores, groups = _evaluated_rows(permuted, X, run, seed, config)
-        reference = _within_problem_reference(labels, scores, groups, config.null_reference_draws, rng)
+        labels, scores, evaluated_groups = _evaluated_rows(permuted, X, run, groups)
+        reference = _within_group_reference(labels, scores, evaluated_groups, config.null_reference_draws, rng)
         reference_means.append(reference.mean())
         reference_vars.append(reference.var())
         reference_draws.append(reference)
@@ -283,6 +262,8 @@ def random_label_null(
         "reference_mean_pr_auc": expected,
         "null_band_upper": float(band),
         "signal_threshold": threshold,
+        "position_bins": config.null_position_bins,
+        **{f"margin_over_{baseline}": real - real_run.metric(baseline, "pr_auc") for baseline in NULL_BASELINES},
     }
     results = []
     if null_scores.mean() <= band:
@@ -290,21 +271,29 @@ def random_label_null(
     else:
         detail = f"probes on permuted labels reach PR-AUC {null_scores.mean():.3f} > band {band:.3f}"
         results.append(_failed(names[0], "null_learnable", detail, metrics))
+    margins = ", ".join(f"{metrics[f'margin_over_{b}']:+.3f} over {b}" for b in NULL_BASELINES)
     if real > threshold:
-        results.append(_passed(names[1], metrics))
+        results.append(_passed(names[1], metrics, f"real PR-AUC {real:.3f} > null {threshold:.3f}; {margins}"))
     else:
-        detail = f"real-label PR-AUC {real:.3f} <= null {config.null_quantile:.0%} quantile {threshold:.3f}"
-        results.append(_failed(names[1], "no_signal_vs_null", detail, metrics))
+        detail = (f"real-label PR-AUC {real:.3f} <= the {config.null_quantile:.0%} quantile {threshold:.3f} of a null "
+                  f"that keeps position; {margins}")
+        results.append(_failed(names[1], "no_signal_beyond_position", detail, metrics))
     return results
 
 
 def planted_signal(
     frame: pd.DataFrame, X: np.ndarray, seed: int, config: ProbeConfig | None = None
 ) -> TripwireResult:
-    """Append a feature = label + N(0, sd^2) and require the normal suite path to recover it.
+    """Append features = label + N(0, sd^2) and require the normal suite path to recover them.
 
     Fails when labels and predictions drift apart anywhere between the frame and the metrics (row
     order, filtering, split bookkeeping) -- faults the activations themselves cannot reveal.
+
+    Why ceil(sqrt(dims)) planted columns, not one: with thousands of dimensions and a few hundred
+    training rows, the L2 probe spreads its weight over the noise dimensions, whose summed
+    contribution grows like sqrt(dims / rows); one planted column then lost to them on sound data
+    (PR-AUC 0.89-0.95 at 5120 dims: a false red). sqrt(dims) independent noisy copies give the
+    planted direction a weight that grows at the same rate, so recovery no longer depends on width.
     """
     name = "planted_signal"
     config = config or ProbeConfig()
@@ -313,22 +302,33 @@ def planted_signal(
         return _failed(name, "non_finite", "activations hold NaN/inf")
     rng = np.random.default_rng([seed, 104729])
     label = frame["anchor"].to_numpy(dtype=np.float64)
-    planted = label + rng.normal(0.0, config.planted_noise_sd, size=label.size)
-    augmented = np.hstack([X.astype(np.float32), planted.astype(np.float32)[:, None]])
+    n_planted = planted_columns(X.shape[1])
+    planted = label[:, None] + rng.normal(0.0, config.planted_noise_sd, size=(label.size, n_planted))
+    augmented = np.hstack([X.astype(np.float32), planted.astype(np.float32)])
     recovered = run_probe_suite(frame, augmented, seed, _linear_only(config)).metric("linear_probe", "pr_auc")
     metrics = {
         "pr_auc": recovered,
         "threshold": config.planted_min_pr_auc,
         "noise_sd": config.planted_noise_sd,
+        "n_planted_columns": n_planted,
     }
     if recovered >= config.planted_min_pr_auc:
         return _passed(name, metrics)
     return _failed(
         name,
         "planted_signal_not_recovered",
-        f"PR-AUC {recovered:.3f} < {config.planted_min_pr_auc} on a feature equal to label + noise",
+        f"PR-AUC {recovered:.3f} < {config.planted_min_pr_auc} on {n_planted} features equal to label + noise",
         metrics,
     )
+
+
+def planted_columns(dims: int) -> int:
+    """How many label + noise columns ``planted_signal`` appends: ceil(sqrt(dims))."""
+    return int(np.ceil(np.sqrt(max(int(dims), 1))))
+
+
+SLICE_TRIPWIRES = ("misaligned_rows", "trace_rows_independent", "permutation_null", "signal_beats_null",
+                   "planted_signal")
 
 
 def run_tripwires(
@@ -337,15 +337,19 @@ def run_tripwires(
     seed: int,
     config: ProbeConfig | None = None,
     index: pd.DataFrame | None = None,
+    expected_sha1: pd.DataFrame | None = None,
 ) -> list[TripwireResult]:
-    """Every tripwire for one slice: data integrity, memorisation, permutation null, planted signal.
+    """Every slice tripwire: row alignment (with ``index`` and ``expected_sha1``), trace rank, the
+    permutation null and the planted signal.
 
     Each check runs even if another failed or raised (an exception becomes a failed result with
     reason ``error``), so the report always shows every fault at once.
     """
     config = config or ProbeConfig()
-    results = data_integrity_tripwires(frame, X, index)
-    results.append(_guarded("memorisation", lambda: memorisation(frame, X, seed, config)))
+    results = []
+    if index is not None and expected_sha1 is not None:
+        results.append(_guarded("misaligned_rows", lambda: misaligned_rows(frame, index, expected_sha1)))
+    results.append(_guarded("trace_rows_independent", lambda: trace_rows_independent(frame, X, seed, config)))
     results += _guarded_many(
         ("permutation_null", "signal_beats_null"), lambda: random_label_null(frame, X, seed, config)
     )
@@ -399,45 +403,48 @@ def _memorisation_rows(
     return np.sort(np.concatenate([keep_positives, negatives[: capacity - keep_positives.size]]))
 
 
-def _permute_within_problems(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """Copy of the frame with labelled anchors shuffled inside each problem."""
+def position_groups(frame: pd.DataFrame, n_bins: int) -> np.ndarray:
+    """``problem_id#bin`` of each row: ``n_bins`` equal-width bins of relative position per problem."""
+    position = frame["rel_position"].to_numpy(dtype=np.float64)
+    bins = np.clip((position * n_bins).astype(int), 0, n_bins - 1)
+    return (frame["problem_id"].astype(str) + "#" + pd.Series(bins, index=frame.index).astype(str)).to_numpy()
+
+
+def _permute_within_groups(frame: pd.DataFrame, groups: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Copy of the frame with labelled anchors shuffled inside each group (problem x position bin)."""
     permuted = frame.copy()
     labelled = (
         frame["in_label_set"].to_numpy(dtype=bool) if "in_label_set" in frame else np.ones(len(frame), bool)
     )
     anchors = frame["anchor"].to_numpy().copy()
-    problem_ids = frame["problem_id"].astype(str).to_numpy()
-    for pid in sorted(set(problem_ids[labelled])):
-        rows = np.flatnonzero(labelled & (problem_ids == pid))
+    for group in sorted(set(groups[labelled])):
+        rows = np.flatnonzero(labelled & (groups == group))
         anchors[rows] = anchors[rng.permutation(rows)]
     permuted["anchor"] = anchors
     return permuted
 
 
-def _evaluated_rows(
-    frame: pd.DataFrame, X: np.ndarray, run, seed: int, config: ProbeConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, linear-probe scores, problem ids) of the rows a suite run evaluated."""
+def _evaluated_rows(frame: pd.DataFrame, X: np.ndarray, run, groups: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, linear-probe scores, groups) of the rows a suite run evaluated (its test rows)."""
     inputs, labels = labelled_inputs(frame, X)
-    scores = run.predictions.loc[run.predictions["probe"] == "linear_probe", "score"].to_numpy()
-    problem_ids = inputs.frame["problem_id"].astype(str).to_numpy()
-    if config.cv_mode == "holdout":
-        evaluated = rows_split(problem_ids, resolve_split(inputs.frame, seed, config)) == "test"
-    else:
-        evaluated = np.ones(len(labels), dtype=bool)
-    return labels[evaluated], scores[evaluated], problem_ids[evaluated]
+    keep = frame["in_label_set"].to_numpy(dtype=bool) if "in_label_set" in frame else np.ones(len(frame), bool)
+    predictions = run.predictions[run.predictions["probe"] == "linear_probe"]
+    scores = predictions["score"].to_numpy()
+    evaluated = (predictions["split"] == "test").to_numpy()
+    return labels[evaluated], scores[evaluated], groups[keep][evaluated]
 
 
-def _within_problem_reference(
+def _within_group_reference(
     labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, draws: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """PR-AUC of ``labels`` against ``scores`` shuffled within each problem, ``draws`` times.
+    """PR-AUC of ``labels`` against ``scores`` shuffled within each group, ``draws`` times.
 
-    Shuffling scores within problems is the same in distribution as shuffling labels within problems,
+    Shuffling scores within groups is the same in distribution as shuffling labels within groups,
     and lets one vectorised sort score every draw.
     """
     _, codes = np.unique(groups, return_inverse=True)
-    canonical = np.argsort(codes, kind="stable")  # rows grouped by problem, in row order
+    canonical = np.argsort(codes, kind="stable")  # rows grouped by group, in row order
     shuffled_order = np.argsort(codes[:, None] + rng.random((codes.size, draws)), axis=0)
     shuffled = np.empty((codes.size, draws))
     shuffled[canonical] = scores[shuffled_order]

@@ -39,7 +39,7 @@ from ta_platform.rollouts.synthetic_problems import SyntheticProblem, make_probl
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: distinct problem statements (no duplicate problem under two ids)
 MANIFEST_FILE = "manifest.json"
 MIN_CHUNKS, MODE_CHUNKS, MAX_CHUNKS = 20, 50, 150
 ANCHOR_QUANTILE = 0.9

@@ -243,8 +243,18 @@ FAMILIES: tuple[Callable[[random.Random, str], SyntheticProblem], ...] = (
 
 
 def make_problems(seed: int, n_problems: int) -> list[SyntheticProblem]:
-    """``n_problems`` problems with distinct numeric IDs, families in rotation, all from ``seed``."""
+    """``n_problems`` problems with distinct numeric IDs AND distinct statements, families in rotation,
+    all from ``seed``. A family with few parameters can draw a statement twice; the same problem
+    under two ids would sit in two splits (the split-leakage check names it), so it is redrawn."""
     rng = random.Random(f"ta-embedded:{seed}:problems")
     candidates = [i for i in range(100, 5000) if i not in REAL_SAMPLE_IDS]
     ids = sorted(rng.sample(candidates, n_problems))
-    return [FAMILIES[i % len(FAMILIES)](rng, str(problem_id)) for i, problem_id in enumerate(ids)]
+    problems: list[SyntheticProblem] = []
+    statements: set[str] = set()
+    for i, problem_id in enumerate(ids):
+        problem = FAMILIES[i % len(FAMILIES)](rng, str(problem_id))
+        while problem.problem_json()["problem"] in statements:
+            problem = FAMILIES[i % len(FAMILIES)](rng, str(problem_id))
+        statements.add(problem.problem_json()["problem"])
+        problems.append(problem)
+    return problems

@@ -7,6 +7,7 @@ atomically; the long metric and margin rows are returned for DuckDB.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -16,15 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ta_platform.anchors.invariants import labels_match_importance
-from ta_platform.anchors.labels import AnchorLabelConfig
+from ta_platform.anchors.invariants import labels_match_recomputed
 from ta_platform.common.atomic import atomic_write_bytes, atomic_write_json
 from ta_platform.common.hashing import code_version, stable_json_hash
 from ta_platform.common.parquet_io import write_parquet
 from ta_platform.common.threads import single_blas_thread
 from ta_platform.probing.config import ProbeConfig
-from ta_platform.probing.suite import run_probe_suite
-from ta_platform.probing.tripwires import run_tripwires, split_leakage
+from ta_platform.probing.suite import dataset_assignment, evaluation_scheme, run_probe_suite
+from ta_platform.probing.tripwires import run_tripwires
 from ta_platform.studies.activation_slices import ProbeSlice
 
 Log = Callable[[str], None]
@@ -41,67 +41,122 @@ def _weights_npz(weights: dict[str, dict[str, np.ndarray]]) -> bytes:
     return buffer.getvalue()
 
 
+def config_hash(config: ProbeConfig) -> str:
+    """What keys every probe artifact and metric row: results of another config are never mixed in."""
+    return stable_json_hash(config.as_dict())[:16]
+
+
+def seed_folder(out_dir: Path, seed: int) -> Path:
+    return out_dir / f"seed_{seed}"
+
+
 def run_seed(seed: int, slices: Iterable[ProbeSlice], config: ProbeConfig, out_dir: Path,
-             labels_provenance: dict, log: Log = print) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """All probes on all slices for one seed. Returns (metric rows, margin rows, provenance)."""
+             labels_provenance: dict, problem_ids: Iterable[str], log: Log = print) -> tuple[pd.DataFrame, dict]:
+    """All probes on all slices for one seed. Returns (metric rows, provenance).
+
+    One split (or one set of folds) per seed for the whole dataset (``problem_ids``: every labelled
+    problem), so a problem sits in the same split in every model, layer and setting; it is recorded
+    with the predictions (``split``/``fold`` per row, and ``split.json``), which is what the
+    split-leakage check reads.
+    """
+    assignment = dataset_assignment(problem_ids, seed, config)
     with single_blas_thread():
-        return _run_seed(seed, slices, config, out_dir, labels_provenance, log)
+        return _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log)
 
 
-def _run_seed(seed, slices, config, out_dir, labels_provenance, log):
-    metrics, margins, predictions, manifests = [], [], [], {}
+def _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log):
+    metrics, predictions, selection, manifests = [], [], [], {}
     weights: dict[str, dict[str, np.ndarray]] = {}
     started = time.monotonic()
     n_slices = 0
     for probe_slice in slices:
         slice_started = time.monotonic()
-        result = run_probe_suite(probe_slice.frame, probe_slice.X, seed, config)
+        result = run_probe_suite(probe_slice.frame, probe_slice.X, seed, config, assignment=assignment)
         metrics.append(_with_scope(result.metrics, probe_slice))
-        margins.append(_with_scope(result.margins, probe_slice))
         predictions.append(_with_scope(result.predictions, probe_slice))
+        selection.append(_with_scope(result.selection, probe_slice))
         name = f"{probe_slice.model_key}/{probe_slice.layer_key}/{probe_slice.setting}"
         weights.update({f"{name}/{probe}": arrays for probe, arrays in result.weights.items()})
         manifests[f"{probe_slice.model_key}/{probe_slice.layer_key}"] = probe_slice.manifest.get("fingerprint", "")
         n_slices += 1
         rate = len(probe_slice.frame) / max(time.monotonic() - slice_started, 1e-9)
-        log(f"seed {seed}: {name} ({len(probe_slice.frame)} sentences, {rate:.0f} sentences/s); "
-            f"linear PR-AUC {result.metric('linear_probe', 'pr_auc'):.3f} vs position "
-            f"{result.metric('position_baseline', 'pr_auc'):.3f}")
+        log(f"seed {seed}: {name} ({len(probe_slice.frame)} sentences, {rate:.0f} sentences/s, "
+            f"{evaluation_scheme(probe_slice.frame, config)}); linear PR-AUC "
+            f"{result.metric('linear_probe', 'pr_auc'):.3f} vs position {result.metric('position_baseline', 'pr_auc'):.3f}")
     if not n_slices:
         raise ValueError("no activation partitions to train on: materialise sentence_activations first")
-    provenance = {"seed": seed, "probe_config": config.as_dict(), "activation_fingerprints": manifests,
+    provenance = {"seed": seed, "config_hash": config_hash(config), "probe_config": config.as_dict(),
+                  "scheme": config.scheme_for(len(assignment)), "activation_fingerprints": manifests,
                   "labels": labels_provenance, "code_version": code_version()}
-    seed_dir = out_dir / f"seed_{seed}"
-    write_parquet(pd.concat(predictions, ignore_index=True), seed_dir / "predictions.parquet", provenance)
-    atomic_write_bytes(seed_dir / "weights.npz", _weights_npz(weights))
-    atomic_write_json(seed_dir / "provenance.json", provenance)
+    folder = seed_folder(out_dir, seed)
+    write_parquet(pd.concat(predictions, ignore_index=True), folder / "predictions.parquet", provenance)
+    write_parquet(pd.concat(selection, ignore_index=True), folder / "selection.parquet", provenance)
+    atomic_write_json(folder / "split.json", assignment)
+    atomic_write_bytes(folder / "weights.npz", _weights_npz(weights))
+    atomic_write_json(folder / "provenance.json", provenance)  # last: a seed folder is complete when this exists
     log(f"seed {seed}: {n_slices} slices in {time.monotonic() - started:.1f}s")
-    return pd.concat(metrics, ignore_index=True), pd.concat(margins, ignore_index=True), provenance
+    return pd.concat(metrics, ignore_index=True).assign(config_hash=provenance["config_hash"]), provenance
 
 
 TRIPWIRE_COLUMNS = ["tripwire", "model_key", "layer_key", "setting", "passed", "reason_code", "detail", "metrics"]
 
 
-def run_slice_tripwires(slices: Iterable[ProbeSlice], config: ProbeConfig, seed: int = 0,
-                        log: Log = print, labels: pd.DataFrame | None = None,
-                        label_config: AnchorLabelConfig | None = None) -> pd.DataFrame:
-    """Every tripwire on every slice, all reported (one failure never hides another).
+def run_slice_tripwires(slices: Iterable[ProbeSlice], config: ProbeConfig, seed: int = 0, log: Log = print,
+                        expected_sha1: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every slice tripwire on every slice, all reported (one failure never hides another).
 
-    ``labels`` (all settings together) adds dataset-wide rows: split leakage (a slice holds one
-    setting only, so it cannot see a problem whose correct and incorrect traces sit in two splits)
-    and, with ``label_config``, labels recomputed from importance (shuffled or stale labels).
+    ``expected_sha1`` (``trace_key, chunk_idx, text_sha1`` from the stored texts and spans) lets
+    ``misaligned_rows`` compare each row's sentence with the text its activation was computed from.
     """
     with single_blas_thread():
-        rows = [row for probe_slice in slices for row in _slice_tripwire_rows(probe_slice, config, seed, log)]
-    if labels is not None:
-        leak = split_leakage(labels)
-        rows.append(_tripwire_row(leak.name, leak.passed, leak.reason_code, leak.detail, leak.metrics, DATASET_SCOPE))
-    if labels is not None and label_config is not None:
-        consistent = labels_match_importance(labels, label_config)
-        rows.append(_tripwire_row("labels_consistent", consistent.passed,
-                                  "ok" if consistent.passed else "labels_inconsistent",
-                                  f"{consistent.summary}: {consistent.offenders[:10]}", {}, DATASET_SCOPE))
+        rows = [row for probe_slice in slices
+                for row in _slice_tripwire_rows(probe_slice, config, seed, log, expected_sha1)]
     return pd.DataFrame(rows, columns=TRIPWIRE_COLUMNS)
+
+
+def labels_consistent_row(stored: pd.DataFrame, recomputed: pd.DataFrame) -> dict:
+    """The dataset-wide ``labels_consistent`` row: stored labels vs labels recomputed from raw data."""
+    result = labels_match_recomputed(stored, recomputed)
+    return _tripwire_row("labels_consistent", result.passed, "ok" if result.passed else "labels_inconsistent",
+                         f"{result.summary}: {result.offenders[:10]}", {"n_offenders": len(result.offenders)},
+                         DATASET_SCOPE)
+
+
+def expected_text_sha1(snapshot: pd.DataFrame, spans: pd.DataFrame) -> pd.DataFrame:
+    """``trace_key, chunk_idx, text_sha1`` of every sentence, from the stored trace texts and spans."""
+    text_of = dict(zip(snapshot["trace_key"], snapshot["full_cot"], strict=True))
+    hashes = [hashlib.sha1(text_of[key][int(a):int(b)].encode("utf-8")).hexdigest() if key in text_of else ""
+              for key, a, b in zip(spans["trace_key"], spans["char_start"], spans["char_end"], strict=True)]
+    return spans[["trace_key", "chunk_idx"]].assign(text_sha1=hashes)
+
+
+def problem_keys(snapshot: pd.DataFrame) -> dict[str, str]:
+    """trace_key -> a hash of the problem statement: a problem's identity independent of its id."""
+    def statement(problem_json: str) -> str:
+        problem = json.loads(problem_json)
+        text = problem.get("problem", problem_json) if isinstance(problem, dict) else problem_json
+        return " ".join(str(text).split())
+
+    return {key: stable_json_hash(statement(problem_json))[:16]
+            for key, problem_json in zip(snapshot["trace_key"], snapshot["problem_json"], strict=True)}
+
+
+def recorded_assignments(out_dir: Path, seeds: Iterable[int], problem_key_of: dict[str, str]) -> pd.DataFrame:
+    """``seed, scope, problem_id, problem_key, split`` of every recorded prediction of these seeds."""
+    frames = []
+    for seed in seeds:
+        predictions = pd.read_parquet(seed_folder(out_dir, seed) / "predictions.parquet",
+                                      columns=["trace_key", "problem_id", "split", "fold", "model_key", "layer_key",
+                                               "setting"]).drop_duplicates()
+        frames.append(pd.DataFrame({
+            "seed": seed,
+            "scope": predictions["model_key"] + "/" + predictions["layer_key"] + "/" + predictions["setting"],
+            "problem_id": predictions["problem_id"].astype(str),
+            "problem_key": predictions["trace_key"].map(problem_key_of).fillna("unknown:" + predictions["trace_key"]),
+            "split": predictions["split"].where(predictions["fold"] == "holdout", predictions["fold"]),
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["seed", "scope", "problem_id", "problem_key", "split"])
 
 
 DATASET_SCOPE = {"model_key": "all", "layer_key": "all", "setting": "all"}
@@ -113,8 +168,10 @@ def _tripwire_row(name: str, passed: bool, reason: str, detail: str, metrics: di
             "metrics": json.dumps(metrics, default=float, sort_keys=True)}
 
 
-def _slice_tripwire_rows(probe_slice: ProbeSlice, config: ProbeConfig, seed: int, log: Log) -> list[dict]:
-    results = run_tripwires(probe_slice.frame, probe_slice.X, seed, config, index=probe_slice.index)
+def _slice_tripwire_rows(probe_slice: ProbeSlice, config: ProbeConfig, seed: int, log: Log,
+                         expected_sha1: pd.DataFrame | None) -> list[dict]:
+    results = run_tripwires(probe_slice.frame, probe_slice.X, seed, config, index=probe_slice.index,
+                            expected_sha1=expected_sha1)
     failed = [f"{r.name}:{r.reason_code}" for r in results if not r.passed]
     log(f"tripwires {probe_slice.model_key}/{probe_slice.layer_key}/{probe_slice.setting}: "
         f"{len(results) - len(failed)}/{len(results)} pass {failed or ''}")

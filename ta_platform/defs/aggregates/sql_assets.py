@@ -17,7 +17,6 @@ GROUP = "aggregates"
 # DuckDB tables written by Python assets -> the assets that write them.
 SOURCE_TABLES: dict[str, list[str]] = {
     "probe_metrics": ["probes"],
-    "probe_margins": ["probes"],
     "tripwire_results": ["probe_tripwires"],
     "faults": ["problem_index", "sentence_spans", "sentence_activations"],
 }

@@ -28,11 +28,15 @@ def build_release_gate(gated_keys: Sequence[dg.AssetCheckKey]) -> dg.AssetChecks
     @dg.asset_check(asset=GATED_ASSET, name=GATE_CHECK_NAME,
                     description="Release gate: the latest evaluation of every other check passed (none missing).")
     def release_gate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        from ta_platform.studies.anchor_summary import gate_line, restamp_reports
+
         verdict, n_checks = current_gate_verdict(context.instance, keys)
         context.log.info(verdict.summary())
+        line = gate_line(verdict, n_checks)
+        restamped = restamp_reports(line, context.run_id)  # the report states the final verdict
         return dg.AssetCheckResult(passed=verdict.passed, metadata={
-            "summary": verdict.summary(), "failing": verdict.failing, "missing": verdict.missing,
-            "warnings": verdict.warnings, "n_checks": n_checks,
+            "summary": verdict.summary(), "gate": line, "failing": verdict.failing, "missing": verdict.missing,
+            "warnings": verdict.warnings, "n_checks": n_checks, "report_restamped": restamped is not None,
         })
 
     return release_gate

@@ -1,39 +1,59 @@
-"""Collect the latest evaluation of each asset check from a Dagster instance."""
+"""Collect, for each asset check, the evaluation that belongs to its asset's latest materialisation.
+
+Why "belongs to": a check's latest evaluation can describe data that is gone. Materialise
+``probe_tripwires`` (checks pass), then materialise it again in a run whose check step never ran:
+the latest evaluation still says "passed" about the old tables. An evaluation counts only when its
+target materialisation (the one the check looked at) is the asset's latest; otherwise the check
+is reported ``stale``, which the gate treats like ``missing``.
+
+Only public Dagster surface: ``DagsterInstance`` methods and the record's plain attributes; the
+status enum is compared by value, never imported from ``dagster._core``.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from ta_platform.common.release_gate import CheckEvaluation
 
-_STATUS = {
-    AssetCheckExecutionRecordStatus.SUCCEEDED: "passed",
-    AssetCheckExecutionRecordStatus.FAILED: "failed",
-    AssetCheckExecutionRecordStatus.PLANNED: "planned",
-}
+_STATUS = {"SUCCEEDED": "passed", "FAILED": "failed", "PLANNED": "planned"}
+REASON_FIELDS = ("reason_code", "summary")
+DETAIL_FIELDS = ("detail", "failed_slices", "failing_partitions", "details", "missing", "differing", "offenders")
 
 
 def latest_evaluations(instance: dg.DagsterInstance, check_keys) -> list[CheckEvaluation]:
+    """One ``CheckEvaluation`` per key: passed / failed / planned / stale / missing, with its reason."""
     evaluations = []
+    latest_run: dict[dg.AssetKey, str | None] = {}
     for key in sorted(check_keys, key=lambda k: k.to_user_string()):
-        record = instance.get_latest_asset_check_evaluation_record(key)
         name = key.to_user_string()
+        record = instance.get_latest_asset_check_evaluation_record(key)
         if record is None:
             evaluations.append(CheckEvaluation(name, "missing"))
             continue
-        status = _STATUS.get(record.status, str(record.status))
-        severity, reason = "ERROR", ""
+        if key.asset_key not in latest_run:
+            event = instance.get_latest_materialization_event(key.asset_key)
+            latest_run[key.asset_key] = event.run_id if event is not None else None
+        status = _STATUS.get(getattr(record.status, "value", str(record.status)), str(record.status))
         evaluation = record.evaluation
+        severity, reason, target_run = "ERROR", "", record.run_id
         # a planned-but-never-run check (its step failed or was skipped) has no severity or result
         if evaluation is not None and hasattr(evaluation, "severity"):
             severity = evaluation.severity.value
             meta = evaluation.metadata or {}
-            for field_name in ("reason_code", "summary"):
-                if field_name in meta:
-                    reason = str(meta[field_name].value)
-                    break
+            reason = next((str(meta[f].value) for f in REASON_FIELDS if f in meta), "")
             if status == "passed" and not evaluation.passed:
                 status = "failed"
+            detail = next((meta[f].value for f in DETAIL_FIELDS if f in meta and meta[f].value), None)
+            if detail is not None and status != "passed":  # the why, as the check wrote it
+                reason = f"{reason}: {str(detail)[:400]}"
+            if evaluation.target_materialization_data is not None:
+                target_run = evaluation.target_materialization_data.run_id
+        if latest_run[key.asset_key] is None:
+            status, reason = "missing", "asset never materialised"
+        elif status in ("passed", "failed") and target_run != latest_run[key.asset_key]:
+            reason = (f"evaluated on run {target_run[:8]}, but the asset's latest materialisation is run "
+                      f"{latest_run[key.asset_key][:8]}")
+            status = "stale"
         evaluations.append(CheckEvaluation(name, status, severity, record.run_id, reason))
     return evaluations

@@ -4,17 +4,26 @@ import dagster as dg
 
 from ta_platform.probing.config import ProbeConfig
 
+DEFAULT_PROBES = ["position_baseline", "text_baseline", "linear_probe", "activations_plus_position"]
+
 
 class ProbeSettings(dg.ConfigurableResource):
-    """``cv_mode``: holdout (train/val/test by problem) or leave_problems_out for small datasets."""
+    """``cv_mode``: auto (holdout when the test split would hold >= ``min_test_problems`` problems,
+    else leave-problems-out), holdout, or leave_problems_out. ``probes``: which probes run; the MLP
+    (``mlp_probe``) is off by default: under leave-problems-out it costs ~3x the rest together and
+    never beat the linear probe here. Baselines always run beside the probes."""
 
-    cv_mode: str = "holdout"
+    cv_mode: str = "auto"
     n_folds: int = 5
+    min_test_problems: int = 10
+    probes: list[str] = DEFAULT_PROBES
     bootstrap_resamples: int = 1000
     mlp_epochs: int = 60
     null_permutations: int = 20
     tripwire_seed: int = 0
 
     def probe_config(self) -> ProbeConfig:
-        return ProbeConfig(cv_mode=self.cv_mode, n_folds=self.n_folds, bootstrap_resamples=self.bootstrap_resamples,
-                           mlp_epochs=self.mlp_epochs, null_permutations=self.null_permutations)
+        probes = list(dict.fromkeys(["position_baseline", "text_baseline", *self.probes]))
+        return ProbeConfig(cv_mode=self.cv_mode, n_folds=self.n_folds, min_test_problems=self.min_test_problems,
+                           probes=tuple(probes), bootstrap_resamples=0, mlp_epochs=self.mlp_epochs,
+                           null_permutations=self.null_permutations)

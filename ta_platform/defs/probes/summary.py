@@ -1,53 +1,72 @@
-"""scaling_summary: the model x setting matrix as a DuckDB table, markdown, PNG and a report file.
+"""scaling_summary: the model x setting matrix as a DuckDB table, markdown, PNG and report files.
 
-The release gate, an asset check on this asset, lives in ``ta_platform/defs/gate/checks.py``."""
+Built by a factory because it states the gate verdict so far, which needs every gated check key
+(only ``definitions.py`` knows them all). The release gate, an asset check on this asset
+(``defs/gate/checks.py``), re-stamps the report with the final verdict.
+"""
 
-import time
+import base64
+import json
+from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
 
-from ta_platform.common.atomic import atomic_write_bytes, atomic_write_text
+from ta_platform.common.hashing import stable_json_hash
 from ta_platform.common.paths import storage_path
+from ta_platform.defs.compute import ComputeResource
+from ta_platform.defs.probes.assets import ALL_PROBES, probes_dir
+from ta_platform.defs.probes.settings import ProbeSettings
 from ta_platform.defs.resources import MetadataStoreResource
-from ta_platform.probing.report import best_probe_cells, markdown_matrix, matrix_png
-
-ACTIVATION_PROBES = ["linear_probe", "mlp_probe", "activations_plus_position"]
-
-
-@dg.asset(group_name="probes", deps=["scaling_report_rows"], kinds={"duckdb", "markdown"})
-def scaling_summary(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
-    """Best probe per model x setting, its PR-AUC margin over position with the bootstrap interval,
-    and the tripwire status; written to DuckDB, storage/reports/ and the asset's metadata."""
-    store = metadata_store.store()
-    rows = store.read_table("scaling_report_rows")
-    if rows.empty:
-        raise ValueError("scaling_report_rows is empty: materialise probes and the SQL aggregates first")
-    # The question is "do activations predict beyond position and text?": report the best probe of
-    # any kind and, separately, the best activation probe (the text baseline can win the first).
-    activation_rows = rows[rows["probe"].isin([*ACTIVATION_PROBES, "position_baseline"])]
-    cells = pd.concat([best_probe_cells(rows).assign(family="any"),
-                       best_probe_cells(activation_rows).assign(family="activations")], ignore_index=True)
-    store.replace_slice("scaling_summary", cells)
-    table = markdown_matrix(rows)
-    activation_table = markdown_matrix(activation_rows)
-    png = matrix_png(activation_rows)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    report = (f"# Scaling summary\n\nGenerated {stamp} by run {context.run_id}.\n\n## Best probe of any kind\n\n"
-              f"{table}\n\n## Best activation probe\n\n{activation_table}\n")
-    atomic_write_text(storage_path("reports", "scaling_summary.md"), report)
-    atomic_write_bytes(storage_path("reports", "scaling_summary.png"), png)
-    context.log.info("\n" + table + "\n\n" + activation_table)
-    return dg.MaterializeResult(metadata={
-        "table": dg.MetadataValue.md(table),
-        "activation_table": dg.MetadataValue.md(activation_table),
-        "plot": dg.MetadataValue.md(_png_markdown(png)),
-        "report_path": dg.MetadataValue.path(str(storage_path("reports", "scaling_summary.md"))),
-        "n_cells": len(cells),
-    })
+from ta_platform.defs.shared import GATED_ASSET, activations_root, current_gate_verdict
+from ta_platform.store import artifacts
 
 
-def _png_markdown(png: bytes) -> str:
-    import base64
+def build_scaling_summary(gated_keys: Sequence[dg.AssetCheckKey]) -> dg.AssetsDefinition:
+    upstream_keys = [key for key in gated_keys if key.asset_key != dg.AssetKey(GATED_ASSET)]
 
-    return f"![scaling summary](data:image/png;base64,{base64.b64encode(png).decode()})"
+    @dg.asset(name=GATED_ASSET, group_name="probes", deps=[ALL_PROBES, "probe_tripwires", "cell_tripwire_status"],
+              kinds={"duckdb", "markdown"})
+    def scaling_summary(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource,
+                        probe_settings: ProbeSettings, compute: ComputeResource) -> dg.MaterializeResult:
+        """Per model x setting: the layer and probe chosen on validation, its test PR-AUC beside the
+        position and text baselines, the seed-averaged margins with intervals over test problems, the
+        scheme and number of test problems, tripwires and the gate verdict so far."""
+        from ta_platform.studies.activation_slices import activation_partitions
+        from ta_platform.studies.anchor_probes import config_hash
+        from ta_platform.studies.anchor_summary import (
+            averaged_text,
+            gate_line,
+            load_current_seeds,
+            summary_cells,
+            write_reports,
+        )
+
+        current_hash = config_hash(probe_settings.probe_config())
+        registry = compute.registry()
+        fingerprints = {f"{model}/{layer}": json.loads((folder / "manifest.json").read_text()).get("fingerprint", "")
+                        for model, layer, folder in activation_partitions(activations_root()) if model in registry}
+        labels = pd.read_parquet(artifacts.thought_anchor_file(artifacts.LABELS))
+        results = load_current_seeds(probes_dir(), current_hash, fingerprints, labels)
+        if not results.seeds:
+            raise ValueError(f"no probe seeds under the current config {current_hash} on the current activations "
+                             f"({'; '.join(results.excluded) or 'none materialised'}): materialise probes")
+        store = metadata_store.store()
+        cells = summary_cells(results, store.read_table("cell_tripwire_status"),
+                              n_resamples=probe_settings.bootstrap_resamples, config_hash=current_hash)
+        verdict, n_checks = current_gate_verdict(context.instance, upstream_keys)
+        gate = gate_line(verdict, n_checks, pending=True)
+        store.replace_slice("scaling_summary", cells.assign(gate=gate))
+        averaged = averaged_text(results, current_hash)
+        report, png = write_reports(cells, gate, averaged, context.run_id)
+        context.log.info(report)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(stable_json_hash(cells.round(10).to_dict("records"))),
+            metadata={
+                "gate": gate, "averaged": averaged, "n_cells": len(cells),
+                "report": dg.MetadataValue.md(report),
+                "plot": dg.MetadataValue.md(f"![scaling summary](data:image/png;base64,{base64.b64encode(png).decode()})"),
+                "report_path": dg.MetadataValue.path(str(storage_path("reports", "scaling_summary.md"))),
+            })
+
+    return scaling_summary

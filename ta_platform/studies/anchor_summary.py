@@ -1,0 +1,116 @@
+"""The thought-anchor scaling summary: which seed results count, the cells, and the report files.
+
+Plain Python (no Dagster): ``defs/probes/summary.py`` builds the summary, and the release gate
+(``defs/gate/checks.py``) re-stamps the same report with its final verdict, so the two share this.
+
+Which seeds count: only seed folders made under the current probe config (``config_hash``) AND on
+the activations stored now (their recorded fingerprints equal the partitions' manifests). Any
+other seed is listed as excluded, with the reason, in the report: never silently averaged in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ta_platform.common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ta_platform.common.paths import storage_path
+from ta_platform.probing.report import markdown_report, matrix_png
+from ta_platform.probing.selection import probe_cells
+
+REPORT_NAME = "scaling_summary"
+
+
+@dataclass
+class SeedResults:
+    """The predictions and validation choices of the seeds that count, and what was left out."""
+
+    predictions: pd.DataFrame
+    selection: pd.DataFrame
+    seeds: list[int] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+
+
+def load_current_seeds(out_dir: Path, config_hash: str, fingerprints: dict[str, str],
+                       labels: pd.DataFrame) -> SeedResults:
+    """Seed folders of this config on these activations, predictions joined to their labels by key."""
+    predictions, selection, seeds, excluded = [], [], [], []
+    for path in sorted(out_dir.glob("seed_*/provenance.json")):
+        provenance = json.loads(path.read_text())
+        seed = provenance.get("seed")
+        if provenance.get("config_hash") != config_hash:
+            excluded.append(f"seed {seed}: probe config {provenance.get('config_hash', 'unrecorded')} "
+                            f"is not the current {config_hash}")
+            continue
+        stale = sorted(part for part, fp in provenance.get("activation_fingerprints", {}).items()
+                       if fingerprints.get(part) != fp)
+        if stale:
+            excluded.append(f"seed {seed}: trained on activations since replaced ({', '.join(stale)})")
+            continue
+        predictions.append(pd.read_parquet(path.parent / "predictions.parquet").assign(seed=int(seed)))
+        selection.append(pd.read_parquet(path.parent / "selection.parquet"))
+        seeds.append(int(seed))
+    if not predictions:
+        return SeedResults(pd.DataFrame(), pd.DataFrame(), [], excluded)
+    joined = pd.concat(predictions, ignore_index=True).merge(
+        labels[["trace_key", "chunk_idx", "anchor"]].rename(columns={"anchor": "label"}),
+        on=["trace_key", "chunk_idx"], how="left", validate="many_to_one")
+    if joined["label"].isna().any():
+        missing = joined.loc[joined["label"].isna(), "trace_key"].unique()[:5].tolist()
+        raise ValueError(f"probe predictions name sentences the labels file lacks (e.g. {missing}): "
+                         "re-materialise probes after sentence_labels")
+    return SeedResults(joined, pd.concat(selection, ignore_index=True), seeds, excluded)
+
+
+def summary_cells(results: SeedResults, tripwire_status: pd.DataFrame, *, n_resamples: int,
+                  config_hash: str) -> pd.DataFrame:
+    """The cells (``selection.probe_cells``) with each cell's tripwire status and config hash."""
+    cells = probe_cells(results.predictions, results.selection, n_resamples=n_resamples)
+    status = tripwire_status[["model_key", "setting", "tripwire_status"]] if len(tripwire_status) else \
+        pd.DataFrame(columns=["model_key", "setting", "tripwire_status"])
+    cells = cells.merge(status, on=["model_key", "setting"], how="left")
+    cells["tripwire_status"] = cells["tripwire_status"].fillna("not evaluated")
+    return cells.assign(config_hash=config_hash)
+
+
+def averaged_text(results: SeedResults, config_hash: str) -> str:
+    text = f"seeds {', '.join(map(str, results.seeds)) or 'none'} of probe config {config_hash}"
+    return text + (f"; excluded: {'; '.join(results.excluded)}" if results.excluded else "; nothing excluded")
+
+
+def gate_line(verdict, n_checks: int, *, pending: bool = False) -> str:
+    """One line for the report: PASS / FAIL with the failing and missing checks, or PENDING."""
+    problems = [*verdict.failing, *verdict.missing]
+    if pending:
+        so_far = f"; failing so far: {', '.join(verdict.failing)}" if verdict.failing else ""
+        return f"PENDING: NOT RELEASED until the release gate passes{so_far}"
+    if verdict.passed:
+        return f"PASS ({n_checks} checks; {len(verdict.warnings)} warning(s))"
+    return f"FAIL, NOT RELEASED: {'; '.join(problems[:12])}{' ...' if len(problems) > 12 else ''}"
+
+
+def write_reports(cells: pd.DataFrame, gate: str, averaged: str, run_id: str) -> tuple[str, bytes]:
+    """``storage/reports/scaling_summary.{md,png,json}``, each written atomically; returns (md, png)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    report = markdown_report(cells, gate, generated=f"{stamp} by run {run_id}", averaged=averaged)
+    png = matrix_png(cells, gate)
+    atomic_write_text(storage_path("reports", f"{REPORT_NAME}.md"), report)
+    atomic_write_bytes(storage_path("reports", f"{REPORT_NAME}.png"), png)
+    atomic_write_json(storage_path("reports", f"{REPORT_NAME}.json"),
+                      {"gate": gate, "averaged": averaged, "run_id": run_id,
+                       "cells": json.loads(cells.to_json(orient="records"))})
+    return report, png
+
+
+def restamp_reports(gate: str, run_id: str) -> tuple[str, bytes] | None:
+    """Rewrite the last summary's reports with the release gate's final verdict (None: no summary yet)."""
+    path = storage_path("reports", f"{REPORT_NAME}.json")
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    cells = pd.DataFrame(stored["cells"])
+    return write_reports(cells, gate, stored["averaged"], f"{stored['run_id']} (gate: run {run_id})")
