@@ -2,7 +2,8 @@
 
 Both judges use the same registry model (default: the real ``smollm2-135m``), loaded once through
 ``ComputeResource.loaded(spec, lm_head=True)`` (registry dtype, device and revision), and the same
-comparison pairs of the embedded task pool. The platform judge reads two option logits per order
+comparison pairs of the embedded task pool, drawn as active learning's first round asks them (a
+random 4-regular graph: every task in 4 comparisons). The platform judge reads two option logits per order
 (shared-prefix key/value cache, batched suffixes, no generation); the naive judge generates up to 8
 tokens greedily per order, one prompt at a time, and parses the letter. Printed: comparisons per
 second for each (a comparison = one pair, both orders), the speedup, and their agreement: per
@@ -30,18 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sample_pairs(n_pairs: int, seed: int):
-    """Distinct task pairs from the embedded task pool (seeded)."""
+    """Pairs as active learning first asks them: the edges of a seeded random 4-regular graph over
+    ``n_pairs / 2`` tasks of the embedded task pool (each task in 4 comparisons)."""
     import numpy as np
 
+    from ta_platform.preferences.active_learning import random_regular_pairs
     from ta_platform.preferences.judges import tasks_from_pool
     from ta_platform.preferences.tasks import generate_task_pool
 
-    pool = generate_task_pool(max(200, 2 * n_pairs), 10, seed=seed)
-    tasks = list(tasks_from_pool(pool).values())
+    n_tasks = max(6, n_pairs // 2)
+    pool = generate_task_pool(max(200, n_tasks), 10, seed=seed)
     rng = np.random.default_rng(seed)
-    first = rng.choice(len(tasks), n_pairs, replace=False)
-    second = (first + rng.integers(1, len(tasks), n_pairs)) % len(tasks)
-    return [(tasks[a], tasks[b]) for a, b in zip(first.tolist(), second.tolist(), strict=True)]
+    tasks = [list(tasks_from_pool(pool).values())[i] for i in rng.choice(len(pool), n_tasks, replace=False)]
+    edges = random_regular_pairs(n_tasks, 4, rng)[:n_pairs]
+    return [(tasks[a], tasks[b]) for a, b in edges.tolist()]
 
 
 def compare(platform_orders, naive_orders) -> dict[str, float]:

@@ -87,8 +87,10 @@ def build_comparison_prompt(first: str, second: str, tokenizer: Any = None, syst
     prompt) and the generation prompt is appended; otherwise a plain text prompt ending in
     "Answer:" is used, with the system prompt as a leading paragraph.
     """
-    question = (f"{QUESTION}\n\nTask {labels[0]}:\n{first}\n\nTask {labels[1]}:\n{second}\n\n"
-                f"Reply with the letter {labels[0]} or {labels[1]} only.")
+    # The instruction comes BEFORE the tasks, so every prompt of a call shares it (and the system
+    # prompt) as one token prefix the logit judge runs once; only the two tasks differ.
+    question = (f"{QUESTION} Reply with the letter {labels[0]} or {labels[1]} only.\n\n"
+                f"Task {labels[0]}:\n{first}\n\nTask {labels[1]}:\n{second}")
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": question}]
@@ -127,7 +129,8 @@ class HFLogitJudge:
     Why it is fast (``ta-platform bench judge`` measures it against generate-and-parse):
     every prompt of a call shares a token prefix (system prompt, question, "Task A:"); it is run
     ONCE and its key/value cache is reused by every batch, so each comparison only pays for its
-    own suffix. Suffixes are sorted by length and right-padded in batches; the decoder stack runs
+    own suffix. Prompts showing the same task first (a task compared with several others, as
+    active learning and the OOD comparisons ask) share a second-level prefix, run once per task. Suffixes are sorted by length and right-padded in batches; the decoder stack runs
     without the LM head, and only the two option rows of the output embedding are multiplied with
     the hidden state at each row's last real position (2 logits per prompt, not a vocabulary).
     Nothing is generated. ``share_prefix=False`` runs full prompts (the exactness reference).
@@ -185,26 +188,39 @@ class HFLogitJudge:
                 raise PromptTooLongError(f"judge prompt of {len(ids)} tokens exceeds the model's context of "
                                          f"{self.max_length} tokens (system prompt {self.system_prompt!r}): {shown!r}")
 
-    def option_probabilities(self, prompts: Sequence[str]) -> np.ndarray:
-        """P(label A) for each prompt: softmax over the two option-token logits at the next position."""
+    def option_probabilities(self, prompts: Sequence[str], groups: Sequence[Any] | None = None) -> np.ndarray:
+        """P(label A) for each prompt: softmax over the two option-token logits at the next position.
+
+        ``groups`` (optional, one label per prompt, e.g. the task shown first) marks prompts that
+        share more than the common prefix: each group's own longest token prefix is run once on top
+        of the common one, and its members only pay for what follows.
+        """
         import torch  # lazy: model judges only
 
         if not prompts:
             return np.empty(0)
         # Repeated samples of a pair ask the same prompt: compute each distinct prompt once.
-        unique, inverse = np.unique(np.asarray(prompts, dtype=object).astype(str), return_inverse=True)
+        unique, first_index, inverse = np.unique(np.asarray(prompts, dtype=object).astype(str), return_index=True,
+                                                 return_inverse=True)
         if len(unique) < len(prompts):
-            return self.option_probabilities(list(unique))[inverse]
+            labels = None if groups is None else [groups[i] for i in first_index]
+            return self.option_probabilities(list(unique), labels)[inverse]
         encoded = [self.encode(p) for p in prompts]
         self.check_context(encoded, prompts)
         out = np.empty(len(prompts))
         # The shared prefix: at least one token of every prompt must stay in its suffix.
         prefix = common_prefix_length(encoded) if self.share_prefix else 0
         prefix = min(prefix, min(len(e) for e in encoded) - 1)
-        order = np.argsort([len(e) for e in encoded], kind="stable")
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        members: dict[Any, list[int]] = {}
+        for i, label in enumerate(groups if (groups is not None and self.share_prefix) else range(len(prompts))):
+            members.setdefault(label, []).append(i)
+        shared, singles = [], []
+        for rows in members.values():
+            length = min(common_prefix_length([encoded[r] for r in rows]), min(len(encoded[r]) for r in rows) - 1)
+            if len(rows) >= 2 and length - prefix >= 4:
+                shared.append((rows, length))
+            else:
+                singles += rows
         device = next(self.model.parameters()).device
         decoder = self.model.get_decoder()
         head = self.model.get_output_embeddings()
@@ -218,30 +234,51 @@ class HFLogitJudge:
                 if prefix > 0:
                     ids = torch.tensor([encoded[0][:prefix]], dtype=torch.long, device=device)
                     prefix_kv = decoder(input_ids=ids, use_cache=True).cache
-                for start in range(0, len(order), self.batch_size):
-                    rows = order[start:start + self.batch_size]
-                    width = max(len(encoded[r]) - prefix for r in rows)
-                    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-                    mask = torch.zeros((len(rows), prefix + width), dtype=torch.long)
-                    mask[:, :prefix] = 1
-                    for k, r in enumerate(rows):
-                        suffix = encoded[r][prefix:]
-                        ids[k, : len(suffix)] = torch.tensor(suffix)
-                        mask[k, prefix: prefix + len(suffix)] = 1
-                    kwargs = {}
+                self._run_rows(decoder, encoded, singles, prefix, prefix_kv, option_weight, option_bias, out)
+                for rows, length in shared:
+                    ids = torch.tensor([encoded[rows[0]][prefix:length]], dtype=torch.long, device=device)
+                    kwargs = {} if prefix_kv is None else {"cache": _expand_cache(prefix_kv, 1, self.model.config)}
                     if prefix_kv is not None:
-                        kwargs["cache"] = _expand_cache(prefix_kv, len(rows), self.model.config)
-                    hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=prefix > 0,
-                                     **kwargs).last_hidden_state
-                    last = (mask[:, prefix:].sum(dim=1) - 1).to(device)
-                    picked = hidden[torch.arange(len(rows), device=device), last]
-                    logits = picked @ option_weight.T
-                    if option_bias is not None:
-                        logits = logits + option_bias
-                    out[rows] = torch.softmax(logits.float(), dim=-1)[:, 0].cpu().numpy()
+                        kwargs["attention_mask"] = torch.ones((1, length), dtype=torch.long, device=device)
+                    group_kv = decoder(input_ids=ids, use_cache=True, **kwargs).cache
+                    self._run_rows(decoder, encoded, rows, length, group_kv, option_weight, option_bias, out)
         finally:
             self.model.train(was_training)
         return out
+
+    def _run_rows(self, decoder: Any, encoded: Sequence[Sequence[int]], rows: Sequence[int], prefix: int,
+                  prefix_kv: Any, option_weight: Any, option_bias: Any, out: np.ndarray) -> None:
+        """Suffixes of ``rows`` (after ``prefix`` cached tokens) in length-sorted, right-padded batches."""
+        import torch
+
+        if not rows:
+            return
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        device = option_weight.device
+        order = sorted(rows, key=lambda r: len(encoded[r]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            width = max(len(encoded[r]) - prefix for r in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), prefix + width), dtype=torch.long)
+            mask[:, :prefix] = 1
+            for k, r in enumerate(batch):
+                suffix = encoded[r][prefix:]
+                ids[k, : len(suffix)] = torch.tensor(suffix)
+                mask[k, prefix: prefix + len(suffix)] = 1
+            kwargs = {}
+            if prefix_kv is not None:
+                kwargs["cache"] = _expand_cache(prefix_kv, len(batch), self.model.config)
+            hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=prefix_kv is not None,
+                             **kwargs).last_hidden_state
+            last = (mask[:, prefix:].sum(dim=1) - 1).to(device)
+            picked = hidden[torch.arange(len(batch), device=device), last]
+            logits = picked @ option_weight.T
+            if option_bias is not None:
+                logits = logits + option_bias
+            out[batch] = torch.softmax(logits.float(), dim=-1)[:, 0].cpu().numpy()
 
     def _has_bos(self, prompt: str) -> bool:
         bos = getattr(self.tokenizer, "bos_token", None)
@@ -253,7 +290,8 @@ class HFLogitJudge:
             return np.empty(0), np.empty(0)
         forward = [self.prompt_for(a.prompt, b.prompt) for a, b in pairs]
         backward = [self.prompt_for(b.prompt, a.prompt) for a, b in pairs]
-        p_label_a = self.option_probabilities(forward + backward)
+        shown_first = [a.prompt for a, _ in pairs] + [b.prompt for _, b in pairs]  # prompts sharing a first task
+        p_label_a = self.option_probabilities(forward + backward, shown_first)
         n = len(pairs)
         return p_label_a[:n], 1.0 - p_label_a[n:]
 

@@ -12,6 +12,7 @@ from ta_platform.common.hashing import code_version
 from ta_platform.common.parquet_io import read_provenance, write_parquet
 from ta_platform.common.paths import storage_path
 from ta_platform.defs.compute import GPU_POOL, ComputeResource
+from ta_platform.defs.k8s import GPU_OP_TAGS
 from ta_platform.defs.resources import MetadataStoreResource
 from ta_platform.defs.shared import activation_partitions, requested_layers
 from ta_platform.store.artifacts import pref_file, prompt_root
@@ -27,10 +28,10 @@ PREFERENCE_PROFILE_ENV = "TA_PREFERENCE_PROFILE"
 # CPU. "real-small": the same path at a size CI can afford (a couple of minutes).
 PREFERENCE_PROFILES: dict[str, dict] = {
     "simulated": {},
-    "real": {"n_tasks": 160, "judge": "hf", "judge_model": "smollm2-135m", "judge_choice": "greedy",
-             "samples_per_pair": 1, "pairs_per_round": 160, "max_comparisons": 480, "n_heldout_pairs": 80},
-    "real-small": {"n_tasks": 60, "judge": "hf", "judge_model": "smollm2-135m", "judge_choice": "greedy",
-                   "samples_per_pair": 1, "pairs_per_round": 60, "max_comparisons": 120, "n_heldout_pairs": 30},
+    "real": {"n_tasks": 120, "judge": "hf", "judge_model": "smollm2-135m", "judge_choice": "greedy",
+             "samples_per_pair": 1, "pairs_per_round": 120, "max_comparisons": 240, "n_heldout_pairs": 60},
+    "real-small": {"n_tasks": 40, "judge": "hf", "judge_model": "smollm2-135m", "judge_choice": "greedy",
+                   "samples_per_pair": 1, "pairs_per_round": 40, "max_comparisons": 40, "n_heldout_pairs": 20},
 }
 
 
@@ -96,7 +97,7 @@ def task_pool(context: dg.AssetExecutionContext, preference_settings: Preference
 
 
 @dg.asset(group_name=GROUP, partitions_def=activation_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-          pool=GPU_POOL, deps=[task_pool], kinds={"pytorch", "numpy"})
+          pool=GPU_POOL, deps=[task_pool], kinds={"pytorch", "numpy"}, op_tags=GPU_OP_TAGS)
 def prompt_activations(context: dg.AssetExecutionContext, compute: ComputeResource) -> dg.MaterializeResult:
     """Activations at the last prompt token, per model x layer, with the same extraction core,
     batching, staleness fingerprints and provenance as sentence_activations."""

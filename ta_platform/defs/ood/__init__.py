@@ -1,0 +1,29 @@
+"""OOD system-prompt experiments (seed 004 step 5): does the utility probe track induced preferences?
+
+Plugged in through ``WIRING`` (``defs/studies.py``): ``ta-platform materialize --study ood`` runs the
+``ood`` stage (prompt set -> behaviour -> probe deltas -> results) on the preference study's outputs.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ta_platform.defs.ood import assets, checks
+from ta_platform.defs.ood.assets import OodSettings
+from ta_platform.defs.stages import Stage, StudyWiring
+
+ood_job = dg.define_asset_job(
+    "ood_job", selection=dg.AssetSelection.assets(assets.ood_prompt_set, assets.ood_behaviour,
+                                                  assets.ood_probe_deltas, assets.ood_results),
+    description="OOD system-prompt experiments on the preference study's task pool, utilities and judge.",
+)
+
+WIRING = StudyWiring(
+    name="ood",
+    asset_modules=(assets,),
+    check_modules=(checks,),
+    jobs=(ood_job,),
+    stages=(Stage("ood", "ood_job"),),
+    resources={"ood_settings": OodSettings()},
+    description="Induced preferences (system prompts): behavioural vs probe deltas, with controls.",
+)
