@@ -3,6 +3,7 @@
 probe beats the token-identity and position baselines on test documents at every layer and seed."""
 
 import json
+import re
 
 import pytest
 
@@ -42,8 +43,9 @@ def study(tmp_path_factory):
 def test_study_runs_its_stages_and_the_gate(study):
     storage, out = study
     for stage in ("needle_data", "needle_activations", "needle_probes", "needle_summary"):
-        assert f"[{stage}] run" in out and "succeeded" in out.split(f"[{stage}] run")[1].split("\n")[0]
-    assert "failed checks: none" in out.split("[needle_probes] run")[1].split("\n")[0]
+        finished = re.search(rf"^\[{stage}\] run \S+ (\w+) in [\d.]+s; failed checks: (.*)$", out, re.M)
+        assert finished and finished.group(1) == "succeeded" and finished.group(2) == "none", out
+    assert re.search(r"^\[gate\] .*gate passes", out, re.M), out
     assert (storage / "reports" / "needle_summary.png").stat().st_size > 1000
 
 
