@@ -105,7 +105,7 @@ def _chain_row(item: str, record: Any, min_coverage: float) -> dict[str, Any]:
     return {"chain_id": item, "task_id": str(record["task_id"]), "problem": record["problem"], "text": text,
             "n_sections": len(spans), "n_backtracking": sum(s[0] == "backtracking" for s in spans),
             "coverage": alignment.coverage, "spans": json.dumps(spans),
-            "content_hash": stable_json_hash([text, spans])[:16]}
+            "content_hash": stable_json_hash(text)[:16]}
 
 
 def chain_ids(chains: pd.DataFrame) -> Iterable[str]:

@@ -56,18 +56,15 @@ def label_prevalence(tokens: pd.DataFrame, config: LagConfig) -> TripwireResult:
 
 
 def chains_in_one_split(assignments: pd.DataFrame) -> TripwireResult:
-    """Every chain in one split per seed: ``assignments`` rows (seed, slice, chain_id, split) as evaluated."""
-    results = []
-    for seed, rows in assignments.groupby("seed"):
-        frame = rows.rename(columns={"chain_id": "problem_id", "split": "data_split"})
-        result = split_leakage(frame)
-        if not result.passed:
-            return TripwireResult("chains_in_one_split", False, "chain_leak", result.metrics,
-                                  f"seed {seed}: {result.detail.replace('problems', 'chains')}")
-        results.append(result.metrics)
-    if not results:
-        return TripwireResult("chains_in_one_split", False, "no_assignments", {}, "no recorded splits")
-    return TripwireResult("chains_in_one_split", True, OK, {"n_seeds": len(results)})
+    """No chain in two splits within a seed, across every slice: ``assignments`` rows (seed, scope,
+    chain_id, chain_key, split) as the probes used them; ``chain_key`` is a hash of the chain's text,
+    so the same chain filed under two task ids is caught too (``probing.tripwires.split_leakage``)."""
+    frame = assignments.rename(columns={"chain_id": "problem_id", "chain_key": "problem_key"})
+    result = split_leakage(frame)
+    detail = result.detail.replace("problem text", "chain text").replace("problem", "chain")
+    return TripwireResult("chains_in_one_split", result.passed,
+                          "chain_leak" if result.reason_code == "problem_leak" else result.reason_code,
+                          result.metrics, detail)
 
 
 def anchor_frame(tokens: pd.DataFrame, max_chains: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:

@@ -198,9 +198,10 @@ def select_and_fit(
     final probe is refit on train + val with the chosen value.
     """
     val_scores: dict[float, float] = {}
+    candidates: dict[float, Probe] = {}
     has_val = len(val) > 0 and 0 < int(np.sum(y_val)) < len(val)
     for value in spec.grid if has_val and len(spec.grid) > 1 else ():
-        candidate = spec.build(value, seed, config).fit(train, y_train)
+        candidate = candidates[value] = spec.build(value, seed, config).fit(train, y_train)
         val_scores[value] = VAL_METRICS[metric](y_val, candidate.predict_score(val))
     finite = {value: score for value, score in val_scores.items() if np.isfinite(score)}
     chosen = max(finite, key=lambda value: finite[value]) if finite else spec.grid[len(spec.grid) // 2]
@@ -210,7 +211,10 @@ def select_and_fit(
         fit_labels = np.concatenate([np.asarray(y_train), np.asarray(y_val)])
     else:
         fit_inputs, fit_labels = train, np.asarray(y_train)
-    probe = spec.build(chosen, seed, config).fit(fit_inputs, fit_labels)
+    if fit_inputs is train and chosen in candidates:  # no refit: the chosen candidate is the final probe
+        probe = candidates[chosen]
+    else:
+        probe = spec.build(chosen, seed, config).fit(fit_inputs, fit_labels)
     return Selection(
         probe, spec.hyperparameter, float(chosen), val_scores.get(chosen, float("nan")), val_scores, metric
     )

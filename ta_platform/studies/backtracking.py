@@ -151,11 +151,13 @@ def run_tripwires(slices: Sequence[tuple[str, int]], tokens: pd.DataFrame, confi
     return pd.DataFrame(rows, columns=["tripwire", "scope", "passed", "reason_code", "detail", "metrics"])
 
 
-def split_assignments(records: Sequence[dict]) -> pd.DataFrame:
-    """(seed, slice, chain_id, split) of every recorded seed and slice (run records of the lag probes)."""
-    rows = [(record["seed"], name, chain, split) for record in records
-            for name, piece in record["slices"].items() for chain, split in piece["split"].items()]
-    return pd.DataFrame(rows, columns=["seed", "slice", "chain_id", "split"])
+def split_assignments(records: Sequence[dict], chains: pd.DataFrame) -> pd.DataFrame:
+    """(seed, scope, chain_id, chain_key, split) of every recorded seed and slice (the lag probes' run
+    records); ``chain_key`` is the chain's content hash from the chains table."""
+    key_of = dict(zip(chains["chain_id"], chains["content_hash"], strict=True))
+    rows = [(record["seed"], scope, chain, key_of.get(chain, chain), split) for record in records
+            for scope, piece in record["slices"].items() for chain, split in piece["split"].items()]
+    return pd.DataFrame(rows, columns=["seed", "scope", "chain_id", "chain_key", "split"])
 
 
 def read_run_records() -> list[dict]:

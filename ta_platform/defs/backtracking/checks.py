@@ -54,7 +54,8 @@ def backtracking_label_prevalence(backtracking_settings: BacktrackingSettings) -
 def backtracking_chains_in_one_split() -> dg.AssetCheckResult:
     from ta_platform.studies import backtracking as bt
 
-    return _result(chains_in_one_split(bt.split_assignments(bt.read_run_records())))
+    chains = pd.read_parquet(bt.backtracking_file(bt.CHAINS_FILE))
+    return _result(chains_in_one_split(bt.split_assignments(bt.read_run_records(), chains)))
 
 
 def _tripwire(metadata_store: MetadataStoreResource, name: str, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:

@@ -1,0 +1,122 @@
+"""Every backtracking check passes on sound data and fails on the real fault it names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ta_platform.chains.lag_probes import LagConfig
+from ta_platform.chains.records import build_chain_table
+from ta_platform.chains.synthetic import generate_chains
+from ta_platform.chains.tripwires import (
+    alignment_coverage,
+    chains_in_one_split,
+    label_prevalence,
+    probe_tripwires,
+)
+from ta_platform.probing import tripwires as probing_tripwires
+from ta_platform.studies.backtracking import split_assignments
+from ta_platform_tests.test_backtracking_lags import token_frame
+
+CONFIG = LagConfig(null_permutations=3, c_grid=(0.1,))
+
+
+def test_alignment_coverage_fails_when_records_do_not_align():
+    records = generate_chains(20)
+    sound = build_chain_table(records)
+    assert alignment_coverage(20, sound.chains["coverage"], [], CONFIG).passed
+    for record in records[:5]:  # annotations that are no longer the chain's text
+        record["annotated_chain"] = record["annotated_chain"].replace("the", "a").replace("Wait", "Hold")
+    broken = build_chain_table(records)
+    faults = [f"{f.item}: {f.problem}" for f in broken.faults]
+    result = alignment_coverage(20, broken.chains["coverage"], faults, CONFIG)
+    assert result.reason_code == "too_few_aligned" and "embedded_000" in result.detail
+
+
+def test_alignment_coverage_fails_when_sections_cover_little_of_the_text():
+    result = alignment_coverage(10, [0.6] * 10, [], CONFIG)
+    assert result.reason_code == "low_coverage"
+
+
+def test_label_prevalence_band():
+    tokens = token_frame().assign(model="m")
+    assert label_prevalence(tokens, CONFIG).passed
+    everything = tokens.assign(in_backtracking=True)  # e.g. an end tag never matched: all tokens inside
+    assert label_prevalence(everything, CONFIG).reason_code == "prevalence_out_of_band"
+    none = tokens.assign(in_backtracking=False, backtrack_onset=False)  # e.g. the label name misspelt
+    result = label_prevalence(pd.concat([tokens, none.assign(model="other")]), CONFIG)
+    assert not result.passed and "other" in result.detail and "m:" not in result.detail
+
+
+def test_chains_in_one_split_catches_a_chain_in_two_splits():
+    chains = pd.DataFrame({"chain_id": ["a", "b", "c", "d"], "content_hash": ["ha", "hb", "hc", "hd"]})
+    record = {"seed": 0, "slices": {"m/L1": {"split": {"a": "train", "b": "val", "c": "test", "d": "train"}},
+                                    "m/L2": {"split": {"a": "train", "b": "val", "c": "test", "d": "train"}}}}
+    assert chains_in_one_split(split_assignments([record], chains)).passed
+    leaked = {**record, "slices": {**record["slices"], "m/L2": {"split": {"a": "test", "b": "val", "c": "test",
+                                                                          "d": "train"}}}}
+    result = chains_in_one_split(split_assignments([leaked], chains))
+    assert result.reason_code == "chain_leak" and "a in train" in result.detail
+    # the same chain text under two task ids, in two splits
+    duplicate = chains.assign(content_hash=["ha", "hb", "hc", "ha"])
+    record_dup = {**record, "slices": {"m/L1": {"split": {"a": "train", "b": "val", "c": "test", "d": "test"}}}}
+    assert chains_in_one_split(split_assignments([record_dup], duplicate)).reason_code == "chain_leak"
+
+
+@pytest.fixture(scope="module")
+def sound():
+    tokens = token_frame(40, 60)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(len(tokens), 6))
+    X[:, 0] += 1.5 * tokens["in_backtracking"].to_numpy()
+    return tokens, X
+
+
+def _by_name(results):
+    return {r.name: r for r in results}
+
+
+def test_probe_tripwires_pass_on_sound_data(sound):
+    results = _by_name(probe_tripwires(*sound, 0, CONFIG))
+    assert results["permutation_null"].passed and results["planted_signal"].passed
+    assert results["signal_beats_null"].passed
+
+
+def test_planted_signal_fails_when_labels_and_rows_drift_apart(sound, monkeypatch):
+    """A row-order bug inside the probe path (labels reordered against their activations)."""
+    from ta_platform.probing import suite as suite_module
+
+    original = suite_module.labelled_inputs
+
+    def reordered(frame, X):
+        inputs, labels = original(frame, X)
+        return inputs, labels[::-1].copy()
+
+    monkeypatch.setattr(suite_module, "labelled_inputs", reordered)
+    assert _by_name(probe_tripwires(*sound, 0, CONFIG))["planted_signal"].reason_code == "planted_signal_not_recovered"
+
+
+def test_planted_signal_fails_when_drowned(sound):
+    drowned = dataclasses.replace(CONFIG, planted_noise_sd=50.0)
+    assert _by_name(probe_tripwires(*sound, 0, drowned))["planted_signal"].reason_code == "planted_signal_not_recovered"
+
+
+def test_permutation_null_fails_when_random_labels_look_learnable(sound, monkeypatch):
+    """Leakage: the features carry whatever labels the probe is trained on (here, the permuted ones)."""
+    original = probing_tripwires.run_probe_suite
+
+    def leaky(frame, X, seed, config, *args, **kwargs):
+        leaked = np.hstack([np.asarray(X), frame["anchor"].to_numpy(dtype=np.float32)[:, None] * 5.0])
+        return original(frame, leaked, seed, config, *args, **kwargs)
+
+    monkeypatch.setattr(probing_tripwires, "run_probe_suite", leaky)
+    assert _by_name(probe_tripwires(*sound, 0, CONFIG))["permutation_null"].reason_code == "null_learnable"
+
+
+def test_signal_beats_null_fails_on_features_without_signal(sound):
+    tokens, X = sound
+    noise = np.random.default_rng(5).normal(size=X.shape)
+    assert _by_name(probe_tripwires(tokens, noise, 0, CONFIG))["signal_beats_null"].reason_code.startswith("no_signal")
