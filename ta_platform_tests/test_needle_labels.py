@@ -1,12 +1,12 @@
-"""Token labels come from character offsets on the exact string fed to the model (real text, real tokenizer)."""
+"""Token labels come from character offsets on the exact string fed to the model (the real model's tokenizer
+on real traces: test_needle_study.py, which holds the converted real model)."""
 
 import numpy as np
 import pytest
 
-from ta_platform.extraction.loading import load_tokenizer
-from ta_platform.extraction.registry import get_model_spec
 from ta_platform.extraction.spans import tokenize_with_offsets
-from ta_platform.needle.dataset import NeedleDatasetConfig, NeedleDocument, generate_documents
+from ta_platform.extraction.tiny_models import build_tokenizer
+from ta_platform.needle.dataset import NeedleDocument
 from ta_platform.needle.labels import (
     TokenLabelConfig,
     document_token_labels,
@@ -14,58 +14,13 @@ from ta_platform.needle.labels import (
     seed_rows,
     token_labels,
 )
-from ta_platform_tests.real_model import real_model_spec, shared_model_cache
-from ta_platform_tests.realdata import MATH_ROLLOUTS, requires_realdata
+from ta_platform_tests.needle_synthetic import check_labels
 
 
 @pytest.fixture(scope="module")
-def real_tokenizer(tmp_path_factory):
-    import os
-
-    previous = os.environ.get("TA_MODEL_CACHE")
-    os.environ["TA_MODEL_CACHE"] = str(shared_model_cache())
-    try:
-        yield load_tokenizer(real_model_spec())
-    finally:
-        if previous is None:
-            os.environ.pop("TA_MODEL_CACHE", None)
-        else:
-            os.environ["TA_MODEL_CACHE"] = previous
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_tokenizer(tmp_path_factory):
-    return load_tokenizer(get_model_spec("tiny-llama", profile="embedded"), cache_dir=tmp_path_factory.mktemp("tiny"))
-
-
-def _check_labels(doc: NeedleDocument, tokenizer, labels):
-    """Every needle character is in a positive token; every positive token overlaps the needle; no special token."""
-    ids, offsets = tokenize_with_offsets(tokenizer, doc.text)
-    assert (labels["n_tokens"] == len(ids)).all()
-    assert (offsets[labels["position"], 1] > offsets[labels["position"], 0]).all()  # real tokens only
-    positives = labels[labels["is_needle"]]
-    (start, end), = doc.needle_spans
-    covered = np.zeros(len(doc.text), dtype=bool)
-    for s, e in zip(positives["char_start"], positives["char_end"], strict=True):
-        assert s < end and e > start  # overlaps the needle
-        covered[s:e] = True
-    assert covered[start:end].all()
-    assert tokenizer.decode(ids[positives["position"].to_numpy()]).strip().startswith(doc.text[start:end][:8])
-    negatives = labels[~labels["is_needle"]]
-    assert ((negatives["char_end"] <= start) | (negatives["char_start"] >= end)).all()
-
-
-@requires_realdata
-def test_offsets_to_tokens_on_real_traces(real_tokenizer):
-    from ta_platform.rollouts.source_base import LocalRolloutSource
-    from ta_platform.rollouts.sources import load_traces
-
-    traces, faults = load_traces(LocalRolloutSource(MATH_ROLLOUTS))
-    assert traces and not faults
-    docs = [d for d in generate_documents(traces, NeedleDatasetConfig(max_traces=8)) if d.has_needle]
-    assert len(docs) >= 3
-    for doc in docs:
-        _check_labels(doc, real_tokenizer, document_token_labels(doc, real_tokenizer, TokenLabelConfig()))
+def tiny_llama_tokenizer():
+    """The tiny-llama control's tokenizer (byte-level BPE with a BOS), built alone: no weights needed."""
+    return build_tokenizer("llama")
 
 
 def test_bos_is_never_labelled_and_spans_on_token_edges(tiny_llama_tokenizer):
@@ -75,7 +30,7 @@ def test_bos_is_never_labelled_and_spans_on_token_edges(tiny_llama_tokenizer):
     labels = document_token_labels(doc, tiny_llama_tokenizer, TokenLabelConfig())
     ids, offsets = tokenize_with_offsets(tiny_llama_tokenizer, text)
     assert offsets[0].tolist() == [0, 0] and 0 not in set(labels["position"])  # the BOS has no characters
-    _check_labels(doc, tiny_llama_tokenizer, labels)
+    check_labels(doc, tiny_llama_tokenizer, labels)
     # a needle span that covers no token is a fault naming the document, the rest is labelled
     bad = NeedleDocument("bad", text, ((5, 5 + 0),), True, "train")
     frame, faults = token_labels([doc, bad], tiny_llama_tokenizer, TokenLabelConfig())

@@ -7,9 +7,14 @@ import re
 
 import pytest
 
+from ta_platform.extraction.loading import load_tokenizer
+from ta_platform.needle.dataset import NeedleDatasetConfig, generate_documents
+from ta_platform.needle.labels import TokenLabelConfig, document_token_labels
 from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
-from ta_platform_tests.real_model import shared_model_cache
+from ta_platform_tests.needle_synthetic import check_labels
+from ta_platform_tests.real_model import real_model_spec, shared_model_cache
+from ta_platform_tests.realdata import MATH_ROLLOUTS, requires_realdata
 
 # The embedded registry's real model alone (its layers L7 and L15): the tiny random-weight controls run in
 # the main-job e2e tests; this test is about what a real model's activations hold.
@@ -76,3 +81,31 @@ def test_token_probe_beats_token_identity_and_position(study):
     lows = metrics[(metrics["probe"] == "linear_probe") & (metrics["split"] == "test")
                    & (metrics["metric"] == "auroc_ci_low")]["value"]
     assert (lows > table["token_identity"].max()).all()  # by more than the document interval
+
+
+@pytest.fixture(scope="module")
+def real_tokenizer(tmp_path_factory):
+    import os
+
+    previous = os.environ.get("TA_MODEL_CACHE")
+    os.environ["TA_MODEL_CACHE"] = str(shared_model_cache())
+    try:
+        yield load_tokenizer(real_model_spec())
+    finally:
+        if previous is None:
+            os.environ.pop("TA_MODEL_CACHE", None)
+        else:
+            os.environ["TA_MODEL_CACHE"] = previous
+
+
+@requires_realdata
+def test_offsets_to_tokens_on_real_traces(real_tokenizer):
+    from ta_platform.rollouts.source_base import LocalRolloutSource
+    from ta_platform.rollouts.sources import load_traces
+
+    traces, faults = load_traces(LocalRolloutSource(MATH_ROLLOUTS))
+    assert traces and not faults
+    docs = [d for d in generate_documents(traces, NeedleDatasetConfig(max_traces=8)) if d.has_needle]
+    assert len(docs) >= 3
+    for doc in docs:
+        check_labels(doc, real_tokenizer, document_token_labels(doc, real_tokenizer, TokenLabelConfig()))
