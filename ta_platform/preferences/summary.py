@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 
 SCOPES = ("in_distribution", "held_out_topic")
@@ -29,8 +30,32 @@ def summarise_probes(report: pd.DataFrame) -> pd.DataFrame:
                              ignore_index=True)
 
 
-def long_summary(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary with one row per feature set (``target, scope, metric, features, value, n_folds``).
+def summary_intervals(report: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """95% intervals per (target, scope, metric, features): ``ci_low, ci_high``.
+
+    In distribution: the report's bootstrap over the scored eval tasks. Held-out topic: the mean over
+    the hold-one-topic-out folds, bootstrapped over folds (topics are the sampled units), seeded.
+    """
+    rows = []
+    keys = ["target", "scope", "metric", "features"]
+    for (target, scope, metric, features), group in report[report["scope"].isin(SCOPES)].groupby(keys):
+        low = high = float("nan")
+        if scope == "in_distribution" and "ci_low" in group.columns:
+            low, high = float(group["ci_low"].iloc[0]), float(group["ci_high"].iloc[0])
+        elif scope == "held_out_topic":
+            values = group["value"].dropna().to_numpy(float)
+            if len(values) >= 3:
+                draws = np.random.default_rng(seed).integers(0, len(values), (n_resamples, len(values)))
+                means = values[draws].mean(axis=1)
+                low, high = float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+        rows.append({"target": target, "scope": scope, "metric": metric, "features": features,
+                     "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows, columns=[*keys, "ci_low", "ci_high"])
+
+
+def long_summary(summary: pd.DataFrame, intervals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The summary with one row per feature set (``target, scope, metric, features, value, n_folds,
+    ci_low, ci_high``; intervals NaN when not given).
 
     Why: the wide table has one column per feature set, and those depend on the model registry, so
     the DuckDB table (declared once, in ``ta_platform/store/tables.py``) stores them as rows.
@@ -38,7 +63,21 @@ def long_summary(summary: pd.DataFrame) -> pd.DataFrame:
     keys = ["target", "scope", "metric", "n_folds"]
     features = [column for column in summary.columns if column not in keys]
     long = summary.melt(id_vars=keys, value_vars=features, var_name="features", value_name="value")
-    return long[["target", "scope", "metric", "features", "value", "n_folds"]]
+    if intervals is None:
+        long = long.assign(ci_low=np.nan, ci_high=np.nan)
+    else:
+        long = long.merge(intervals, on=["target", "scope", "metric", "features"], how="left")
+    return long[["target", "scope", "metric", "features", "value", "n_folds", "ci_low", "ci_high"]]
+
+
+def interval_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Wide, readable: one column per feature set, cells ``value [low, high]``."""
+    text = long.assign(cell=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+                             zip(long["value"], long["ci_low"], long["ci_high"], strict=True)])
+    wide = text.pivot_table(index=["target", "scope", "metric", "n_folds"], columns="features", values="cell",
+                            aggfunc="first").reset_index()
+    wide.columns.name = None
+    return wide
 
 
 def plot_summary(summary: pd.DataFrame, *, metric: str = "pearson_r", title: str = "Utility probes") -> bytes:

@@ -24,7 +24,8 @@ from sklearn.preprocessing import StandardScaler
 from ta_platform.common.threads import single_blas_thread
 
 ALPHAS: np.ndarray = np.logspace(-1, 5, 10)
-REPORT_COLUMNS = ("features", "target", "scope", "held_out_topic", "alpha", "metric", "value", "n")
+REPORT_COLUMNS = ("features", "target", "scope", "held_out_topic", "alpha", "metric", "value", "n", "ci_low", "ci_high")
+N_RESAMPLES = 500
 
 
 # --------------------------------------------------------------------------- metrics
@@ -112,12 +113,35 @@ def fit_ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndarr
     return RidgeProbe(model=model, alpha=best[1], sweep=pd.DataFrame(rows))
 
 
+def bootstrap_interval(metric, y: np.ndarray, pred: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of ``metric(y, pred)`` over tasks resampled with replacement (seeded)."""
+    if len(y) < 3:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_resamples):
+        rows = rng.integers(0, len(y), len(y))
+        value = metric(y[rows], pred[rows])
+        if np.isfinite(value):
+            values.append(value)
+    if len(values) < n_resamples // 2:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
 def _metric_rows(features: str, target: str, scope: str, topic: str, alpha: float, y: np.ndarray,
-                 pred: np.ndarray, seed: int) -> list[dict]:
+                 pred: np.ndarray, seed: int, *, interval: bool = False) -> list[dict]:
+    """Pearson r and pairwise accuracy; with ``interval``, a bootstrap over the scored tasks."""
     base = {"features": features, "target": target, "scope": scope, "held_out_topic": topic, "alpha": alpha,
             "n": len(y)}
-    return [{**base, "metric": "pearson_r", "value": pearson_r(y, pred)},
-            {**base, "metric": "pairwise_accuracy", "value": pairwise_accuracy(y, pred, seed=seed)}]
+    rows = []
+    for name, metric in (("pearson_r", pearson_r), ("pairwise_accuracy",
+                                                    lambda a, b: pairwise_accuracy(a, b, seed=seed))):
+        low, high = bootstrap_interval(metric, y, pred, seed=seed) if interval else (float("nan"), float("nan"))
+        rows.append({**base, "metric": name, "value": metric(y, pred), "ci_low": low, "ci_high": high})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -144,7 +168,7 @@ def evaluate_features(name: str, data: ProbeData, *, seed: int = 0, alphas: Sequ
     for target, d in (("raw", data), ("demeaned", data.demeaned())):
         probe = fit_ridge_probe(d.x_train, d.y_train, d.x_eval[select], d.y_eval[select], alphas=alphas, seed=seed)
         rows += _metric_rows(name, target, "in_distribution", "", probe.alpha, d.y_eval[report],
-                             probe.predict(d.x_eval[report]), seed)
+                             probe.predict(d.x_eval[report]), seed, interval=True)
         if not hold_one_topic_out:
             continue
         for topic in sorted(set(d.topics_train.tolist())):

@@ -138,16 +138,6 @@ DECLARED: tuple[TableSchema, ...] = (
            "mean document-bootstrap interval (AUROC).",
            model=VARCHAR, layer=BIGINT, probe=VARCHAR, split=VARCHAR, metric=VARCHAR, mean=DOUBLE, seed_min=DOUBLE,
            seed_max=DOUBLE, n_seeds=BIGINT, ci_low=DOUBLE, ci_high=DOUBLE),
-    # backtracking lag study (ta_platform/chains, defs/backtracking)
-    _table("backtracking_probe_metrics", "Lag probes and baselines on test chains: one row per model, layer, "
-           "lag (activation at t predicts the label at t + lag), probe, metric and seed.",
-           model=VARCHAR, layer=VARCHAR, lag=BIGINT, probe=VARCHAR, metric=VARCHAR, value=DOUBLE, seed=BIGINT),
-    _table("backtracking_probe_margins", "Lag probe minus each baseline (and the best on validation), per target "
-           "(span, onset), with a bootstrap interval over test chains.",
-           model=VARCHAR, layer=VARCHAR, lag=BIGINT, target=VARCHAR, baseline=VARCHAR, metric=VARCHAR, margin=DOUBLE,
-           ci_low=DOUBLE, ci_high=DOUBLE, n_valid_resamples=BIGINT, seed=BIGINT),
-    _table("backtracking_tripwire_results", "The backtracking study's tripwires; metrics is a JSON object.",
-           tripwire=VARCHAR, scope=VARCHAR, passed=BOOLEAN, reason_code=VARCHAR, detail=VARCHAR, metrics=VARCHAR),
     # preferences
     _table("task_pool", "Every task the judge may compare, with its disjoint task set.",
            task_id=VARCHAR, prompt=VARCHAR, origin=VARCHAR, topic=VARCHAR, task_set=VARCHAR),
@@ -164,10 +154,11 @@ DECLARED: tuple[TableSchema, ...] = (
            heldout_accuracy_high=DOUBLE, self_consistency=DOUBLE),
     _table("utility_probe_report", "Utility-probe metrics per feature set, target, scope and fold.",
            features=VARCHAR, target=VARCHAR, scope=VARCHAR, held_out_topic=VARCHAR, alpha=DOUBLE,
-           metric=VARCHAR, value=DOUBLE, n=BIGINT),
+           metric=VARCHAR, value=DOUBLE, n=BIGINT, ci_low=DOUBLE, ci_high=DOUBLE),
     _table("preference_summary", "Mean metric per feature set, target, scope and metric (long format: the "
            "feature sets depend on the registry, so they are rows, not columns).",
-           target=VARCHAR, scope=VARCHAR, metric=VARCHAR, features=VARCHAR, value=DOUBLE, n_folds=BIGINT),
+           target=VARCHAR, scope=VARCHAR, metric=VARCHAR, features=VARCHAR, value=DOUBLE, n_folds=BIGINT,
+           ci_low=DOUBLE, ci_high=DOUBLE),
     _table("judge_consistency", "Per task set: how a judge agrees with itself (orders, repeated samples).",
            task_set=VARCHAR, judge=VARCHAR, n_pairs=BIGINT, order_agreement=DOUBLE, sample_agreement=DOUBLE,
            accuracy_ceiling=DOUBLE, heldout_accuracy=DOUBLE),

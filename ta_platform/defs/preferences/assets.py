@@ -237,13 +237,21 @@ def utility_probes(context: dg.AssetExecutionContext, preference_settings: Prefe
 @dg.asset(group_name=GROUP, deps=[utility_probes], kinds={"duckdb", "markdown"})
 def preference_summary(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
     """Probe against content baseline side by side, in-distribution and held-out topic, with a plot."""
-    from ta_platform.preferences.summary import long_summary, plot_summary, summarise_probes
+    from ta_platform.preferences.summary import (
+        interval_table,
+        long_summary,
+        plot_summary,
+        summarise_probes,
+        summary_intervals,
+    )
 
-    summary = summarise_probes(pd.read_parquet(pref_file("utility_probe_report.parquet")))
-    metadata_store.store().replace_slice("preference_summary", long_summary(summary))
+    report = pd.read_parquet(pref_file("utility_probe_report.parquet"))
+    summary = summarise_probes(report)
+    long = long_summary(summary, summary_intervals(report))
+    metadata_store.store().replace_slice("preference_summary", long)
     png = plot_summary(summary)
     atomic_write_bytes(storage_path("reports", "preference_summary.png"), png)
-    table = summary.to_markdown(index=False, floatfmt=".3f")
+    table = interval_table(long).to_markdown(index=False)
     context.log.info("\n" + table)
     return dg.MaterializeResult(metadata={
         "table": dg.MetadataValue.md(table),
