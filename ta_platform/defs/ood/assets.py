@@ -76,6 +76,12 @@ def ood_prompt_set(context: dg.AssetExecutionContext, ood_settings: OodSettings,
     from ta_platform.preferences.ood import check_prompt_lengths, prompt_frame
     from ta_platform.studies.ood_study import longest_input_tokens
 
+    missing = [name for name in ("task_pool.parquet", "pairwise_preferences.parquet", "thurstonian_utilities.parquet")
+               if not pref_file(name).exists()]
+    if missing:
+        raise FileNotFoundError(f"the OOD study reads the preference study's {missing} under {pref_file('')}: run "
+                                "`ta-platform materialize` (its summary stage) first, with the same "
+                                "TA_PREFERENCE_PROFILE")
     pool = pd.read_parquet(pref_file("task_pool.parquet"))
     prompts = _load_prompts(ood_settings, pool)
     model_key = judge_partition_key(compute.registry(), preference_settings).partition("/")[0]
