@@ -120,7 +120,7 @@ def test_real_chains_align_or_each_failure_is_named(tokenizer):
         sections = [s for s in spans if s[0] == "backtracking"]
         n_sections += len(sections)
         n_labelled += int(tokens["backtrack_onset"].sum())
-        for label, start, end in spans:
+        for _label, start, end in spans:
             assert row.text[start:end].strip() == row.text[start:end]  # spans start and end on text
     assert n_sections >= 140 and n_labelled == n_sections
     with pytest.raises(DataFault):

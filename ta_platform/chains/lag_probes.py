@@ -167,6 +167,7 @@ def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, seed: int, config: LagCon
 def _margins(lag, y, y_onset, scores, groups, val, test, seed, config) -> list[tuple]:
     """Probe minus each baseline (and minus the best baseline on val), per target, over test chains.
 
+    AUROC margins only (PR-AUC depends on each target's prevalence; AUROC margins compare across lags).
     ``bootstrap_margins`` scores several probes against one baseline on the same chain draws; here
     the probe is passed as its "baseline" and the baselines as its "probes" (one call scores them all
     on the same draws), so each returned margin is baseline - probe and is negated back.
@@ -180,7 +181,7 @@ def _margins(lag, y, y_onset, scores, groups, val, test, seed, config) -> list[t
         val_auroc = {name: auroc(label[chosen_on], scores[name][chosen_on]) for name in baselines}
         best = max(baselines, key=lambda name: np.nan_to_num(val_auroc[name], nan=-1.0))
         intervals = bootstrap_margins(label[keep], {name: scores[name][keep] for name in baselines},
-                                      scores[PROBE][keep], groups[keep], metrics=("auroc", "pr_auc"),
+                                      scores[PROBE][keep], groups[keep], metrics=("auroc",),
                                       n_resamples=config.bootstrap_resamples, seed=seed, level=config.ci_level)
         for interval in intervals:
             for name in (interval.probe, "best_baseline") if interval.probe == best else (interval.probe,):

