@@ -12,6 +12,7 @@ from ta_platform.defs.activations import checks as activation_checks
 from ta_platform.defs.aggregates.sql_assets import build_sql_assets
 from ta_platform.defs.compute import ComputeResource
 from ta_platform.defs.gate.checks import build_release_gate, gated_check_keys
+from ta_platform.defs.k8s import cluster_executor
 from ta_platform.defs.preferences import assets as preference_assets
 from ta_platform.defs.preferences import checks as preference_checks
 from ta_platform.defs.preferences.assets import PreferenceSettings
@@ -88,6 +89,7 @@ STUDY_CHECK_KEYS = {"anchors": [key for key in GATED_CHECK_KEYS if not any(key i
                     **{name: sorted(keys, key=lambda k: k.to_user_string()) for name, keys in _STUDY_KEYS.items()}}
 
 defs = dg.Definitions(
+    executor=cluster_executor(),  # a pod per step on Kubernetes (TA_K8S_EXECUTOR=1, docs/deploy.md), else the default
     assets=all_assets,
     asset_checks=all_checks,
     jobs=[data_job, activations_job, prompts_job, probes_job, summary_job, gate_job,

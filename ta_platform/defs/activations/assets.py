@@ -5,6 +5,7 @@ import pandas as pd
 
 from ta_platform.common.faults import FaultRecord
 from ta_platform.defs.compute import GPU_POOL, ComputeResource
+from ta_platform.defs.k8s import GPU_OP_TAGS
 from ta_platform.defs.resources import MetadataStoreResource
 from ta_platform.defs.shared import activation_partitions, activations_root, requested_layers
 from ta_platform.store import artifacts
@@ -12,7 +13,7 @@ from ta_platform.store import artifacts
 GROUP = "activations"
 
 @dg.asset(group_name=GROUP, partitions_def=activation_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-          pool=GPU_POOL, deps=["sentence_spans", "sentence_labels"], kinds={"pytorch", "numpy"})
+          pool=GPU_POOL, deps=["sentence_spans", "sentence_labels"], kinds={"pytorch", "numpy"}, op_tags=GPU_OP_TAGS)
 def sentence_activations(context: dg.AssetExecutionContext, compute: ComputeResource,
                          metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
     """Sentence embeddings (mean pooling over each sentence's token span; last-token optional) for
