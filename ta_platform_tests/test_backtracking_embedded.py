@@ -52,7 +52,9 @@ def test_probe_sees_the_planted_lead_up_before_the_onset(onset_scores):
 
 
 def _records_with_faults() -> list:
-    records = generate_chains(24)
+    """45 good chains and 5 bad records: 90% aligned, the alignment check's floor (with fewer good
+    chains the blocking check stops the run, as it should)."""
+    records = generate_chains(45, sections=(4, 6))
     good = records[0]
     return [*records,
             {k: v for k, v in good.items() if k != "problem"} | {"task_id": "bad_missing_key"},
@@ -91,4 +93,4 @@ def test_study_runs_through_dagster_and_records_bad_records(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "tiny-qwen2" in (storage / "reports" / "backtracking_summary.md").read_text()
     chains = pd.read_parquet(storage / "backtracking" / "chains.parquet")
-    assert len(chains) == 24
+    assert len(chains) == 45

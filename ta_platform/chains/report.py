@@ -86,7 +86,8 @@ def heatmap_png(table: pd.DataFrame, model: str) -> bytes:
             i, j = layers.index(row.layer), lags.index(row.lag)
             grid[i, j] = getattr(row, column)
             margin = getattr(row, f"{target}_margin_best_baseline")
-            star = "*" if getattr(row, f"{target}_beats_best_baseline") is True else ""
+            beats = getattr(row, f"{target}_beats_best_baseline")
+            star = "*" if pd.notna(beats) and bool(beats) else ""
             text = f"{grid[i, j]:.2f}" + (f"\n{margin:+.2f}{star}" if np.isfinite(margin) else "")
             axes.text(j, i, text, ha="center", va="center", fontsize=7)
         image = axes.imshow(grid, cmap="viridis", vmin=0.5, vmax=1.0, aspect="auto")
