@@ -27,16 +27,17 @@ def real_project(tmp_path_factory):
     storage = tmp_path_factory.mktemp("real_storage")
     assert not any(storage.iterdir())
     env = project_env(storage, TA_DATA_SOURCE=str(MATH_ROLLOUTS))
-    result = run_cli(["ta-platform", "materialize", "--seeds", "0...0"], env, timeout=1500)
+    # the thought-anchor study: TA_DATA_SOURCE is its switch (the other studies have their own real-data tests)
+    result = run_cli(["ta-platform", "materialize", "--study", "anchors", "--seeds", "0...0"], env, timeout=1500)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     return storage, env, result.stdout
 
 
 def test_every_stage_succeeds_and_the_gate_passes(real_project):
     storage, env, stdout = real_project
-    for stage in ("data", "activations", "probes", "summary", "gate"):
+    for stage in ("data", "activations", "probes", "summary"):
         assert f"[{stage}] run" in stdout
-    assert "FAILED" not in stdout
+    assert "FAILED" not in stdout and "[gate] study 'anchors': gate passes" in stdout
     gate = run_cli(["ta-platform", "gate", "--json"], env)
     verdict = json.loads(gate.stdout.strip().splitlines()[-1])
     assert gate.returncode == 0 and verdict["passed"], verdict
@@ -67,6 +68,36 @@ def test_the_scaling_summary_has_cells_for_the_real_model(real_project):
     summary = MetadataStore(storage / "metadata.duckdb").read_table("scaling_summary")
     real = summary[summary["model_key"] == REAL_MODEL]
     assert set(real["setting"]) == {"correct", "incorrect"}, summary.to_string()
-    assert real["mean"].notna().all() and set(real["family"]) == {"any", "activations"}
+    # 6 real problems: leave-problems-out, every problem a test problem once; one seed, so no spread
+    assert (real["scheme"] == "leave-problems-out (5 folds)").all() and (real["n_test_problems"] == 6).all()
+    assert real["probe_std"].isna().all() and real[["margin_position", "ci_low_position", "ci_high_position",
+                                                    "margin_text", "ci_low_text", "ci_high_text"]].notna().all().all()
     report = (storage / "reports" / "scaling_summary.md").read_text()
-    assert REAL_MODEL in report
+    assert REAL_MODEL in report and "**Release gate: PASS" in report
+
+
+def test_no_blocking_tripwire_fails_in_20_seeds_on_the_real_model(real_project):
+    """The stored real-model activations of the real traces, every blocking slice tripwire, 20 seeds."""
+    from ta_platform.probing.config import ProbeConfig
+    from ta_platform.studies.activation_slices import iter_probe_slices
+    from ta_platform.studies.anchor_probes import expected_text_sha1, run_slice_tripwires
+
+    storage, env, _ = real_project
+    models = {m["key"]: m for m in (json.loads(line) for line in run_cli(["ta-platform", "models", "--json"],
+                                                                          env).stdout.splitlines())}
+    labels = pd.read_parquet(storage / "thought_anchors" / "sentence_labels.parquet")
+    expected = expected_text_sha1(pd.read_parquet(storage / "thought_anchors" / "traces.parquet"),
+                                  pd.read_parquet(storage / "thought_anchors" / "sentence_spans.parquet"))
+    slices = [s for s in iter_probe_slices(labels, storage / "activations",
+                                           {REAL_MODEL: tuple(models[REAL_MODEL]["trace_models"])})]
+    assert len(slices) == 2 * len(models[REAL_MODEL]["layer_keys"])
+    config = ProbeConfig(null_permutations=5)  # the production scheme (auto: leave-problems-out here)
+    failures = []
+    for seed in range(20):
+        probe_slice = slices[seed % len(slices)]
+        results = run_slice_tripwires([probe_slice], config, seed, log=lambda line: None, expected_sha1=expected)
+        blocking = results[results["tripwire"] != "signal_beats_null"]
+        assert len(blocking) == 4  # misaligned_rows, trace_rows_independent, permutation_null, planted_signal
+        failures += [f"seed {seed} {r.layer_key}/{r.setting}: {r.tripwire} {r.reason_code} {r.detail[:160]}"
+                     for r in blocking.itertuples() if not r.passed]
+    assert failures == []

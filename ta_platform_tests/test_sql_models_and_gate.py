@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import pandas as pd
 import pytest
 
@@ -12,12 +13,13 @@ from ta_platform.store.metadata_store import MetadataStore
 
 def test_project_models_parse_and_their_refs_form_a_dag():
     models = load_models()
-    assert {"probe_metric_summary", "probe_margin_summary", "tripwire_summary", "extraction_failure_summary",
-            "scaling_report_rows"} <= set(models)
+    assert {"probe_metric_summary", "tripwire_summary", "extraction_failure_summary", "cell_tripwire_status"} <= set(
+        models)
     order = topological_order(models)
-    assert order.index("probe_metric_summary") < order.index("scaling_report_rows")
-    assert set(models["scaling_report_rows"].refs) == {"probe_metric_summary", "probe_margin_summary"}
-    assert "tripwire_results" in models["scaling_report_rows"].sources
+    assert set(order) == set(models)
+    assert "tripwire_results" in models["cell_tripwire_status"].sources
+    # the averaged-endpoints model is gone: intervals come from a bootstrap over problems (probing/selection.py)
+    assert "probe_margin_summary" not in models
 
 
 def test_a_new_model_needs_only_a_file_and_cycles_and_unknown_refs_are_named(tmp_path):
@@ -36,39 +38,53 @@ def test_a_new_model_needs_only_a_file_and_cycles_and_unknown_refs_are_named(tmp
 
 def _probe_tables(store: MetadataStore) -> None:
     rows = []
-    for seed in range(3):
-        for probe, value in [("position_baseline", 0.20), ("linear_probe", 0.40 + 0.01 * seed), ("mlp_probe", 0.35)]:
-            rows.append(dict(seed=seed, model_key="m", layer_key="L2", setting="correct", probe=probe,
-                             metric="pr_auc", value=value))
+    for config, seeds in (("new", range(3)), ("old", range(1))):
+        for seed in seeds:
+            for probe, value in [("position_baseline", 0.20), ("linear_probe", 0.40 + 0.01 * seed)]:
+                rows.append(dict(seed=seed, model_key="m", layer_key="L2", setting="correct", probe=probe,
+                                 metric="pr_auc", value=value if config == "new" else 0.9, config_hash=config))
     store.replace_slice("probe_metrics", pd.DataFrame(rows))
-    margins = [dict(seed=s, model_key="m", layer_key="L2", setting="correct", probe="linear_probe", metric="pr_auc",
-                    margin=0.2, ci_low=0.1, ci_high=0.3, n_valid_resamples=1000) for s in range(3)]
-    store.replace_slice("probe_margins", pd.DataFrame(margins))
     store.replace_slice("tripwire_results", pd.DataFrame([
-        dict(tripwire="memorisation", model_key="m", layer_key="L2", setting="correct", passed=True, reason_code="ok",
-             detail="", metrics="{}"),
-        dict(tripwire="planted_signal", model_key="m", layer_key="L2", setting="correct", passed=False,
+        dict(tripwire="trace_rows_independent", model_key="m", layer_key="L2", setting="correct", passed=True,
+             reason_code="ok", detail="", metrics="{}"),
+        dict(tripwire="planted_signal", model_key="m", layer_key="L3", setting="correct", passed=False,
              reason_code="planted_signal_not_recovered", detail="", metrics="{}"),
+        dict(tripwire="signal_beats_null", model_key="m", layer_key="L2", setting="correct", passed=False,
+             reason_code="no_signal_beyond_position", detail="", metrics="{}"),
+        dict(tripwire="labels_consistent", model_key="all", layer_key="all", setting="all", passed=True,
+             reason_code="ok", detail="", metrics="{}"),
+        dict(tripwire="trace_rows_independent", model_key="m", layer_key="L2", setting="incorrect", passed=True,
+             reason_code="ok", detail="", metrics="{}"),
     ]))
 
 
-def test_report_rows_join_summary_margins_and_failing_tripwires(tmp_path):
-    store = MetadataStore(tmp_path / "m.duckdb")
-    _probe_tables(store)
+def _build(store: MetadataStore) -> None:
     models = load_models()
     for name in topological_order(models):
-        if name != "extraction_failure_summary":
+        if name in ("probe_metric_summary", "cell_tripwire_status"):
             store.execute(models[name].render())
-    rows = store.read_table("scaling_report_rows")
-    assert len(rows) == 3
-    linear = rows[rows["probe"] == "linear_probe"].iloc[0]
-    assert linear["mean"] == pytest.approx(0.41)
-    assert linear["margin"] == pytest.approx(0.2) and linear["ci_low"] == pytest.approx(0.1)
-    assert linear["tripwire_status"] == "FAIL: planted_signal:planted_signal_not_recovered"
-    assert rows[rows["probe"] == "mlp_probe"]["margin"].isna().all()
+
+
+def test_metric_summary_keeps_configs_apart_and_gives_no_spread_for_one_seed(tmp_path):
+    store = MetadataStore(tmp_path / "m.duckdb")
+    _probe_tables(store)
+    _build(store)
     summary = store.read_table("probe_metric_summary")
-    linear = summary[summary["probe"] == "linear_probe"].iloc[0]
-    assert linear["n_seeds"] == 3 and linear["std"] == pytest.approx(0.01)
+    new = summary[(summary["config_hash"] == "new") & (summary["probe"] == "linear_probe")].iloc[0]
+    assert new["mean"] == pytest.approx(0.41) and new["n_seeds"] == 3 and new["std"] == pytest.approx(0.01)
+    assert new["seeds"] == "0,1,2"  # the old config's 0.9 is not averaged in
+    old = summary[(summary["config_hash"] == "old") & (summary["probe"] == "linear_probe")].iloc[0]
+    assert old["n_seeds"] == 1 and pd.isna(old["std"])  # never a fake 0 from one seed
+
+
+def test_cell_status_collects_every_layer_and_the_dataset_rows_but_lists_findings_apart(tmp_path):
+    store = MetadataStore(tmp_path / "m.duckdb")
+    _probe_tables(store)
+    _build(store)
+    status = store.read_table("cell_tripwire_status").set_index("setting")
+    assert status.loc["correct", "tripwire_status"] == "FAIL: planted_signal:planted_signal_not_recovered"
+    assert status.loc["correct", "findings"] == "signal_beats_null:no_signal_beyond_position"
+    assert status.loc["incorrect", "tripwire_status"] == "pass"
 
 
 def test_gate_fails_on_error_checks_and_missing_evaluations_but_not_warnings():
@@ -83,3 +99,35 @@ def test_gate_fails_on_error_checks_and_missing_evaluations_but_not_warnings():
     assert verdict.missing == ["c:never [missing]"]
     assert verdict.warnings == ["a:warn"]
     assert evaluate_gate([CheckEvaluation("a:ok", "passed"), CheckEvaluation("a:w", "failed", "WARN")]).passed
+
+
+def test_an_evaluation_counts_only_for_the_assets_latest_materialisation(tmp_path):
+    """A check evaluated on an older materialisation of its asset is stale, and stale fails the gate."""
+    from ta_platform.defs.gate.instance_reader import latest_evaluations
+
+    @dg.asset
+    def table() -> None:
+        return None
+
+    @dg.asset_check(asset=table)
+    def rows_ok() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True, metadata={"reason_code": "ok"})
+
+    @dg.asset_check(asset=table)
+    def rows_bad() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, metadata={"reason_code": "broken", "detail": "row 3 is wrong"})
+
+    keys = [rows_ok.check_key, rows_bad.check_key]
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert [e.status for e in latest_evaluations(instance, keys)] == ["missing", "missing"]
+        dg.materialize([table, rows_ok, rows_bad], instance=instance, raise_on_error=False)
+        first = {e.check: e for e in latest_evaluations(instance, keys)}
+        assert first["table:rows_ok"].status == "passed"
+        assert first["table:rows_bad"].status == "failed" and first["table:rows_bad"].reason == "broken: row 3 is wrong"
+        # the asset again, its checks left out: the old evaluations describe data that is gone
+        dg.materialize([table, rows_ok, rows_bad], instance=instance,
+                       selection=dg.AssetSelection.assets(table) - dg.AssetSelection.checks_for_assets(table))
+        again = {e.check: e for e in latest_evaluations(instance, keys)}
+        assert again["table:rows_ok"].status == "stale" and "latest materialisation is run" in again["table:rows_ok"].reason
+        verdict = evaluate_gate(list(again.values()))
+        assert not verdict.passed and any("table:rows_ok" in item for item in verdict.missing)

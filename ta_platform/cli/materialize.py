@@ -111,6 +111,10 @@ def _report_gate(instance, study: str | None) -> int:
     for label, items in (("FAILING", verdict.failing), ("MISSING", verdict.missing), ("warning", verdict.warnings)):
         for item in items:
             print(f"  {label}: {item}", file=sys.stderr if label != "warning" else sys.stdout, flush=True)
+    if study in (None, "anchors"):  # the scaling summary states the verdict this command reports
+        from ta_platform.studies.anchor_summary import gate_line, restamp_reports
+
+        restamp_reports(gate_line(verdict, n_checks), "ta-platform materialize")
     if not verdict.passed:
         print("[gate] the release gate FAILED: the reports under storage/reports/ are marked NOT RELEASED",
               file=sys.stderr, flush=True)

@@ -12,6 +12,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from ta_platform.probing.tripwires import run_tripwires
 from ta_platform.studies.activation_slices import ProbeSlice
 
 Log = Callable[[str], None]
+LAYER_FREE_PROBES = ("position_baseline", "text_baseline")  # they read no activations
 
 
 def _with_scope(frame: pd.DataFrame, probe_slice: ProbeSlice) -> pd.DataFrame:
@@ -64,14 +66,39 @@ def run_seed(seed: int, slices: Iterable[ProbeSlice], config: ProbeConfig, out_d
         return _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log)
 
 
+def _baselines_of(result, rows: pd.DataFrame) -> tuple[pd.DataFrame, ...] | None:
+    """The baselines' metric, prediction and selection rows of a suite run, if they are for ``rows``."""
+    frames = (result.metrics, result.predictions, result.selection)
+    return tuple(frame[frame["probe"].isin(LAYER_FREE_PROBES)] for frame in frames) + (rows,)
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    return len(a) == len(b) and bool((a[["trace_key", "chunk_idx"]].to_numpy() == b[["trace_key", "chunk_idx"]]
+                                      .to_numpy()).all())
+
+
 def _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log):
     metrics, predictions, selection, manifests = [], [], [], {}
     weights: dict[str, dict[str, np.ndarray]] = {}
     started = time.monotonic()
     n_slices = 0
+    # The baselines read no activations: fitted on the first layer of a (model, setting), reused for its
+    # other layers when they hold the same rows (the same traces, one extraction pass), not refitted.
+    baselines: dict[tuple[str, str], tuple] = {}
+    activation_only = replace(config, probes=tuple(p for p in config.probes if p not in LAYER_FREE_PROBES))
     for probe_slice in slices:
         slice_started = time.monotonic()
-        result = run_probe_suite(probe_slice.frame, probe_slice.X, seed, config, assignment=assignment)
+        key = (probe_slice.model_key, probe_slice.setting)
+        reused = baselines.get(key)
+        if reused is not None and activation_only.probes and _same_rows(reused[3], probe_slice.frame):
+            result = run_probe_suite(probe_slice.frame, probe_slice.X, seed, activation_only, assignment=assignment)
+            result = replace(result, **{
+                name: pd.concat([base, own], ignore_index=True)
+                for name, base, own in zip(("metrics", "predictions", "selection"), reused[:3],
+                                           (result.metrics, result.predictions, result.selection), strict=True)})
+        else:
+            result = run_probe_suite(probe_slice.frame, probe_slice.X, seed, config, assignment=assignment)
+            baselines[key] = _baselines_of(result, probe_slice.frame)
         metrics.append(_with_scope(result.metrics, probe_slice))
         predictions.append(_with_scope(result.predictions, probe_slice))
         selection.append(_with_scope(result.selection, probe_slice))

@@ -4,14 +4,16 @@ import dagster as dg
 
 from ta_platform.probing.config import ProbeConfig
 
-DEFAULT_PROBES = ["position_baseline", "text_baseline", "linear_probe", "activations_plus_position"]
+DEFAULT_PROBES = ["position_baseline", "text_baseline", "linear_probe"]
 
 
 class ProbeSettings(dg.ConfigurableResource):
     """``cv_mode``: auto (holdout when the test split would hold >= ``min_test_problems`` problems,
-    else leave-problems-out), holdout, or leave_problems_out. ``probes``: which probes run; the MLP
-    (``mlp_probe``) is off by default: under leave-problems-out it costs ~3x the rest together and
-    never beat the linear probe here. Baselines always run beside the probes."""
+    else leave-problems-out), holdout, or leave_problems_out. ``probes``: which probes run. The
+    default is the linear probe; ``activations_plus_position`` and ``mlp_probe`` are on request
+    (under leave-problems-out the MLP alone costs ~3x the rest together, and each extra candidate is
+    one more choice the validation split must make). The position and text baselines always run
+    beside the probes (once per model and setting: they read no activations)."""
 
     cv_mode: str = "auto"
     n_folds: int = 5
