@@ -27,12 +27,23 @@ from ta_platform.defs.thought_anchors import assets as thought_anchor_assets
 from ta_platform.defs.thought_anchors import checks as thought_anchor_checks
 from ta_platform.defs.thought_anchors import verification as label_verification_defs
 
-ASSET_MODULES = [thought_anchor_assets, label_verification_defs, activation_assets, probe_assets, preference_assets,
-                 *(module for study in STUDIES for module in study.asset_modules)]
-CHECK_MODULES = [thought_anchor_checks, label_verification_defs, activation_checks, probe_checks, preference_checks,
-                 *(module for study in STUDIES for module in study.check_modules)]
+CORE_ASSET_MODULES = [thought_anchor_assets, label_verification_defs, activation_assets, probe_assets,
+                      preference_assets]
+CORE_CHECK_MODULES = [thought_anchor_checks, label_verification_defs, activation_checks, probe_checks,
+                      preference_checks]
+ASSET_MODULES = [*CORE_ASSET_MODULES, *(module for study in STUDIES for module in study.asset_modules)]
+CHECK_MODULES = [*CORE_CHECK_MODULES, *(module for study in STUDIES for module in study.check_modules)]
+_CORE = {key for d in [*dg.load_assets_from_modules(CORE_ASSET_MODULES),
+                       *dg.load_asset_checks_from_modules(CORE_CHECK_MODULES)]
+         for key in [*getattr(d, "keys", ()), *d.check_keys]}
 
-study_assets = dg.load_assets_from_modules([module for study in STUDIES for module in study.asset_modules])
+
+def _own(definitions: list) -> list:
+    """A study's own definitions: not the core ones its modules import (e.g. OOD reads preference assets)."""
+    return [d for d in definitions if not {*getattr(d, "keys", ()), *d.check_keys} & _CORE]
+
+
+study_assets = _own(dg.load_assets_from_modules([module for study in STUDIES for module in study.asset_modules]))
 core_assets = [*dg.load_assets_from_modules(ASSET_MODULES), *build_sql_assets()]
 gated_checks = dg.load_asset_checks_from_modules(CHECK_MODULES)
 GATED_CHECK_KEYS = gated_check_keys([*core_assets, *gated_checks])
@@ -82,8 +93,8 @@ GATE_STAGE = Stage("gate", "gate_job")
 MAIN_STAGES = [*ANCHOR_STAGES, *(stage for study in STUDIES for stage in study.stages), GATE_STAGE]
 # ``--study NAME``: that study's stages; the CLI then reports the gate over that study's checks only.
 STUDY_STAGES = {"anchors": ANCHOR_STAGES, **{study.name: list(study.stages) for study in STUDIES}}
-_STUDY_KEYS = {study.name: set(gated_check_keys([*dg.load_assets_from_modules(list(study.asset_modules)),
-                                                 *dg.load_asset_checks_from_modules(list(study.check_modules))]))
+_STUDY_KEYS = {study.name: set(gated_check_keys(_own([*dg.load_assets_from_modules(list(study.asset_modules)),
+                                                      *dg.load_asset_checks_from_modules(list(study.check_modules))])))
                for study in STUDIES}
 STUDY_CHECK_KEYS = {"anchors": [key for key in GATED_CHECK_KEYS if not any(key in keys for keys in _STUDY_KEYS.values())],
                     **{name: sorted(keys, key=lambda k: k.to_user_string()) for name, keys in _STUDY_KEYS.items()}}
