@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from ta_platform.common.faults import FaultRecord
+from ta_platform.common.hashing import stable_json_hash
 from ta_platform.defs.compute import GPU_POOL, ComputeResource
 from ta_platform.defs.k8s import GPU_OP_TAGS
 from ta_platform.defs.resources import MetadataStoreResource
@@ -45,6 +46,9 @@ def sentence_activations(context: dg.AssetExecutionContext, compute: ComputeReso
                             for f in outcome.summary.failures]
             metadata_store.record_faults(f"extract:{model_key}", model_faults)
             faults += model_faults
-    return dg.MaterializeResult(metadata={"fingerprints": fingerprints, "reused_partitions": reused,
+    # The data version is the partitions' provenance fingerprints: the UI marks probes and everything
+    # downstream unsynced when an input, the model or the extraction code changed them.
+    return dg.MaterializeResult(data_version=dg.DataVersion(stable_json_hash(fingerprints)),
+                                metadata={"fingerprints": fingerprints, "reused_partitions": reused,
                                           "traces_computed": computed, "traces_from_cache": cached,
                                           "n_skipped_traces": len(faults), "pooling": compute.pooling})
