@@ -168,7 +168,7 @@ def test_the_stage_guard_names_a_busy_pool_before_the_stage_starts(instance):
 
 # One tiny model, one layer: the smallest registry that exercises the gpu pool (CI has 2 cores).
 REGISTRY = ONE_TINY_MODEL_REGISTRY
-MAIN = ["ta-platform", "materialize", "--seeds", "0...1"]
+MAIN = ["ta-platform", "materialize", "--study", "anchors", "--seeds", "0...1"]  # the study with every stage kind
 WAIT_S = 900  # a guard against a hang, never a timing assertion
 
 
