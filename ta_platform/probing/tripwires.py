@@ -427,7 +427,7 @@ def _permute_within_groups(frame: pd.DataFrame, groups: np.ndarray, rng: np.rand
 def _evaluated_rows(frame: pd.DataFrame, X: np.ndarray, run, groups: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, linear-probe scores, groups) of the rows a suite run evaluated (its test rows)."""
-    inputs, labels = labelled_inputs(frame, X)
+    _, labels = labelled_inputs(frame, X)
     keep = frame["in_label_set"].to_numpy(dtype=bool) if "in_label_set" in frame else np.ones(len(frame), bool)
     predictions = run.predictions[run.predictions["probe"] == "linear_probe"]
     scores = predictions["score"].to_numpy()
