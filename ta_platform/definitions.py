@@ -67,11 +67,15 @@ prompts_job = dg.define_asset_job(
 )
 probes_job = dg.define_asset_job("probes_job", selection=dg.AssetSelection.assets(probe_assets.probes),
                                  description="Probes for a seed range in one run.")
+tripwires_job = dg.define_asset_job(
+    "tripwires_job", selection=dg.AssetSelection.assets(probe_assets.probe_tripwires),
+    description="The probe tripwires on every slice and the labels recomputed from the raw data, with their checks.")
 summary_job = dg.define_asset_job(
     "summary_job",
     selection=(dg.AssetSelection.all() - upstream - partitioned - dg.AssetSelection.assets(probe_assets.probes) - gate
+               - dg.AssetSelection.assets(probe_assets.probe_tripwires)
                - dg.AssetSelection.assets(*study_assets)),
-    description="Tripwires, SQL aggregates, the scaling summary and the preference study.",
+    description="SQL aggregates, the scaling summary and the preference study.",
 )
 gate_job = dg.define_asset_job("gate_job", selection=gate, description="The release gate alone.")
 
@@ -86,6 +90,7 @@ ANCHOR_STAGES = [
     Stage("activations", "activations_job", partition_keys=all_partitions),
     Stage("prompts", "prompts_job", partition_keys=_prompt_partition),
     Stage("probes", "probes_job", partition_keys=seed_range(probe_assets.DEFAULT_SEEDS)),
+    Stage("tripwires", "tripwires_job"),
     Stage("summary", "summary_job"),
 ]
 GATE_STAGE = Stage("gate", "gate_job")
@@ -103,7 +108,7 @@ defs = dg.Definitions(
     executor=cluster_executor(),  # a pod per step on Kubernetes (TA_K8S_EXECUTOR=1, docs/deploy.md), else the default
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[data_job, activations_job, prompts_job, probes_job, summary_job, gate_job,
+    jobs=[data_job, activations_job, prompts_job, probes_job, tripwires_job, summary_job, gate_job,
           *(job for study in STUDIES for job in study.jobs)],
     resources={
         "metadata_store": MetadataStoreResource(),

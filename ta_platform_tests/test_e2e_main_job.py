@@ -55,7 +55,7 @@ def _materialize_fails_naming(env, stages, check: str) -> str:
 
 def test_main_job_records_every_stage_as_a_run_and_reports_the_gate(project):
     storage, _, stdout = project
-    for stage in ("data", "activations", "probes", "summary"):
+    for stage in ("data", "activations", "probes", "tripwires", "summary"):
         assert f"[{stage}] run" in stdout
     assert "[gate] study 'anchors': gate passes" in stdout
     assert list((storage / "dagster_home").glob("history/runs.db")) + list((storage / "dagster_home").glob("storage/*"))
@@ -122,7 +122,7 @@ def test_labels_that_differ_from_the_raw_data_stop_the_main_command(project):
 
     path, original = _rewrite_labels(storage, flip_first_anchors)
     try:
-        _materialize_fails_naming(env, ["summary"], "probe_tripwires:labels_consistent")
+        _materialize_fails_naming(env, ["tripwires", "summary"], "probe_tripwires:labels_consistent")
         report = (storage / "reports" / "scaling_summary.md").read_text()
         assert "**Release gate: FAIL, NOT RELEASED" in report and "labels_consistent" in report
     finally:
@@ -151,8 +151,8 @@ def _first_trace_rows(index):
 
 
 @pytest.mark.parametrize("fault, stage, check", [
-    ("keys_swapped", "summary", "probe_tripwires:misaligned_rows"),
-    ("rank_collapsed", "summary", "probe_tripwires:trace_rows_independent"),
+    ("keys_swapped", "tripwires", "probe_tripwires:misaligned_rows"),
+    ("rank_collapsed", "tripwires", "probe_tripwires:trace_rows_independent"),
     ("constant", "activations", "sentence_activations:no_constant_column"),
     ("duplicated", "activations", "sentence_activations:distinct_texts_distinct_vectors"),
 ])

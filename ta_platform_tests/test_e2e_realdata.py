@@ -35,7 +35,7 @@ def real_project(tmp_path_factory):
 
 def test_every_stage_succeeds_and_the_gate_passes(real_project):
     storage, env, stdout = real_project
-    for stage in ("data", "activations", "probes", "summary"):
+    for stage in ("data", "activations", "probes", "tripwires", "summary"):
         assert f"[{stage}] run" in stdout
     assert "FAILED" not in stdout and "[gate] study 'anchors': gate passes" in stdout
     gate = run_cli(["ta-platform", "gate", "--json"], env)
