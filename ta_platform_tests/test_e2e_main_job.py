@@ -1,7 +1,7 @@
 """The README's main job end to end on the embedded default, then planted faults that stop it.
 
 Runs the real ``ta-platform materialize`` in a fresh project storage (its own Dagster instance and
-DuckDB file) with the two random-weight controls (profile ``tiny``; the real model's run is
+DuckDB file) with one random-weight control at two depths (the real model's run is
 test_e2e_realdata.py) and two seeds. Then each fault a gated check names is planted through the
 platform's own files, the stages that read them are re-run with ``ta-platform materialize``, and
 the command must exit non-zero naming that check, with the report marked NOT RELEASED.
@@ -24,10 +24,25 @@ pytestmark = pytest.mark.slow
 PARTITION = ("tiny-qwen2", "L4")
 
 
+# One random-weight control at two depths, reading both trace folders: every stage kind, at CI cost.
+REGISTRY = """
+[models.tiny-qwen2]
+source = "tiny"
+arch = "qwen2"
+revision = "tiny-v1"
+num_layers = 8
+layers = [0.25, 0.5]
+dtype = "auto"
+trace_models = ["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"]
+"""
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     storage = tmp_path_factory.mktemp("storage")
-    env = project_env(storage, TA_DATA_SOURCE="embedded", TA_MODEL_PROFILE="tiny")
+    registry = tmp_path_factory.mktemp("registry") / "models.toml"
+    registry.write_text(REGISTRY)
+    env = project_env(storage, TA_DATA_SOURCE="embedded", TA_MODEL_REGISTRY=str(registry))
     result = run_cli(["ta-platform", "materialize", "--study", "anchors", "--seeds", "0...1"], env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return storage, env, result.stdout
