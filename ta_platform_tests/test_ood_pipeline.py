@@ -103,7 +103,7 @@ def test_bad_prompt_set_fails_by_name_and_keeps_the_previous_output(simulated, t
     result = dg.materialize([ood_assets.ood_prompt_set], resources=broken, instance=instance, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert f"{bad}: prompt 1 (x): empty system prompt" in failure.step_failure_data.error.message
+    assert f"{bad}: prompt 1 (x): empty system prompt" in failure.step_failure_data.error.to_string()
     assert ood_file("prompt_set.parquet").read_bytes() == before
 
 

@@ -75,7 +75,7 @@ def test_hf_judge_asks_both_orders_and_is_antisymmetric(tiny_lm):
     assert isinstance(judge, PairwiseJudge)
     seen = []
     original = judge.option_probabilities
-    judge.option_probabilities = lambda prompts: (seen.extend(prompts), original(prompts))[1]
+    judge.option_probabilities = lambda prompts, groups=None: (seen.extend(prompts), original(prompts, groups))[1]
     p = judge.prefer_first(PAIRS)
     assert len(seen) == 2 * len(PAIRS)
     for (a, b), forward, backward in zip(PAIRS, seen[:3], seen[3:], strict=True):

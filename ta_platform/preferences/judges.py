@@ -145,6 +145,7 @@ class HFLogitJudge:
         self.batch_size = batch_size
         self.labels = labels
         self.share_prefix = share_prefix
+        self._memo: dict[str, float] = {}  # prompt -> P(label A): the model is deterministic in eval mode
         config = getattr(model, "config", None)
         self.max_length = max_length or getattr(config, "max_position_embeddings", None)
         chat = bool(getattr(tokenizer, "chat_template", None))
@@ -159,6 +160,7 @@ class HFLogitJudge:
         judge = HFLogitJudge.__new__(HFLogitJudge)
         judge.__dict__.update(self.__dict__)
         judge.system_prompt = system_prompt
+        judge._memo = self._memo  # keys are whole prompts, system prompt included
         return judge
 
     def _single_token_id(self, text: str) -> int:
@@ -199,6 +201,17 @@ class HFLogitJudge:
 
         if not prompts:
             return np.empty(0)
+        # A prompt asked before (held-out pairs re-read for self-consistency) is not recomputed.
+        known = [self._memo.get(p) for p in prompts]
+        if all(k is not None for k in known):
+            return np.array(known, dtype=float)
+        if any(k is not None for k in known):
+            todo = [i for i, k in enumerate(known) if k is None]
+            fresh = self.option_probabilities([prompts[i] for i in todo],
+                                              None if groups is None else [groups[i] for i in todo])
+            for i, value in zip(todo, fresh, strict=True):
+                known[i] = value
+            return np.array(known, dtype=float)
         # Repeated samples of a pair ask the same prompt: compute each distinct prompt once.
         unique, first_index, inverse = np.unique(np.asarray(prompts, dtype=object).astype(str), return_index=True,
                                                  return_inverse=True)
@@ -244,6 +257,7 @@ class HFLogitJudge:
                     self._run_rows(decoder, encoded, rows, length, group_kv, option_weight, option_bias, out)
         finally:
             self.model.train(was_training)
+        self._memo.update(zip(prompts, out.tolist(), strict=True))
         return out
 
     def _run_rows(self, decoder: Any, encoded: Sequence[Sequence[int]], rows: Sequence[int], prefix: int,

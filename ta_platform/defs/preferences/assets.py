@@ -30,8 +30,8 @@ PREFERENCE_PROFILES: dict[str, dict] = {
     "simulated": {},
     "real": {"n_tasks": 120, "judge": "hf", "judge_model": "smollm2-135m", "judge_choice": "greedy",
              "samples_per_pair": 1, "pairs_per_round": 120, "max_comparisons": 240, "n_heldout_pairs": 60},
-    "real-small": {"n_tasks": 40, "judge": "hf", "judge_model": "smollm2-135m", "judge_choice": "greedy",
-                   "samples_per_pair": 1, "pairs_per_round": 40, "max_comparisons": 40, "n_heldout_pairs": 20},
+    "real-small": {"n_tasks": 30, "judge": "hf", "judge_model": "smollm2-135m", "judge_choice": "greedy",
+                   "samples_per_pair": 1, "pairs_per_round": 30, "max_comparisons": 30, "n_heldout_pairs": 15},
 }
 
 
