@@ -8,16 +8,21 @@ from ta_platform.chains.lags import DEFAULT_LAGS
 
 class BacktrackingSettings(dg.ConfigurableResource):
     """``source``: "embedded", or the path of an all_annotated_chains.json file; empty = TA_CHAINS_SOURCE
-    (default embedded). ``embedded_chains``: how many chains the embedded generator writes."""
+    (default embedded). ``embedded_chains``: how many chains the embedded generator writes.
+    ``bootstrap_resamples``: chain-bootstrap draws per margin; 0 = 1000 for a chains file and 200 for
+    the embedded default (the main job's time budget: the bootstrap is most of its probe cost)."""
 
     source: str = ""
     embedded_chains: int = 32
     lags: list[int] = list(DEFAULT_LAGS)
-    bootstrap_resamples: int = 1000
+    bootstrap_resamples: int = 0
     null_permutations: int = 10
     tripwire_max_chains: int = 60
     tripwire_seed: int = 0
 
     def lag_config(self) -> LagConfig:
-        return LagConfig(lags=tuple(self.lags), bootstrap_resamples=self.bootstrap_resamples,
+        from ta_platform.chains.records import EMBEDDED, chains_source
+
+        resamples = self.bootstrap_resamples or (200 if chains_source(self.source or None) == EMBEDDED else 1000)
+        return LagConfig(lags=tuple(self.lags), bootstrap_resamples=resamples,
                          null_permutations=self.null_permutations, tripwire_max_chains=self.tripwire_max_chains)
