@@ -2,7 +2,8 @@
 
 Why: a run killed mid-write must never leave a half-written artifact that a later run reads as
 valid. ``os.replace`` is atomic on POSIX within one filesystem, so readers see the old file or the
-new one, never a mixture.
+new one, never a mixture. With a remote artifact store (an fsspec ``TA_STORAGE``), the committed
+file is then uploaded, atomically too (``remote_store.upload``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    # With a remote artifact store (TA_STORAGE=s3://...), publish the committed file there too, itself
+    # atomically (common/remote_store.py); a failed upload raises, so the step fails rather than
+    # leaving an artifact only this machine has.
+    from ta_platform.common import remote_store
+
+    remote_store.upload(target)
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:

@@ -28,6 +28,7 @@ import duckdb
 import pandas as pd
 from filelock import FileLock
 
+from ta_platform.common import remote_store
 from ta_platform.common.atomic import atomic_write_text
 from ta_platform.common.paths import storage_path
 from ta_platform.store import table_log
@@ -122,6 +123,7 @@ class MetadataStore:
         as a whole-table write; stored tables themselves are read-only views.
         """
         self._import_legacy()
+        remote_store.pull(self.root)  # other writers' slices, with a remote artifact store (no-op locally)
         con = duckdb.connect()
         try:
             self._create_views(con, sql)
@@ -195,6 +197,7 @@ class MetadataStore:
 
     def table_exists(self, table: str) -> bool:
         self._import_legacy()
+        remote_store.pull(self.root / table)
         return bool(table_log.current_files(self.root, table))
 
     def read_table(self, table: str, where: Mapping[str, object] | None = None) -> pd.DataFrame:

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ta_platform.common import remote_store
+
 WHERE_FILE = "where.json"
 GC_GRACE_S = 60.0  # how long a superseded file stays readable (see collect_garbage)
 WRITER_ID = uuid.uuid4().hex[:12]
@@ -133,6 +135,7 @@ def publish(root: Path, table: str, where: Mapping[str, object] | None, write: C
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    remote_store.upload(target)  # with a remote artifact store: the same commit there (no-op locally)
     written = SliceFile(target, _order(target), slice_key(where))
     collect_garbage(root, table, written)
     return written
@@ -157,6 +160,7 @@ def collect_garbage(root: Path, table: str, written: SliceFile) -> None:
             if superseded and min(superseded) < horizon:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+                remote_store.delete(path)
 
 
 def sql_literal(value: object) -> str:
