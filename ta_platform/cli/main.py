@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "extraction": ("ta_platform.cli.bench_extraction", "naive vs platform activation extraction"),
     "thurstone": ("ta_platform.cli.bench_thurstone", "platform Thurstonian fit vs the Adam reference"),
     "judge": ("ta_platform.cli.bench_judge", "platform logit judge vs generate-and-parse, same pairs and model"),
+    "scale": ("ta_platform.cli.bench_scale", "each stage's time at three dataset sizes and its growth exponent"),
 }
 
 
