@@ -67,7 +67,7 @@ def _load_prompts(settings: OodSettings, pool: pd.DataFrame):
     return load_prompt_set(settings.prompt_set_path(), pool["topic"].unique())
 
 
-@dg.asset(group_name=GROUP, deps=[task_pool], kinds={"duckdb", "parquet"})
+@dg.asset(group_name=GROUP, deps=[task_pool, pairwise_preferences, thurstonian_utilities], kinds={"duckdb", "parquet"})
 def ood_prompt_set(context: dg.AssetExecutionContext, ood_settings: OodSettings,
                    preference_settings: PreferenceSettings, compute: ComputeResource,
                    metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
