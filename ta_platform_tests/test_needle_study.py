@@ -109,3 +109,55 @@ def test_offsets_to_tokens_on_real_traces(real_tokenizer):
     assert len(docs) >= 3
     for doc in docs:
         check_labels(doc, real_tokenizer, document_token_labels(doc, real_tokenizer, TokenLabelConfig()))
+
+
+def test_gate_checks_fail_on_faults_planted_in_the_study_outputs(study, monkeypatch):
+    """The Dagster checks themselves (invoked directly) on the study's real files, each with its fault planted."""
+    import shutil
+
+    import pandas as pd
+
+    from ta_platform.common.parquet_io import read_provenance, write_parquet
+    from ta_platform.defs.compute import ComputeResource
+    from ta_platform.defs.needle import checks
+    from ta_platform.defs.needle.settings import NeedleSettings
+
+    storage, _ = study
+    monkeypatch.setenv("TA_STORAGE", str(storage))
+    monkeypatch.setenv("TA_MODEL_REGISTRY", str(storage.parent / "models.toml"))
+    monkeypatch.setenv("TA_MODEL_CACHE", str(shared_model_cache()))
+    resources = {"needle_settings": NeedleSettings(), "compute": ComputeResource()}
+    meta_path = storage / "needle" / "probes" / "needle_rollouts_v1" / "smollm2-135m" / "probe_layer_15_seed_0.json"
+    labels_path = storage / "needle" / "labels" / "needle_rollouts_v1" / "smollm2-135m.parquet"
+    backup = storage.parent / "backup"
+    backup.mkdir()
+    shutil.copy2(meta_path, backup / meta_path.name)
+    shutil.copy2(labels_path, backup / labels_path.name)
+    sound = {name: getattr(checks, name)(**{k: v for k, v in resources.items()
+                                            if k in getattr(checks, name).required_resource_keys})
+             for name in ("metadata_complete", "val_auroc_above_chance", "no_document_in_two_splits",
+                          "planted_signal")}
+    assert all(result.passed for result in sound.values()), {k: r.metadata for k, r in sound.items()}
+    try:
+        meta = json.loads(meta_path.read_text())
+        meta["val_metrics"]["auroc_ci_low"] = 0.45  # a probe whose interval reaches chance
+        del meta["selected_l2"]
+        meta_path.write_text(json.dumps(meta))
+        assert not checks.metadata_complete(**resources).passed
+        assert not checks.val_auroc_above_chance(needle_settings=resources["needle_settings"]).passed
+        labels = pd.read_parquet(labels_path)
+        provenance = read_provenance(labels_path)
+        leaked = labels.copy()
+        doc = leaked.loc[leaked["split"] == "train", "doc_id"].iloc[0]
+        leaked.loc[(leaked["doc_id"] == doc) & (leaked["position"] > 10), "split"] = "val"
+        write_parquet(leaked, labels_path, provenance)
+        result = checks.no_document_in_two_splits(**resources)
+        assert not result.passed and doc in str(result.metadata["detail"].value)
+        lost = labels.copy()
+        lost.loc[lost["split"] == "train", "is_needle"] = False  # needle labels that never reach training
+        write_parquet(lost, labels_path, provenance)
+        result = checks.planted_signal(**resources)  # the seed's rows changed: the slice cannot be built
+        assert not result.passed and "re-materialise needle_token_activations" in str(result.metadata["failed"].value)
+    finally:
+        shutil.copy2(backup / meta_path.name, meta_path)
+        shutil.copy2(backup / labels_path.name, labels_path)

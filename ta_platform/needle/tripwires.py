@@ -155,3 +155,8 @@ def planted_signal(frame: pd.DataFrame, X: np.ndarray, seed: int, config: Needle
 def missing_probe(where: str) -> TripwireResult:
     """A (model, layer) with stored activations but no probe metadata."""
     return _fail("metadata_complete", "missing_probe", f"{where}: no probe metadata")
+
+
+def errored(name: str, detail: str) -> TripwireResult:
+    """A tripwire that could not be evaluated (its inputs could not be read): failed, with the reason."""
+    return _fail(name, "error", detail)

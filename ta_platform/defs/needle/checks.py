@@ -69,17 +69,26 @@ def no_document_in_two_splits(needle_settings: NeedleSettings, compute: ComputeR
                                                                "detail": result.detail[:1000], **result.metrics})
 
 
-def _seed0_slices(needle_settings: NeedleSettings, compute: ComputeResource):
+def _per_slice(name: str, check, needle_settings: NeedleSettings, compute: ComputeResource) -> list:
+    """``check(frame, X)`` on the seed-0 rows of every stored (model, layer); a slice that cannot even be
+    read (stale activations, missing labels) is a failed result naming it, never a crashed check."""
     from ta_platform.extraction.store import load_partition
     from ta_platform.needle.evaluate import seed_slice
+    from ta_platform.needle.tripwires import errored
     from ta_platform.studies.needle import activations_root, read_labels, stored_slices
 
     config = needle_settings.dataset_config()
+    results = []
     for model_key, layer in stored_slices(compute.registry()):
-        labels, label_config, _ = read_labels(config, model_key)
-        partition = load_partition(activations_root() / model_key / f"L{layer}")
-        frame, X = seed_slice(labels, partition.embeddings, partition.index, 0, label_config)
-        yield f"{model_key}/L{layer}", frame, X
+        where = f"{model_key}/L{layer}"
+        try:
+            labels, label_config, _ = read_labels(config, model_key)
+            partition = load_partition(activations_root() / model_key / f"L{layer}")
+            frame, X = seed_slice(labels, partition.embeddings, partition.index, 0, label_config)
+            results.append(_named(check(frame, X), where))
+        except Exception as error:  # a check that crashes must still fail the gate, naming the slice
+            results.append(errored(name, f"{where}: {type(error).__name__}: {error}"))
+    return results
 
 
 @dg.asset_check(asset=needle_probes, blocking=True,
@@ -91,8 +100,8 @@ def permutation_null(needle_settings: NeedleSettings, compute: ComputeResource) 
     from ta_platform.needle.tripwires import permutation_null as check
 
     with threadpool_limits(limits=needle_settings.blas_threads):
-        results = [_named(check(frame, X, 0, needle_settings.probe_config()), name)
-                   for name, frame, X in _seed0_slices(needle_settings, compute)]
+        results = _per_slice("permutation_null", lambda frame, X: check(frame, X, 0, needle_settings.probe_config()),
+                             needle_settings, compute)
     return _result(results, len(results), "slices")
 
 
@@ -105,8 +114,8 @@ def planted_signal(needle_settings: NeedleSettings, compute: ComputeResource) ->
     from ta_platform.needle.tripwires import planted_signal as check
 
     with threadpool_limits(limits=needle_settings.blas_threads):
-        results = [_named(check(frame, X, 0, needle_settings.probe_config()), name)
-                   for name, frame, X in _seed0_slices(needle_settings, compute)]
+        results = _per_slice("planted_signal", lambda frame, X: check(frame, X, 0, needle_settings.probe_config()),
+                             needle_settings, compute)
     return _result(results, len(results), "slices")
 
 
