@@ -42,7 +42,7 @@ def test_common_prefix_length():
 
 
 def test_shared_prefix_cache_gives_the_uncached_probabilities(judge_model):
-    pairs = sample_pairs(8, seed=3)  # a 4-regular graph: tasks shown first several times (second-level prefix)
+    pairs = sample_pairs(6, seed=3)  # a 4-regular graph: tasks shown first several times (second-level prefix)
     for system_prompt in (None, "You hate mathematics."):
         fast = HFLogitJudge(judge_model.model, judge_model.tokenizer, system_prompt, batch_size=5)
         plain = HFLogitJudge(judge_model.model, judge_model.tokenizer, system_prompt, share_prefix=False)
