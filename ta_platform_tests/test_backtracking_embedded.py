@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import pandas as pd
 import pytest
 
@@ -16,6 +15,7 @@ from ta_platform.chains.synthetic import generate_chains
 from ta_platform.extraction.extractor import extract_sentence_embeddings
 from ta_platform.extraction.loading import load_model
 from ta_platform.extraction.registry import DEFAULT_REGISTRY, get_model_spec
+from ta_platform.store.metadata_store import MetadataStore
 from ta_platform.studies.backtracking import chain_trace_inputs, label_tokens, tokens_of_model
 from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, project_env, run_cli
 
@@ -76,11 +76,11 @@ def test_study_runs_through_dagster_and_records_bad_records(tmp_path):
     for stage in ("backtracking-data", "backtracking-activations", "backtracking-probes", "backtracking-summary"):
         assert f"[{stage}]" in done.stdout
     assert "failed checks: none" in done.stdout
-    with duckdb.connect(str(storage / "metadata.duckdb"), read_only=True) as con:
-        faults = con.execute("SELECT item, kind FROM faults WHERE stage = 'backtracking:chains'").df()
-        metrics = con.execute("SELECT * FROM backtracking_probe_metrics").df()
-        summary = con.execute("SELECT * FROM backtracking_metric_summary").df()
-        tripwires = con.execute("SELECT tripwire, passed FROM backtracking_tripwire_results").df()
+    store = MetadataStore(storage / "metadata.duckdb")
+    faults = store.query("SELECT item, kind FROM faults WHERE stage = 'backtracking:chains'")
+    metrics = store.query("SELECT * FROM backtracking_probe_metrics")
+    summary = store.query("SELECT * FROM backtracking_metric_summary")
+    tripwires = store.query("SELECT tripwire, passed FROM backtracking_tripwire_results")
     assert dict(zip(faults["item"], faults["kind"], strict=True)) == {
         "bad_missing_key": "missing_key", "bad_label": "unknown_label", "bad_tags": "unbalanced_tags",
         "bad_empty": "empty", "bad_align": "unalignable"}

@@ -6,8 +6,7 @@ a reason when ../shared/realdata is absent."""
 
 from __future__ import annotations
 
-import duckdb
-
+from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
 from ta_platform_tests.real_model import shared_model_cache
 from ta_platform_tests.test_backtracking_chains import REAL_CHAINS, requires_real_chains
@@ -35,12 +34,12 @@ def test_study_on_the_real_chains_with_the_real_model(tmp_path):
     done = run_cli(["ta-platform", "materialize", "--study", "backtracking", "--seeds", "0...0"], env, timeout=3600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "failed checks: none" in done.stdout
-    with duckdb.connect(str(storage / "metadata.duckdb"), read_only=True) as con:
-        faults = con.execute("SELECT item, kind, problem FROM faults WHERE stage = 'backtracking:chains'").df()
-        probe = con.execute("SELECT layer, lag, value FROM backtracking_probe_metrics WHERE probe = 'linear_probe' "
-                            "AND metric = 'auroc'").df()
-        token = con.execute("SELECT layer, lag, value FROM backtracking_probe_metrics WHERE probe = 'token_identity' "
-                            "AND metric = 'auroc' AND lag = 0").df()
+    store = MetadataStore(storage / "metadata.duckdb")
+    faults = store.query("SELECT item, kind, problem FROM faults WHERE stage = 'backtracking:chains'")
+    probe = store.query("SELECT layer, lag, value FROM backtracking_probe_metrics WHERE probe = 'linear_probe' "
+                        "AND metric = 'auroc'")
+    token = store.query("SELECT layer, lag, value FROM backtracking_probe_metrics WHERE probe = 'token_identity' "
+                        "AND metric = 'auroc' AND lag = 0")
     # every record either aligned or named with its fault
     assert len(faults) <= 10 and faults["problem"].str.len().gt(0).all()
     assert set(probe["layer"]) == {"L7", "L15"} and set(probe["lag"]) == {-8, -4, 0, 4, 8, 16, 32}
