@@ -33,7 +33,7 @@ def build_release_gate(gated_keys: Sequence[dg.AssetCheckKey]) -> dg.AssetChecks
         verdict, n_checks = current_gate_verdict(context.instance, keys)
         context.log.info(verdict.summary())
         line = gate_line(verdict, n_checks)
-        restamped = restamp_reports(line, context.run_id)  # the report states the final verdict
+        restamped = restamp_reports(line, context.run.run_id)  # the report states the final verdict
         return dg.AssetCheckResult(passed=verdict.passed, metadata={
             "summary": verdict.summary(), "gate": line, "failing": verdict.failing, "missing": verdict.missing,
             "warnings": verdict.warnings, "n_checks": n_checks, "report_restamped": restamped is not None,
