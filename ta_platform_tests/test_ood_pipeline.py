@@ -12,12 +12,11 @@ import pytest
 
 from ta_platform.common.parquet_io import read_provenance, write_parquet
 from ta_platform.defs.compute import ComputeResource
-from ta_platform.defs.ood import assets as ood_assets
-from ta_platform.defs.ood import checks as ood_checks
-from ta_platform.defs.ood.assets import OodSettings, ood_file
 from ta_platform.defs.preferences import assets as pref_assets
 from ta_platform.defs.preferences import checks as pref_checks
+from ta_platform.defs.preferences import ood_assets, ood_checks
 from ta_platform.defs.preferences.assets import PREFERENCE_PROFILES, PreferenceSettings
+from ta_platform.defs.preferences.ood_assets import OodSettings, ood_file
 from ta_platform.defs.resources import MetadataStoreResource
 from ta_platform.store.artifacts import pref_file
 from ta_platform_tests.real_model import shared_model_cache

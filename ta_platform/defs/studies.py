@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ta_platform.defs.backtracking import STUDY as BACKTRACKING
 from ta_platform.defs.needle import STUDY as NEEDLE
-from ta_platform.defs.ood import WIRING as OOD
+from ta_platform.defs.preferences.ood import WIRING as OOD
 from ta_platform.defs.stages import StudyWiring
 
 STUDIES: list[StudyWiring] = [

@@ -11,11 +11,10 @@ import pandas as pd
 
 from ta_platform.common.faults import FaultRecord
 from ta_platform.common.parquet_io import write_parquet
-from ta_platform.defs.aggregates.sql_assets import build_sql_assets
 from ta_platform.defs.backtracking.settings import BacktrackingSettings
 from ta_platform.defs.compute import GPU_POOL, ComputeResource
 from ta_platform.defs.resources import MetadataStoreResource
-from ta_platform.defs.shared import activation_partitions, requested_layers
+from ta_platform.defs.shared import activation_partitions, build_sql_assets, requested_layers
 from ta_platform.sql_models import SQL_DIR
 
 GROUP = "backtracking"

@@ -1,5 +1,7 @@
 """OOD system-prompt experiments (seed 004 step 5): does the utility probe track induced preferences?
 
+Part of the preference domain (it reads the preference study's assets and settings), wired as its own study.
+
 Plugged in through ``WIRING`` (``defs/studies.py``): ``ta-platform materialize --study ood`` runs the
 ``ood`` stage (prompt set -> behaviour -> probe deltas -> results) on the preference study's outputs.
 """
@@ -8,8 +10,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ta_platform.defs.ood import assets, checks
-from ta_platform.defs.ood.assets import OodSettings
+from ta_platform.defs.preferences import ood_assets as assets
+from ta_platform.defs.preferences import ood_checks as checks
+from ta_platform.defs.preferences.ood_assets import OodSettings
 from ta_platform.defs.stages import Stage, StudyWiring
 
 ood_job = dg.define_asset_job(

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ta_platform.common.parquet_io import read_provenance
-from ta_platform.defs.ood.assets import ood_behaviour, ood_file, ood_results
+from ta_platform.defs.preferences.ood_assets import ood_behaviour, ood_file, ood_results
 from ta_platform.store.artifacts import pref_file
 
 
