@@ -99,7 +99,7 @@ def _chain_row(item: str, record: Any, min_coverage: float) -> dict[str, Any]:
     segments = parse_annotated(item, record["annotated_chain"])
     alignment = align_segments(item, text, segments)
     if alignment.coverage < min_coverage:
-        raise DataFault(item, f"the annotated sections cover {alignment.coverage:.0%} of reasoning_chain "
+        raise DataFault(item, f"the annotated sections cover {alignment.coverage:.1%} of reasoning_chain "
                               f"(< {min_coverage:.0%}): unannotated text cannot be labelled", kind="low_coverage")
     spans = [[s.label, s.char_start, s.char_end] for s in alignment.segments]
     return {"chain_id": item, "task_id": str(record["task_id"]), "problem": record["problem"], "text": text,
