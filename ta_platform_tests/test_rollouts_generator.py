@@ -196,3 +196,13 @@ def test_a_stale_embedded_dataset_is_regenerated_not_reused(tmp_path):
     assert (first["seed"], second["seed"]) == (0, 1)
     assert first["traces"] != second["traces"]
     assert [p.name for p in tmp_path.iterdir()] == ["embedded"], "no stale copies left behind"
+
+
+def test_problem_statements_are_distinct_even_when_a_family_is_used_up():
+    """nested_expression has 12 statements; 384 problems need more of that slot than it has."""
+    from ta_platform.rollouts.synthetic_problems import make_problems
+
+    for n in (24, 96, 384):
+        problems = make_problems(0, n)
+        assert len({p.problem_json()["problem"] for p in problems}) == n == len({p.problem_id for p in problems})
+    assert [p.problem_json() for p in make_problems(0, 24)] == [p.problem_json() for p in make_problems(0, 24)]

@@ -252,9 +252,21 @@ def make_problems(seed: int, n_problems: int) -> list[SyntheticProblem]:
     problems: list[SyntheticProblem] = []
     statements: set[str] = set()
     for i, problem_id in enumerate(ids):
-        problem = FAMILIES[i % len(FAMILIES)](rng, str(problem_id))
-        while problem.problem_json()["problem"] in statements:
-            problem = FAMILIES[i % len(FAMILIES)](rng, str(problem_id))
+        problem = _distinct_problem(rng, str(problem_id), i, statements)
         statements.add(problem.problem_json()["problem"])
         problems.append(problem)
     return problems
+
+
+DRAWS_PER_FAMILY = 50
+
+
+def _distinct_problem(rng: random.Random, problem_id: str, position: int, taken: set[str]) -> SyntheticProblem:
+    """A problem whose statement is not in ``taken``: the rotation's family first; a family whose few
+    parameters are used up (nested_expression has 12 statements) hands over to the next family."""
+    for attempt in range(DRAWS_PER_FAMILY * len(FAMILIES)):
+        family = FAMILIES[(position + attempt // DRAWS_PER_FAMILY) % len(FAMILIES)]
+        problem = family(rng, problem_id)
+        if problem.problem_json()["problem"] not in taken:
+            return problem
+    raise ValueError(f"cannot draw a problem statement distinct from {len(taken)} others: every family is used up")
