@@ -21,7 +21,7 @@ from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
 
 pytestmark = pytest.mark.slow
-PARTITION = ("tiny-qwen2", "L4")
+MODEL = "tiny-qwen2"
 
 
 # One random-weight control at two depths, reading both trace folders: every stage kind, at CI cost.
@@ -146,15 +146,16 @@ def test_labels_that_differ_from_the_raw_data_stop_the_main_command(project):
         path.write_bytes(original)
 
 
-def _rewrite_partition(storage, transform):
+def _rewrite_partition(storage, layer, transform):
     """Rewrite one activation partition through the platform's own writer (hashes valid, manifest kept)."""
     from ta_platform.extraction.store import load_partition, write_partition
 
-    folder = storage / "activations" / PARTITION[0] / PARTITION[1]
+    folder = storage / "activations" / MODEL / layer
     backup = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     embeddings, index, manifest = load_partition(folder)
     new_embeddings, new_index = transform(embeddings.copy(), index.copy())
-    write_partition(folder, new_embeddings, new_index, {k: v for k, v in manifest.items() if k != "files"})
+    write_partition(folder, new_embeddings.astype(np.float32), new_index,
+                    {k: v for k, v in manifest.items() if k != "files"})
     return folder, backup
 
 
@@ -167,34 +168,45 @@ def _first_trace_rows(index):
     return index.groupby("trace_key").indices[sorted(index["trace_key"])[0]]
 
 
-@pytest.mark.parametrize("fault, stage, check", [
-    ("keys_swapped", "tripwires", "probe_tripwires:misaligned_rows"),
-    ("rank_collapsed", "tripwires", "probe_tripwires:trace_rows_independent"),
-    ("constant", "activations", "sentence_activations:no_constant_column"),
-    ("duplicated", "activations", "sentence_activations:distinct_texts_distinct_vectors"),
-])
-def test_planted_activation_faults_stop_the_main_command(project, fault, stage, check):
+def _swap_two_keys(embeddings, index):  # the index names two sentences' rows the other way round
+    rows = _first_trace_rows(index)
+    index.loc[rows[[2, 3]], "chunk_idx"] = index.loc[rows[[3, 2]], "chunk_idx"].to_numpy()
+    return embeddings, index
+
+
+def _collapse_rank(embeddings, index):  # a layer that carries 4 directions (a wrong tensor hooked)
+    rng = np.random.default_rng(0)
+    return embeddings @ rng.normal(size=(embeddings.shape[1], 4)) @ rng.normal(size=(4, embeddings.shape[1])), index
+
+
+def _constant(embeddings, index):
+    return np.ones_like(embeddings), index
+
+
+def _one_vector_for_two_sentences(embeddings, index):  # a pooling bug
+    rows = _first_trace_rows(index)
+    embeddings[rows[3]] = embeddings[rows[2]]
+    return embeddings, index
+
+
+@pytest.mark.parametrize("faults, stage", [
+    ({"L2": (_swap_two_keys, "probe_tripwires:misaligned_rows"),
+      "L4": (_collapse_rank, "probe_tripwires:trace_rows_independent")}, "tripwires"),
+    ({"L2": (_constant, "sentence_activations:no_constant_column"),
+      "L4": (_one_vector_for_two_sentences, "sentence_activations:distinct_texts_distinct_vectors")}, "activations"),
+], ids=["tripwires", "activation-checks"])
+def test_planted_activation_faults_stop_the_main_command(project, faults, stage):
+    """Two faults at once, one per layer: each named by its own check (one never hides the other)."""
     storage, env, _ = project
-
-    def plant(embeddings, index):
-        rows = _first_trace_rows(index)
-        if fault == "keys_swapped":  # the index names two sentences' rows the other way round
-            index.loc[rows[[2, 3]], "chunk_idx"] = index.loc[rows[[3, 2]], "chunk_idx"].to_numpy()
-        elif fault == "rank_collapsed":  # a layer that carries 4 directions (a wrong tensor hooked)
-            rng = np.random.default_rng(0)
-            embeddings = embeddings @ rng.normal(size=(embeddings.shape[1], 4)) @ rng.normal(
-                size=(4, embeddings.shape[1]))
-        elif fault == "constant":
-            embeddings = np.ones_like(embeddings)
-        else:  # two different sentences given one vector (a pooling bug)
-            embeddings[rows[3]] = embeddings[rows[2]]
-        return embeddings.astype(np.float32), index
-
-    folder, backup = _rewrite_partition(storage, plant)
+    planted = [_rewrite_partition(storage, layer, transform) for layer, (transform, _) in faults.items()]
     try:
-        _materialize_fails_naming(env, [stage], check)
+        output = _materialize_fails_naming(env, [stage], faults["L2"][1])
+        failing = [line for line in output.splitlines() if line.strip().startswith("FAILING:")]
+        assert any(faults["L4"][1] in line for line in failing), output[-3000:]
+        assert any(f"{MODEL}/L4" in line for line in failing if faults["L4"][1] in line), output[-3000:]
     finally:
-        _restore(folder, backup)
+        for folder, backup in planted:
+            _restore(folder, backup)
 
 
 def test_a_problem_filed_under_two_ids_stops_the_main_command(project, tmp_path):

