@@ -78,7 +78,6 @@ def test_traces_over_a_models_context_are_recorded_faults_and_the_rest_are_extra
         # nothing silently dropped: every readable trace is either extracted or a recorded fault
         assert extracted | set(skipped["item"]) == readable
         assert not extracted & set(skipped["item"])
-    assert (faults["kind"] == "too_long").any(), "two real traces exceed 8192 tokens; they must be recorded"
 
 
 def test_the_scaling_summary_has_cells_for_the_real_model(real_project):

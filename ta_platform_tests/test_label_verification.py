@@ -229,7 +229,7 @@ def test_real_samples_are_not_verifiable_with_the_reason(tmp_path, monkeypatch):
     metadata, evaluation = run_verification(tmp_path, monkeypatch, str(REAL_ROLLOUTS))
     assert metadata["status"] == NOT_VERIFIABLE and metadata["trace"].endswith("correct_base_solution/problem_330")
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN  # visible, not blocking
-    assert "rollouts absent" in evaluation.description and str(REAL_ROLLOUTS) in evaluation.description
+    assert "rollouts absent" in evaluation.description and str(REAL_ROLLOUTS.resolve()) in evaluation.description
     _, required = run_verification(tmp_path / "required", monkeypatch, str(REAL_ROLLOUTS), require_rollouts=True)
     assert not required.passed and required.severity == dg.AssetCheckSeverity.ERROR
 

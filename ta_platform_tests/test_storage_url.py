@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import uuid
 
 import fsspec
@@ -46,9 +47,13 @@ def _env(monkeypatch, inputs, storage: str, **extra: str) -> None:
         monkeypatch.setenv(name, value)
 
 
-def _run_stages(capsys, stages: list[str]) -> None:
+def _run_stages(capsys, monkeypatch, stages: list[str]) -> None:
     """``ta-platform materialize`` for these thought-anchor stages; each must succeed (a --stage list
     without the gate reports no gate, so the exit code is the stages')."""
+    # The code location is built at import from the registry in force: an earlier in-process test in this
+    # worker may have imported it under another registry, so this one imports it afresh (restored after).
+    for name in [m for m in sys.modules if m == "ta_platform.definitions" or m.startswith("ta_platform.defs")]:
+        monkeypatch.delitem(sys.modules, name)
     status = main(["materialize", "--study", "anchors", "--seeds", "0...0", *(f"--stage={s}" for s in stages)])
     captured = capsys.readouterr()
     for stage in stages:
@@ -85,7 +90,7 @@ def test_a_memory_store_receives_every_artifact_and_a_fresh_mirror_reads_it_back
     url = f"memory://ta-test-{uuid.uuid4().hex[:8]}/lab"
     mirror = tmp_path / "mirror"
     _env(monkeypatch, inputs, url, TA_STORAGE_CACHE=str(mirror))
-    _run_stages(capsys, STAGES)
+    _run_stages(capsys, monkeypatch, STAGES)
     fs = fsspec.filesystem("memory")
     root = url.removeprefix("memory://")
     remote = {key.removeprefix(f"/{root}/") for key in fs.find(f"/{root}")}
@@ -103,5 +108,5 @@ def test_a_memory_store_receives_every_artifact_and_a_fresh_mirror_reads_it_back
     monkeypatch.setenv("TA_STORAGE_CACHE", str(fresh))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert len(MetadataStore().read_table("probe_metrics")) == len(expected) > 0
-    _run_stages(capsys, ["probes"])
+    _run_stages(capsys, monkeypatch, ["probes"])
     assert any(p.startswith("activations/") for p in _artifacts(fresh))

@@ -29,7 +29,7 @@ pytestmark = [
 
 # Large enough that the whole graph fits at a zoom where nodes draw full names (zoomed out, the UI
 # middle-truncates them) and the screenshot shows every group.
-WINDOW = "2400,2400"
+WINDOW = "3600,5200"  # eight groups since the backtracking, needle and OOD studies
 
 
 def defined_assets() -> dict[str, str]:
