@@ -52,11 +52,18 @@ release_gate = build_release_gate(GATED_CHECK_KEYS)
 all_checks = [*gated_checks, release_gate]
 
 partitioned = dg.AssetSelection.assets(activation_assets.sentence_activations, preference_assets.prompt_activations)
-# the data stage: what the partitioned assets read, and the label verification (it reads the rollouts source)
-upstream = (partitioned.upstream() - partitioned) | dg.AssetSelection.assets(label_verification_defs.label_verification)
+preferences = dg.AssetSelection.groups(preference_assets.GROUP)
+# the data stage: what the sentence activations read, and the label verification (it reads the rollouts source)
+upstream = ((dg.AssetSelection.assets(activation_assets.sentence_activations).upstream() - partitioned)
+            | dg.AssetSelection.assets(label_verification_defs.label_verification))
 gate = dg.AssetSelection.checks(release_gate)
 
-data_job = dg.define_asset_job("data_job", selection=upstream, description="Unpartitioned inputs.")
+data_job = dg.define_asset_job("data_job", selection=upstream, description="Unpartitioned thought-anchor inputs.")
+preferences_data_job = dg.define_asset_job("preferences_data_job", selection=dg.AssetSelection.assets(
+    preference_assets.task_pool), description="The preference study's task pool (what its prompt activations read).")
+preferences_job = dg.define_asset_job(
+    "preferences_job", selection=preferences - dg.AssetSelection.assets(preference_assets.task_pool) - partitioned,
+    description="The preference study: judge, Thurstonian utilities, utility probes, summary.")
 activations_job = dg.define_asset_job(
     "activations_job", selection=dg.AssetSelection.assets(activation_assets.sentence_activations),
     description="Sentence activations, every model-layer partition (one pass per model).",
@@ -74,8 +81,8 @@ summary_job = dg.define_asset_job(
     "summary_job",
     selection=(dg.AssetSelection.all() - upstream - partitioned - dg.AssetSelection.assets(probe_assets.probes) - gate
                - dg.AssetSelection.assets(probe_assets.probe_tripwires)
-               - dg.AssetSelection.assets(*study_assets)),
-    description="SQL aggregates, the scaling summary and the preference study.",
+               - dg.AssetSelection.assets(*study_assets) - preferences),
+    description="SQL aggregates and the scaling summary.",
 )
 gate_job = dg.define_asset_job("gate_job", selection=gate, description="The release gate alone.")
 
@@ -88,27 +95,46 @@ def _prompt_partition(job: dg.JobDefinition, seeds: str | None = None) -> list[s
 ANCHOR_STAGES = [
     Stage("data", "data_job"),
     Stage("activations", "activations_job", partition_keys=all_partitions),
-    Stage("prompts", "prompts_job", partition_keys=_prompt_partition),
     Stage("probes", "probes_job", partition_keys=seed_range(probe_assets.DEFAULT_SEEDS)),
     Stage("tripwires", "tripwires_job"),
     Stage("summary", "summary_job"),
 ]
+PREFERENCE_STAGES = [
+    Stage("preferences-data", "preferences_data_job"),
+    Stage("prompts", "prompts_job", partition_keys=_prompt_partition),
+    Stage("preferences", "preferences_job"),
+]
 GATE_STAGE = Stage("gate", "gate_job")
-# The main job: thought anchors and preferences, then every plugged-in study, then the release gate.
-MAIN_STAGES = [*ANCHOR_STAGES, *(stage for study in STUDIES for stage in study.stages), GATE_STAGE]
-# ``--study NAME``: that study's stages; the CLI then reports the gate over that study's checks only.
-STUDY_STAGES = {"anchors": ANCHOR_STAGES, **{study.name: list(study.stages) for study in STUDIES}}
-_STUDY_KEYS = {study.name: set(gated_check_keys(_own([*dg.load_assets_from_modules(list(study.asset_modules)),
-                                                      *dg.load_asset_checks_from_modules(list(study.check_modules))])))
-               for study in STUDIES}
-STUDY_CHECK_KEYS = {"anchors": [key for key in GATED_CHECK_KEYS if not any(key in keys for keys in _STUDY_KEYS.values())],
-                    **{name: sorted(keys, key=lambda k: k.to_user_string()) for name, keys in _STUDY_KEYS.items()}}
+# The main job: thought anchors, preferences, then every plugged-in study, then the release gate.
+MAIN_STAGES = [*ANCHOR_STAGES, *PREFERENCE_STAGES, *(stage for study in STUDIES for stage in study.stages), GATE_STAGE]
+_STAGES_OF = {"anchors": ANCHOR_STAGES, "preferences": PREFERENCE_STAGES,
+              **{study.name: list(study.stages) for study in STUDIES}}
+_STAGE_BY_NAME = {stage.name: stage for stages in _STAGES_OF.values() for stage in stages}
+# ``--study NAME``: the stages it needs from other studies (``StudyWiring.needs``), then its own; the CLI
+# then reports the gate over that study's checks (and those of any study whose every stage it ran).
+STUDY_STAGES = {name: stages for name, stages in _STAGES_OF.items()}
+STUDY_STAGES.update({study.name: [*(_STAGE_BY_NAME[n] for n in study.needs), *study.stages] for study in STUDIES})
+
+
+def _check_keys(asset_modules, check_modules, own=True) -> set[dg.AssetCheckKey]:
+    definitions = [*dg.load_assets_from_modules(list(asset_modules)), *dg.load_asset_checks_from_modules(list(check_modules))]
+    return set(gated_check_keys(_own(definitions) if own else definitions))
+
+
+_STUDY_KEYS = {"preferences": _check_keys([preference_assets], [preference_checks], own=False),
+               **{study.name: _check_keys(study.asset_modules, study.check_modules) for study in STUDIES}}
+_STUDY_KEYS["anchors"] = set(GATED_CHECK_KEYS).difference(*_STUDY_KEYS.values())
+for _study in STUDIES:  # a study also answers for the checks of every study whose stages it all runs first
+    _STUDY_KEYS[_study.name] |= set().union(*(_STUDY_KEYS[name] for name, stages in _STAGES_OF.items()
+                                             if name != _study.name and {s.name for s in stages} <= set(_study.needs)))
+STUDY_CHECK_KEYS = {name: sorted(keys, key=lambda k: k.to_user_string()) for name, keys in _STUDY_KEYS.items()}
 
 defs = dg.Definitions(
     executor=cluster_executor(),  # a pod per step on Kubernetes (TA_K8S_EXECUTOR=1, docs/deploy.md), else the default
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[data_job, activations_job, prompts_job, probes_job, tripwires_job, summary_job, gate_job,
+    jobs=[data_job, activations_job, preferences_data_job, prompts_job, preferences_job, probes_job, tripwires_job,
+          summary_job, gate_job,
           *(job for study in STUDIES for job in study.jobs)],
     resources={
         "metadata_store": MetadataStoreResource(),

@@ -69,3 +69,6 @@ class StudyWiring:
     stages: tuple[Stage, ...]
     resources: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # Stages of other studies (by name) that ``--study NAME`` runs first, because this study's assets
+    # depend on theirs: a study then builds from an empty storage. The main job runs them once, earlier.
+    needs: tuple[str, ...] = ()

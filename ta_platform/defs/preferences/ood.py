@@ -3,7 +3,9 @@
 Part of the preference domain (it reads the preference study's assets and settings), wired as its own study.
 
 Plugged in through ``WIRING`` (``defs/studies.py``): ``ta-platform materialize --study ood`` runs the
-``ood`` stage (prompt set -> behaviour -> probe deltas -> results) on the preference study's outputs.
+preference study's stages (``needs``: its assets are the OOD assets' Dagster dependencies), then the
+``ood`` stage (prompt set -> behaviour -> probe deltas -> results); the main job runs the ``ood`` stage
+after the preference study.
 """
 
 from __future__ import annotations
@@ -29,4 +31,5 @@ WIRING = StudyWiring(
     stages=(Stage("ood", "ood_job"),),
     resources={"ood_settings": OodSettings()},
     description="Induced preferences (system prompts): behavioural vs probe deltas, with controls.",
+    needs=("preferences-data", "prompts", "preferences"),
 )

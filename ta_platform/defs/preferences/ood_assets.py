@@ -133,7 +133,8 @@ def ood_behaviour(context: dg.AssetExecutionContext, ood_settings: OodSettings,
                                           "mean_abs_delta": float(deltas["behavioural_delta"].abs().mean())})
 
 
-@dg.asset(group_name=GROUP, deps=[ood_behaviour], pool=GPU_POOL, kinds={"pytorch", "scikitlearn"})
+@dg.asset(group_name=GROUP, deps=[ood_behaviour, task_pool, thurstonian_utilities], pool=GPU_POOL,
+          kinds={"pytorch", "scikitlearn"})
 def ood_probe_deltas(context: dg.AssetExecutionContext, ood_settings: OodSettings,
                      preference_settings: PreferenceSettings, compute: ComputeResource) -> dg.MaterializeResult:
     """Probe delta (with minus without the system prompt) for the judge's activations, each random-weight
