@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import pr_auc_columns
+from .unit_bootstrap import SeedRows, seed_averaged_interval
 
 CANDIDATES = ("linear_probe", "mlp_probe", "activations_plus_position")
 BASELINES = ("position_baseline", "text_baseline")
@@ -87,47 +88,29 @@ def evaluate_seed(predictions: pd.DataFrame, selection: pd.DataFrame, seed: int,
                           frozenset(rows["problem_id"].astype(str)))
 
 
-def seed_averaged_margins(evaluations: list[SeedEvaluation], draw: Counter | None = None) -> np.ndarray:
-    """[mean PR-AUC of probe and each baseline, margins over each baseline], averaged over seeds.
-
-    ``draw`` (problem -> multiplicity) restricts every seed to the drawn problems, each repeated as
-    often as drawn; a seed whose drawn rows hold one class contributes nothing to that draw.
-    """
-    per_seed = []
-    for evaluation in evaluations:
-        if draw is None:
-            rows = np.arange(evaluation.labels.size)
-        else:
-            rows = np.concatenate([np.repeat(np.flatnonzero(evaluation.problems == pid), count)
-                                   for pid, count in draw.items() if pid in evaluation.problem_set] or [[]]
-                                  ).astype(int)
-        if rows.size == 0:
-            continue
-        values = pr_auc_columns(evaluation.labels[rows], evaluation.scores[rows])
-        if np.all(np.isfinite(values)):
-            per_seed.append(np.concatenate([values, values[0] - values[1:]]))
-    if not per_seed:
-        return np.full(1 + 2 * (evaluations[0].scores.shape[1] - 1) if evaluations else 1, np.nan)
-    return np.mean(per_seed, axis=0)
+def margin_statistic(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """[PR-AUC of the probe and of each baseline, probe minus each baseline] on one seed's rows."""
+    values = pr_auc_columns(labels, scores)
+    return np.concatenate([values, values[0] - values[1:]])
 
 
 def summarise_cell(evaluations: list[SeedEvaluation], *, n_resamples: int, seed: int = 0,
                    level: float = 0.95) -> dict:
-    """Point estimates (seed means) and problem-bootstrap intervals of the margins over each baseline."""
-    point = seed_averaged_margins(evaluations)
-    problems = sorted(set().union(*(e.problem_set for e in evaluations)))
-    rng = np.random.default_rng([seed, 2718])
-    draws = [seed_averaged_margins(evaluations, Counter(rng.choice(problems, size=len(problems)).tolist()))
-             for _ in range(n_resamples)]
-    draws = np.array([d for d in draws if np.all(np.isfinite(d))]).reshape(-1, point.size)
-    alpha = (1.0 - level) / 2.0
+    """Point estimates (seed means) and problem-bootstrap intervals of the margins over each baseline.
+
+    The interval is ``unit_bootstrap.seed_averaged_interval`` of ``margin_statistic``: the one
+    implementation every study uses (resample problems, recompute the seed-averaged margin).
+    """
+    interval = seed_averaged_interval(
+        [SeedRows(e.seed, e.labels, e.problems, e.scores) for e in evaluations], margin_statistic,
+        n_resamples=n_resamples, seed=seed, level=level, unit="problem",
+        statistic_name="seed-averaged test PR-AUC margin (probe - baseline)")
+    point, low, high = interval.point, interval.low, interval.high
     n_baselines = evaluations[0].scores.shape[1] - 1
-    low, high = (np.quantile(draws, [alpha, 1 - alpha], axis=0) if len(draws) >= 2
-                 else (np.full(point.size, np.nan), np.full(point.size, np.nan)))
     probe_values = [pr_auc_columns(e.labels, e.scores[:, :1])[0] for e in evaluations]
     result = {"probe_pr_auc": float(point[0]),
               "probe_std": float(np.std(probe_values, ddof=1)) if len(probe_values) >= 2 else float("nan"),
-              "n_resamples": int(len(draws))}
+              "n_resamples": int(interval.n_valid)}
     for k, name in enumerate(("position", "text")[:n_baselines]):
         result[f"{name}_pr_auc"] = float(point[1 + k])
         margin = 1 + n_baselines + k

@@ -12,6 +12,7 @@ version -- and the labels asset's stored seed-0 split is reproducible forever.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -40,11 +41,42 @@ def problem_level_split(
             n_val -= 1
         else:
             n_test -= 1
-    ordered = _hash_order(ids, seed)
+    ordered = hash_order(ids, seed)
     assignment = {pid: "test" for pid in ordered[:n_test]}
     assignment.update({pid: "val" for pid in ordered[n_test : n_test + n_val]})
     assignment.update({pid: "train" for pid in ordered[n_test + n_val :]})
     return assignment
+
+
+def hash_order(ids: Iterable, seed: int) -> list[str]:
+    """The one seeded hash order of every study: ids (as ``str``) sorted by ``sha256(f"{seed}:{id}")``.
+
+    Depends only on the seed and each id itself: adding or dropping an id never reorders the others,
+    which is what keeps a unit's split fixed when a slice or model keeps fewer units.
+    """
+    return sorted((str(item) for item in ids),
+                  key=lambda item: hashlib.sha256(f"{int(seed)}:{item}".encode()).hexdigest())
+
+
+def unit_identity(text: str) -> str:
+    """A unit's id from its identifying text: sha256 hex (first 16) of the whitespace-normalised text.
+
+    Why text and not a row index or file name: two chains of one problem (or a document renamed)
+    must map to the same unit so they land in the same split; collapsing whitespace keeps a
+    re-wrapped copy of a problem statement the same unit.
+    """
+    normalised = re.sub(r"\s+", " ", str(text)).strip()
+    return hashlib.sha256(normalised.encode()).hexdigest()[:16]
+
+
+def unit_split(unit_ids: Iterable, seed: int,
+               fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, str]:
+    """``problem_level_split`` for any unit (chain problem, document group, task, prompt).
+
+    Compute it ONCE per seed over the whole dataset's units and let every slice and model read it:
+    a slice that keeps fewer units then keeps everyone else's split.
+    """
+    return problem_level_split(unit_ids, seed, fractions)
 
 
 def leave_problems_out_folds(problem_ids: Iterable, n_folds: int, seed: int) -> list[tuple[str, ...]]:
@@ -56,7 +88,7 @@ def leave_problems_out_folds(problem_ids: Iterable, n_folds: int, seed: int) -> 
     """
     if n_folds < 2:
         raise ValueError(f"n_folds must be >= 2, not {n_folds}")
-    ordered = _hash_order(_distinct_ids(problem_ids), seed)
+    ordered = hash_order(_distinct_ids(problem_ids), seed)
     n_folds = min(n_folds, len(ordered))
     return [tuple(sorted(ordered[fold::n_folds])) for fold in range(n_folds)]
 
@@ -72,10 +104,6 @@ def rows_split(problem_ids: Iterable, assignment: Mapping[str, str]) -> np.ndarr
 
 def _distinct_ids(problem_ids: Iterable) -> list[str]:
     return sorted({str(pid) for pid in problem_ids})
-
-
-def _hash_order(ids: list[str], seed: int) -> list[str]:
-    return sorted(ids, key=lambda pid: hashlib.sha256(f"{int(seed)}:{pid}".encode()).hexdigest())
 
 
 def _held_out_count(fraction: float, n: int) -> int:
