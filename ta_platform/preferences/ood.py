@@ -5,12 +5,14 @@ task: the behavioural delta is P(choose target | system prompt) - P(choose targe
 over ~50 utility-matched comparison tasks (both orders: the judge averages them); the probe delta is
 the trained probe's score on features of the task seen with the system prompt minus without. Per
 experiment: Pearson and Spearman r, sign agreement where |behavioural delta| >= 0.02, a seeded
-permutation p-value and n. Why exact probabilities and not ~10 sampled repeats: the judges here
+permutation p-value (probe deltas permuted within each system prompt: items of one prompt share it)
+and n. Why exact probabilities and not ~10 sampled repeats: the judges here
 report P(choice) (logits, or the simulated Thurstonian model), so a repeat adds only noise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +25,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from ta_platform.common.faults import DataFault
 from ta_platform.preferences.judges import PairwiseJudge, Task
+from ta_platform.probing.unit_bootstrap import stratified_permutation_p_value
 
 DEFAULT_PROMPT_SET = Path(__file__).parent / "prompt_sets" / "ood_default.toml"
 EXPERIMENTS = ("induce", "inverse", "competing", "persona")
@@ -120,8 +123,11 @@ def prompt_frame(prompts: Sequence[OodPrompt]) -> pd.DataFrame:
 
 def choose_targets(pool: pd.DataFrame, prompt: OodPrompt, *, n_per_topic: int, n_off_target: int,
                    seed: int) -> list[str]:
-    """Seeded target tasks: ``n_per_topic`` of each target topic plus ``n_off_target`` of other topics."""
-    rng = np.random.default_rng([seed, sum(map(ord, prompt.prompt_id))])
+    """Seeded target tasks: ``n_per_topic`` of each target topic plus ``n_off_target`` of other topics.
+
+    The generator is seeded by (seed, a hash of the prompt id): a sum of character codes would give
+    anagram ids ("love_art" / "art_love"...) the same targets."""
+    rng = np.random.default_rng([seed, _id_seed(prompt.prompt_id)])
     chosen: list[str] = []
     for topic in sorted(prompt.targets):
         ids = pool.loc[pool["topic"] == topic, "task_id"].to_numpy()
@@ -129,6 +135,11 @@ def choose_targets(pool: pd.DataFrame, prompt: OodPrompt, *, n_per_topic: int, n
     others = pool.loc[~pool["topic"].isin(list(prompt.targets)), "task_id"].to_numpy()
     chosen += rng.choice(others, min(n_off_target, len(others)), replace=False).tolist()
     return [str(t) for t in chosen]
+
+
+def _id_seed(identifier: str) -> int:
+    """A 64-bit integer from sha256 of ``identifier``: distinct ids (anagrams included) seed distinct streams."""
+    return int.from_bytes(hashlib.sha256(identifier.encode("utf-8")).digest()[:8], "little")
 
 
 def matched_comparisons(pool: pd.DataFrame, mu: pd.Series, target: str, exclude_topics: Iterable[str],
@@ -222,43 +233,56 @@ def sign_agreement(behavioural: np.ndarray, probe: np.ndarray, threshold: float 
     return float(np.mean(np.sign(b[keep]) == np.sign(p[keep])))
 
 
-def permutation_p_value(behavioural: np.ndarray, probe: np.ndarray, *, n_permutations: int = 1000,
-                        seed: int = 0) -> float:
-    """Two-sided permutation p of Pearson r: (1 + #{|r_perm| >= |r|}) / (1 + n_permutations), seeded."""
-    b, p = np.asarray(behavioural, float), np.asarray(probe, float)
-    if len(b) < 3 or b.std() == 0 or p.std() == 0:
+def _abs_pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or x.std() == 0 or y.std() == 0:
         return float("nan")
-    rng = np.random.default_rng(seed)
-    bz = (b - b.mean()) / b.std()
-    pz = (p - p.mean()) / p.std()
-    observed = abs(float(np.mean(bz * pz)))
-    perms = np.argsort(rng.random((n_permutations, len(b))), axis=1)
-    null = np.abs((bz[perms] * pz).mean(axis=1))
-    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_permutations))
+    return abs(float(np.corrcoef(x, y)[0, 1]))
 
 
-def delta_statistics(behavioural: np.ndarray, probe: np.ndarray, *, threshold: float = SIGN_THRESHOLD,
-                     n_permutations: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Pearson r, Spearman r, sign agreement, permutation p and n of two delta vectors (NaN where undefined)."""
+def permutation_p_value(behavioural: np.ndarray, probe: np.ndarray, strata: np.ndarray, *,
+                        n_permutations: int = 1000, seed: int = 0) -> float:
+    """Two-sided permutation p of Pearson r with the probe deltas permuted WITHIN each stratum (system prompt).
+
+    Why within prompt: every item of one prompt shares that prompt, so a prompt that moves both the
+    behaviour and the probe by an offset (a prompt-level effect, e.g. a longer prompt shifting every
+    activation) correlates the pooled deltas without the probe tracking any task's change. Permuting
+    within prompts keeps those offsets in the null, so only tracking of which TASK moved counts.
+    ``(1 + #{|r_perm| >= |r|}) / (1 + n_permutations)``, seeded (``probing.unit_bootstrap``); NaN when r is
+    undefined; 1.0 when no stratum has two items (nothing to permute: no evidence).
+    """
     b, p = np.asarray(behavioural, float), np.asarray(probe, float)
+    return stratified_permutation_p_value(_abs_pearson, b, p, np.asarray(strata), n_permutations=n_permutations,
+                                          seed=seed)
+
+
+def delta_statistics(behavioural: np.ndarray, probe: np.ndarray, strata: np.ndarray, *,
+                     threshold: float = SIGN_THRESHOLD, n_permutations: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Pearson r, Spearman r, sign agreement, within-prompt permutation p and n of two delta vectors.
+
+    ``strata``: the system prompt of each item (the permutation stratum). NaN where undefined."""
+    b, p = np.asarray(behavioural, float), np.asarray(probe, float)
+    strata = np.asarray(strata)
     finite = np.isfinite(b) & np.isfinite(p)
-    b, p = b[finite], p[finite]
+    b, p, strata = b[finite], p[finite], strata[finite]
     defined = len(b) >= 3 and b.std() > 0 and p.std() > 0
     return {"pearson_r": float(pearsonr(b, p).statistic) if defined else float("nan"),
             "spearman_r": float(spearmanr(b, p).statistic) if defined else float("nan"),
             "sign_agreement": sign_agreement(b, p, threshold),
-            "p_value": permutation_p_value(b, p, n_permutations=n_permutations, seed=seed),
+            "p_value": permutation_p_value(b, p, strata, n_permutations=n_permutations, seed=seed),
             "n": int(len(b))}
 
 
 def results_table(deltas: pd.DataFrame, *, n_permutations: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """``RESULT_COLUMNS`` per (experiment, features), plus ``pooled`` over experiments."""
+    """``RESULT_COLUMNS`` per (experiment, features), plus ``pooled`` over experiments.
+
+    The p-value permutes probe deltas within each system prompt (``prompt_id``), pooled included."""
     rows = []
     for features, by_features in deltas.groupby("features", sort=True):
         groups = [(e, g) for e, g in by_features.groupby("experiment", sort=True)] + [("pooled", by_features)]
         for experiment, group in groups:
             stats = delta_statistics(group["behavioural_delta"].to_numpy(), group["probe_delta"].to_numpy(),
-                                     n_permutations=n_permutations, seed=seed)
+                                     group["prompt_id"].astype(str).to_numpy(), n_permutations=n_permutations,
+                                     seed=seed)
             rows.append({"experiment": experiment, "features": features, **stats})
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 

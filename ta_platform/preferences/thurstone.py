@@ -23,6 +23,7 @@ from scipy.stats import spearmanr
 
 from ta_platform.common.faults import DataFault
 from ta_platform.common.threads import single_blas_thread
+from ta_platform.probing.unit_bootstrap import SeedRows, seed_averaged_interval
 
 DEFAULT_PRIOR_GRID: tuple[float, ...] = (3.0, 1.0, 0.3, 0.1, 0.03)
 DEFAULT_SIGMA_PENALTY = 10.0
@@ -261,18 +262,36 @@ def accuracy_ceiling(p_first: np.ndarray | None = None, pairs: PairCounts | None
     return float(np.average(0.5 * (1.0 + np.sqrt(np.clip(2.0 * agree - 1.0, 0.0, None))), weights=n))
 
 
-def accuracy_interval(p_first: np.ndarray, first_won: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of pairwise accuracy over the comparisons (seeded); NaN when empty."""
+def _accuracy_column(first_won: np.ndarray, p_first: np.ndarray) -> np.ndarray:
+    """Pairwise accuracy (ties at 0.5 count half) of one score column: the statistic the interval recomputes."""
+    p = p_first[:, 0]
+    return np.array([np.mean(np.where(p == 0.5, 0.5, (p > 0.5) == first_won))])
+
+
+def accuracy_interval(p_first: np.ndarray, first_won: np.ndarray, units: np.ndarray | None = None, *,
+                      n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of pairwise accuracy, resampling ``units`` (seeded); NaN when empty.
+
+    ``units``: the sampled unit of each comparison -- the unordered PAIR (``fit_thurstonian`` passes
+    it): the repeated samples of one pair share its true probability, so resampling comparisons
+    would count a pair judged five times as five independent observations and give an interval
+    too narrow. Each draw resamples units with replacement and recomputes the accuracy over their
+    comparisons (``probing.unit_bootstrap.seed_averaged_interval`` with one seed). Without
+    ``units`` every comparison is its own unit.
+    """
     if len(p_first) == 0:
         return float("nan"), float("nan")
-    p = np.asarray(p_first, float)
-    correct = np.where(p == 0.5, 0.5, (p > 0.5) == np.asarray(first_won, bool)).astype(float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(correct), (n_resamples, len(correct)))
-    means = correct[draws].mean(axis=1)
-    tail = 100 * (1 - level) / 2
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+    won = np.asarray(first_won, bool)
+    units = np.arange(len(won)) if units is None else np.asarray(units)
+    interval = seed_averaged_interval([SeedRows(0, won, units, np.asarray(p_first, float)[:, None])],
+                                      _accuracy_column, n_resamples=n_resamples, seed=seed, level=level,
+                                      unit="pair", statistic_name="held-out pairwise accuracy")
+    return float(interval.low[0]), float(interval.high[0])
+
+
+def pair_units(a: np.ndarray, b: np.ndarray, n_tasks: int) -> np.ndarray:
+    """One id per unordered pair of task indices (``a``/``b`` in either order give the same id)."""
+    return np.minimum(a, b).astype(np.int64) * n_tasks + np.maximum(a, b)
 
 
 # --------------------------------------------------------------------------- fit
@@ -297,7 +316,7 @@ class ThurstonianFit:
     fit_seconds: float
     selection: pd.DataFrame = field(repr=False)  # prior_strength, validation_log_loss, validation_accuracy
     validation_log_loss: float = float("nan")  # of the chosen prior, on pairs apart from the reported ones
-    heldout_accuracy_low: float = float("nan")  # 95% bootstrap interval over held-out comparisons
+    heldout_accuracy_low: float = float("nan")  # 95% interval, held-out PAIRS resampled (accuracy recomputed)
     heldout_accuracy_high: float = float("nan")
     self_consistency: float = float("nan")  # P(two samples of a pair agree) (``noise_ceiling``)
 
@@ -387,8 +406,9 @@ def fit_thurstonian(
     ``validation_fraction`` of pairs is split off to choose the prior and the final fit then uses
     all rows. ``task_ids`` fixes the task universe (unknown ids are errors; tasks with no
     comparisons get the prior mean). Grid values are fitted strongest-first, each warm-started from
-    the previous solution, and the sweep stops at the first value that is worse than the best so far
-    (validation log-loss is unimodal in the prior strength), which keeps a whole grid to ~2-3 fits.
+    the previous solution, and EVERY value is fitted: validation log-loss need not be unimodal in the
+    prior strength (a noisy validation set can be worse at one value and better at the next), so
+    stopping at the first worse value could miss the minimum (the grid is 5 values: at most 5 fits).
     The prior is chosen on validation pairs split from the training rows, never on the reported
     held-out rows; with no held-out rows, half of the split-off pairs is reported instead
     (``heldout_source="validation"``). ``noise_ceiling`` is the best achievable accuracy
@@ -455,8 +475,8 @@ def fit_thurstonian(
         score = metrics["log_loss"] if len(sel_a) else 0.0
         if best is None or score < best[0]:
             best = (score, strength, x.copy(), ok, nit, metrics)
-        elif len(sel_a):
-            break  # validation log-loss is unimodal in the prior strength: weaker priors only get worse
+        if not len(sel_a):
+            break  # nothing to choose on: the strongest prior, fitted once
     _, strength, x_best, converged, n_iter, validation = best
     rep_a, rep_b, rep_won = _heldout_arrays(report_on, index)
     if heldout_source == "validation":
@@ -474,7 +494,7 @@ def fit_thurstonian(
     elif heldout_source == "none":
         rep_p = np.array([])
     metrics = pairwise_metrics(rep_p, rep_won)
-    low, high = accuracy_interval(rep_p, rep_won, seed=seed)
+    low, high = accuracy_interval(rep_p, rep_won, pair_units(rep_a, rep_b, n), seed=seed)
     judge_p = _judge_probabilities(report_on)
     shift = mu.mean()  # report centred utilities; the prior already pins the location near 0
     train_p = probability_first_wins(mu, sigma, pairs.first, pairs.second)
