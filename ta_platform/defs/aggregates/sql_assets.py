@@ -10,6 +10,7 @@ import dagster as dg
 
 from ta_platform.common.hashing import sha256_bytes
 from ta_platform.defs.resources import MetadataStoreResource
+from ta_platform.defs.summary_metadata import duckdb_table_metadata
 from ta_platform.sql_models import SQL_DIR, SqlModel, load_models
 
 GROUP = "aggregates"
@@ -36,10 +37,11 @@ def _sql_asset(model: SqlModel, source_tables: dict[str, list[str]] = SOURCE_TAB
         store = metadata_store.store()
         store.execute(model.render())
         preview = store.query(f'SELECT * FROM "{model.name}" LIMIT 30')
-        n_rows = int(store.query(f'SELECT count(*) AS n FROM "{model.name}"')["n"].iloc[0])
+        table = duckdb_table_metadata(store, model.name)  # dagster/row_count and dagster/column_schema
+        n_rows = table["dagster/row_count"].value
         context.log.info(f"{model.name}: {n_rows} rows")
         return dg.MaterializeResult(metadata={
-            "rows": n_rows,
+            "rows": n_rows, **table,
             "sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"),
             "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(empty)"),
         })

@@ -145,7 +145,10 @@ def needle_summary(context: dg.AssetExecutionContext, metadata_store: MetadataSt
                       "mean over seeds [document-bootstrap interval] (seed min-max)\n\n" + table + "\n")
     atomic_write_bytes(storage_path("reports", "needle_summary.png"), png)
     context.log.info("\n" + table)
+    from ta_platform.defs import study_headlines, summary_metadata  # FLOAT keys (Plots tab), table schema
+
     return dg.MaterializeResult(metadata={
+        **study_headlines.needle(summary), **summary_metadata.duckdb_table_metadata(store, "needle_summary"),
         "table": dg.MetadataValue.md(table),
         "plot": dg.MetadataValue.md(f"![needle summary](data:image/png;base64,{base64.b64encode(png).decode()})"),
         "report_path": dg.MetadataValue.path(str(storage_path("reports", "needle_summary.md"))),

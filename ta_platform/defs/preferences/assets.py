@@ -253,7 +253,11 @@ def preference_summary(context: dg.AssetExecutionContext, metadata_store: Metada
     atomic_write_bytes(storage_path("reports", "preference_summary.png"), png)
     table = interval_table(long).to_markdown(index=False)
     context.log.info("\n" + table)
+    from ta_platform.defs import study_headlines, summary_metadata  # FLOAT keys (Plots tab), table schema
+
     return dg.MaterializeResult(metadata={
+        **study_headlines.preferences(long),
+        **summary_metadata.duckdb_table_metadata(metadata_store.store(), "preference_summary"),
         "table": dg.MetadataValue.md(table),
         "plot": dg.MetadataValue.md(f"![preference summary](data:image/png;base64,{base64.b64encode(png).decode()})"),
     })

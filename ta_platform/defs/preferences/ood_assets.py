@@ -194,7 +194,10 @@ def ood_results(context: dg.AssetExecutionContext, ood_settings: OodSettings,
     atomic_write_bytes(storage_path("reports", "ood_scatter.png"), png)
     table = results.to_markdown(index=False, floatfmt=".3f")
     context.log.info(f"OOD results (judge {judge}):\n{table}")
+    from ta_platform.defs import study_headlines, summary_metadata  # FLOAT keys (Plots tab), table schema
+
     return dg.MaterializeResult(metadata={
+        **study_headlines.ood(results), **summary_metadata.duckdb_table_metadata(store, "ood_results"),
         "judge": judge, "table": dg.MetadataValue.md(table),
         "scatter": dg.MetadataValue.md(f"![OOD scatter](data:image/png;base64,{base64.b64encode(png).decode()})"),
     })

@@ -1,8 +1,13 @@
 """scaling_summary: the model x setting matrix as a DuckDB table, markdown, PNG and report files.
 
-Built by a factory because it states the gate verdict so far, which needs every gated check key
-(only ``definitions.py`` knows them all). The release gate, an asset check on this asset
-(``defs/gate/checks.py``), re-stamps the report with the final verdict.
+Built by a factory because it reads the gate's checks so far (for the report's PENDING line), which
+needs every gated check key (only ``definitions.py`` knows them all). The release gate, an asset
+check on this asset (``defs/gate/checks.py``), re-stamps the report with the final verdict.
+
+One truth about the gate: this asset's metadata carries no verdict (a verdict recorded here would
+outlive the gate's run that replaces it); it points at the ``release_gate`` check instead. Its
+headline numbers are FLOAT metadata with stable keys (``<model>/<setting>/margin_position`` ...), so
+the UI's Plots tab follows them across materialisations.
 """
 
 import base64
@@ -19,6 +24,13 @@ from ta_platform.defs.probes.assets import ALL_PROBES, probes_dir
 from ta_platform.defs.probes.settings import ProbeSettings
 from ta_platform.defs.resources import MetadataStoreResource
 from ta_platform.defs.shared import GATED_ASSET, activations_root, current_gate_verdict
+from ta_platform.defs.summary_metadata import (
+    GATE_POINTER_TEXT,
+    cell_floats,
+    duckdb_table_metadata,
+    gate_pointer,
+    headline,
+)
 from ta_platform.store import artifacts
 
 
@@ -31,7 +43,7 @@ def build_scaling_summary(gated_keys: Sequence[dg.AssetCheckKey]) -> dg.AssetsDe
                         probe_settings: ProbeSettings, compute: ComputeResource) -> dg.MaterializeResult:
         """Per model x setting: the layer and probe chosen on validation, its test PR-AUC beside the
         position and text baselines, the seed-averaged margins with intervals over test problems, the
-        scheme and number of test problems, tripwires and the gate verdict so far."""
+        scheme and number of test problems and tripwires; the verdict is the release_gate check's."""
         from ta_platform.studies.activation_slices import activation_partitions
         from ta_platform.studies.anchor_probes import config_hash
         from ta_platform.studies.anchor_summary import (
@@ -56,17 +68,33 @@ def build_scaling_summary(gated_keys: Sequence[dg.AssetCheckKey]) -> dg.AssetsDe
                               n_resamples=probe_settings.bootstrap_resamples, config_hash=current_hash)
         verdict, n_checks = current_gate_verdict(context.instance, upstream_keys)
         gate = gate_line(verdict, n_checks, pending=True)
-        store.replace_slice("scaling_summary", cells.assign(gate=gate))
+        table = cells.assign(gate=GATE_POINTER_TEXT)  # the verdict lives on the release_gate check
+        store.replace_slice("scaling_summary", table)
         averaged = averaged_text(results, current_hash)
         report, png = write_reports(cells, gate, averaged, context.run_id)
         context.log.info(report)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(stable_json_hash(cells.round(10).to_dict("records"))),
             metadata={
-                "gate": gate, "averaged": averaged, "n_cells": len(cells),
+                **gate_pointer(GATED_ASSET), "averaged": averaged, "n_cells": len(cells),
+                **cell_floats(cells, ("model_key", "setting"), ("margin_position", "margin_text", "probe_pr_auc")),
+                **_headline(cells), **duckdb_table_metadata(store, "scaling_summary"),
                 "report": dg.MetadataValue.md(report),
                 "plot": dg.MetadataValue.md(f"![scaling summary](data:image/png;base64,{base64.b64encode(png).decode()})"),
                 "report_path": dg.MetadataValue.path(str(storage_path("reports", "scaling_summary.md"))),
             })
 
     return scaling_summary
+
+
+def _headline(cells: pd.DataFrame) -> dict:
+    """The cell whose margin over its stronger baseline (the smaller of the two margins) is largest."""
+    margins = cells[["margin_position", "margin_text"]].astype(float).dropna(how="all")
+    if margins.empty:
+        return {}
+    best = margins.min(axis=1).idxmax()
+    baseline = str(margins.loc[best].idxmin()).removeprefix("margin_")
+    row = cells.loc[best]
+    return headline(f"{row['model_key']}/{row['setting']}",
+                    f"test PR-AUC margin over the stronger baseline ({baseline})",
+                    row[f"margin_{baseline}"], row[f"ci_low_{baseline}"], row[f"ci_high_{baseline}"])
