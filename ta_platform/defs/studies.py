@@ -8,6 +8,7 @@ release gate, jobs, its stages in the main job, ``ta-platform materialize --stud
 from __future__ import annotations
 
 from ta_platform.defs.backtracking import STUDY as BACKTRACKING
+from ta_platform.defs.function_tags import STUDY as FUNCTION_TAGS
 from ta_platform.defs.needle import STUDY as NEEDLE
 from ta_platform.defs.preferences.ood import WIRING as OOD
 from ta_platform.defs.stages import StudyWiring
@@ -16,4 +17,5 @@ STUDIES: list[StudyWiring] = [
     BACKTRACKING,
     NEEDLE,
     OOD,
+    FUNCTION_TAGS,
 ]
