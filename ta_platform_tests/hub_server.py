@@ -4,16 +4,30 @@ Why: the Hub source must be tested end to end (listing, pinned downloads, cache 
 without the network and without monkeypatching the client. This server speaks the part of the Hub API
 that ``HfApi.dataset_info``, ``HfApi.list_repo_tree`` (recursive or not, cursor pagination through a
 ``Link`` header) and ``hf_hub_download`` (HEAD then GET on ``/resolve/``, with ``ETag``,
-``X-Repo-Commit`` and ``Content-Length``; ``X-Error-Code`` on 404s) use, serving one dataset repo
-whose revisions are local folders. Every request is recorded so tests can assert what was fetched.
+``X-Repo-Commit`` and ``Content-Length``; ``X-Error-Code`` on 404s; ``Range`` -> 206) use, serving one
+dataset repo whose revisions are local folders. Files with an LFS suffix (``.parquet`` by default) are
+served as the Hub serves LFS files: their ETag and tree ``lfs.oid`` are the sha256 of the content.
+Every request is recorded so tests can assert what was fetched.
+
+Faults (``HubServer.inject``) are planted per request path and method and consumed in order: HTTP
+500/503, a connection reset (RST, no response), a stalled body (headers and half the body, then
+silence), a truncated body (full ``Content-Length``, half the bytes, then close), a short body (half
+the bytes with a matching ``Content-Length``: only a size check sees it) and a bit flip (right length,
+one byte changed: only a hash check sees it). ``build_parquet_layout`` writes a folder-layout dataset
+the way the authors re-published it (``misc-scripts/push_hf_dataset.py``): Parquet shards under
+``data/`` with one row per file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import struct
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -22,6 +36,30 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 def git_blob_sha1(data: bytes) -> str:
     """The git object id of a file, which is what the Hub sends as the ETag of a regular file."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+FAULT_KINDS = ("500", "503", "reset", "stall", "truncate", "short", "flip")
+
+
+@dataclass
+class Fault:
+    """One planted fault: ``kind`` on the next ``times`` requests (-1: every one) whose decoded path
+    contains ``path`` (None: any path) and whose method is ``method`` (None: any)."""
+
+    kind: str
+    path: str | None = None
+    method: str | None = "GET"
+    times: int = 1
+    stall_s: float = 3.0
+    served: list[str] = field(default_factory=list)
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.times != 0 and (self.method is None or self.method == method)
+                and (self.path is None or self.path in path))
 
 
 @dataclass(frozen=True)
@@ -45,9 +83,12 @@ class HubServer:
     stable fake commit hash, and the commit hash itself is accepted as a revision too.
     """
 
-    def __init__(self, repo_id: str, revisions: dict[str, Path], page_size: int = 1000):
+    def __init__(self, repo_id: str, revisions: dict[str, Path], page_size: int = 1000,
+                 lfs_suffixes: tuple[str, ...] = (".parquet",)):
         self.repo_id = repo_id
         self.page_size = page_size
+        self.lfs_suffixes = lfs_suffixes
+        self.faults: list[Fault] = []
         self.revisions: dict[str, Revision] = {}
         for name, folder in revisions.items():
             commit = hashlib.sha1(f"commit:{repo_id}:{name}".encode()).hexdigest()
@@ -97,6 +138,37 @@ class HubServer:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.faults.clear()
+
+    def inject(self, kind: str, path: str | None = None, method: str | None = "GET", times: int = 1,
+               stall_s: float = 3.0) -> Fault:
+        """Plant ``kind`` (one of ``FAULT_KINDS``) on matching requests; returns the fault (see ``.served``)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; expected one of {FAULT_KINDS}")
+        fault = Fault(kind, path, method, times, stall_s)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    if fault.times > 0:
+                        fault.times -= 1
+                    fault.served.append(f"{method} {path}")
+                    return fault
+        return None
+
+    def is_lfs(self, path: str) -> bool:
+        return path.endswith(self.lfs_suffixes)
+
+    def etag_of(self, path: str, data: bytes) -> str:
+        return sha256_hex(data) if self.is_lfs(path) else git_blob_sha1(data)
+
+    def range_requests(self) -> list[str]:
+        """Paths fetched with a ``Range`` header (recorded in the query slot as ``range=...``)."""
+        return [r.path for r in list(self.requests) if r.query.startswith("range=")]
 
     def file_requests(self, method: str | None = None) -> list[str]:
         """Repo file paths requested through ``/resolve/`` (optionally only HEAD or GET)."""
@@ -115,9 +187,23 @@ class HubServer:
 class _HubHandler(BaseHTTPRequestHandler):
     hub: HubServer  # set on the per-server subclass
     server_version = "FakeHub/1.0"
+    protocol_version = "HTTP/1.1"  # keep-alive, like the Hub: a reset then hits a reused connection
+    fault: Fault | None = None
 
     def log_message(self, format, *args):  # keep test output clean
         pass
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, OSError):
+            pass  # the client gave up on a stalled or broken response: nothing to answer
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except (ConnectionError, OSError):
+            pass
 
     # --- dispatch -------------------------------------------------------------------------------
     def do_HEAD(self) -> None:
@@ -130,7 +216,13 @@ class _HubHandler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         raw_segments = split.path.split("/")
         decoded_path = unquote(split.path)
-        self.hub.record(self.command, decoded_path, split.query)
+        range_header = self.headers.get("Range")
+        self.hub.record(self.command, decoded_path, f"range={range_header}" if range_header else split.query)
+        self.fault = self.hub.take_fault(self.command, decoded_path)
+        if self.fault is not None and self.fault.kind in ("500", "503"):
+            return self._error(int(self.fault.kind), None, f"injected HTTP {self.fault.kind}")
+        if self.fault is not None and self.fault.kind == "reset":
+            return self._reset()
         repo_segments = self.hub.repo_id.split("/")
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         # /api/datasets/<owner>/<name>/(revision|tree)/<rev>[/<path>]
@@ -154,14 +246,37 @@ class _HubHandler(BaseHTTPRequestHandler):
         return self._error(404, None, "Not found")
 
     # --- responses ------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        """Abort the connection with a TCP RST and no response at all."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
     def _send(self, status: int, body: bytes, headers: dict[str, str], head: bool = False) -> None:
+        fault = self.fault if not head and status < 300 else None
+        length = len(body)
+        if fault is not None and fault.kind == "short":
+            body = body[: len(body) // 2]
+            length = len(body)
+        elif fault is not None and fault.kind == "flip" and body:
+            middle = len(body) // 2
+            body = body[:middle] + bytes([body[middle] ^ 0x01]) + body[middle + 1 :]
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        if head:
+            return
+        if fault is not None and fault.kind in ("truncate", "stall"):
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            if fault.kind == "stall":
+                time.sleep(fault.stall_s)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
 
     def _json(self, payload, headers: dict[str, str] | None = None) -> None:
         self._send(200, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
@@ -201,7 +316,10 @@ class _HubHandler(BaseHTTPRequestHandler):
                                 "size": 0, "path": relative})
             else:
                 data = child.read_bytes()
-                entries.append({"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": relative})
+                entry = {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": relative}
+                if self.hub.is_lfs(relative):
+                    entry["lfs"] = {"oid": sha256_hex(data), "size": len(data), "pointerSize": 134}
+                entries.append(entry)
         start = int(query.get("cursor", "0"))
         page = entries[start : start + self.hub.page_size]
         headers = {}
@@ -220,9 +338,61 @@ class _HubHandler(BaseHTTPRequestHandler):
         data = target.read_bytes()
         headers = {
             "Content-Type": "application/octet-stream",
-            "ETag": f'"{git_blob_sha1(data)}"',
+            "ETag": f'"{self.hub.etag_of(path, data)}"',
             "X-Repo-Commit": revision.commit,
             "Accept-Ranges": "bytes",
             "Content-Disposition": f'inline; filename="{quote(target.name)}"',
         }
-        self._send(200, data, headers, head=head)
+        wanted = parse_range(self.headers.get("Range"), len(data))
+        if wanted is None or head:
+            return self._send(200, data, headers, head=head)
+        start, end = wanted
+        if start >= len(data) or start > end:
+            return self._error(416, None, f"range not satisfiable for {len(data)} bytes")
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        self._send(206, data[start : end + 1], headers)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` -> inclusive (start, end); None without a usable header."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[len("bytes="):].strip().partition("-")
+    if not first:
+        return max(0, size - int(last)), size - 1
+    return int(first), min(int(last), size - 1) if last else size - 1
+
+
+def build_parquet_layout(source: Path, dest: Path, shards: int = 3, rows_per_group: int = 4) -> list[Path]:
+    """``source`` (a folder-layout dataset) re-published as the authors did in August 2025.
+
+    As ``misc-scripts/push_hf_dataset.py`` (interp-reasoning/thought-anchors 2a15f77): walk the folder
+    with ``os.walk``, one row per file (``path`` relative to the root, ``filename``, ``extension``
+    lower-cased, ``size_bytes`` on disk, ``content`` as UTF-8 text for .json/.jsonl, else null), written
+    by ``datasets.push_to_hub`` as ``data/<split>-<i>-of-<n>.parquet`` shards of the split ``default``.
+    Small row groups here so tests see row-group filtering at work; returns the shard paths.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for dirpath, _dirnames, filenames in os.walk(source):
+        for name in filenames:
+            absolute = Path(dirpath) / name
+            extension = os.path.splitext(name)[1].lower()
+            content = absolute.read_text(encoding="utf-8", errors="replace") if extension in (".json", ".jsonl") else None
+            rows.append({"path": absolute.relative_to(source).as_posix(), "filename": name, "extension": extension,
+                         "size_bytes": absolute.stat().st_size, "content": content})
+    schema = pa.schema([("path", pa.string()), ("filename", pa.string()), ("extension", pa.string()),
+                        ("size_bytes", pa.int64()), ("content", pa.string())])
+    (dest / "data").mkdir(parents=True, exist_ok=True)
+    per_shard = -(-len(rows) // shards)
+    written = []
+    for i in range(shards):
+        part = rows[i * per_shard : (i + 1) * per_shard]
+        path = dest / "data" / f"default-{i:05d}-of-{shards:05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(part, schema=schema), path, row_group_size=rows_per_group)
+        written.append(path)
+    (dest / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n"
+                                    "  - split: default\n    path: data/default-*\n---\n")
+    return written

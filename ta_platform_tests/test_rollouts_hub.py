@@ -11,6 +11,7 @@ import pytest
 from huggingface_hub.errors import RevisionNotFoundError
 
 from ta_platform.rollouts.generator import generate_dataset, read_manifest
+from ta_platform.rollouts.http_retry import RetryPolicy
 from ta_platform.rollouts.hub_source import HubRolloutSource
 from ta_platform.rollouts.layout import CORRECT_SPLIT, INCORRECT_SPLIT, KNOWN_MODELS, TRACE_FILES, TraceRef
 from ta_platform.rollouts.parsing import parse_trace
@@ -122,12 +123,14 @@ def test_unreachable_hub_falls_back_to_the_cache(hub, tmp_path):
     with socket.socket() as probe:  # a port with nothing listening
         probe.bind(("127.0.0.1", 0))
         dead_endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    offline_source = HubRolloutSource(repo_id=REPO, revision="main", cache_dir=cache, endpoint=dead_endpoint)
+    brief = RetryPolicy(attempts=2, total_s=1.0, base_s=0.05)  # an unreachable Hub is retried, within a budget
+    offline_source = HubRolloutSource(repo_id=REPO, revision="main", cache_dir=cache, endpoint=dead_endpoint,
+                                      retry=brief)
     offline, faults = load_traces(offline_source)
     assert faults == []
     assert [t.key for t in offline] == [t.key for t in online]  # exactly what the cache holds
     assert "offline" in offline_source.describe()
-    never_cached = HubRolloutSource(repo_id=REPO, revision="v2", cache_dir=cache, endpoint=dead_endpoint)
+    never_cached = HubRolloutSource(repo_id=REPO, revision="v2", cache_dir=cache, endpoint=dead_endpoint, retry=brief)
     with pytest.raises(RuntimeError, match="cannot be resolved"):
         never_cached.list_traces()
 
