@@ -17,11 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import Ridge
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ta_platform.common.threads import single_blas_thread
+from ta_platform.probing.engine_ridge import RidgePath, fit_ridge_path
 
 ALPHAS: np.ndarray = np.logspace(-1, 5, 10)
 REPORT_COLUMNS = ("features", "target", "scope", "held_out_topic", "alpha", "metric", "value", "n", "ci_low", "ci_high")
@@ -78,39 +76,56 @@ def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
+class RidgeModel:
+    """Standardised ridge at one alpha of a fitted path (``probing.engine_ridge``)."""
+
+    path: RidgePath
+    alpha: float
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        with single_blas_thread():
+            return self.path.predict(np.asarray(features, np.float64), self.alpha)[:, 0]
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """``prediction = ((features - scaler_mean) / scaler_scale) @ coef + intercept``."""
+        return {"coef": self.path.coef(self.alpha)[:, 0], "intercept": self.path.y_mean.copy(),
+                "scaler_mean": self.path.scaler.mean.copy(), "scaler_scale": self.path.scaler.scale.copy()}
+
+
+@dataclass(frozen=True)
 class RidgeProbe:
     """A fitted probe, the alpha it chose, and the sweep that chose it."""
 
-    model: Pipeline
+    model: RidgeModel
     alpha: float
     sweep: pd.DataFrame  # alpha, selection_r, selection_pairwise_accuracy
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return self.model.predict(np.asarray(features, np.float64))
+        return self.model.predict(features)
 
 
 def fit_ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndarray, y_select: np.ndarray, *,
                     alphas: Sequence[float] = ALPHAS, seed: int = 0) -> RidgeProbe:
-    """StandardScaler + Ridge on the training rows; alpha chosen by Pearson r on the selection rows.
+    """Standardised ridge on the training rows; alpha chosen by Pearson r on the selection rows.
 
-    The scaler is fitted once (it does not depend on alpha); ties in r go to the larger alpha.
+    The probe engine accumulates the training rows' X'X once and eigendecomposes it, so the whole
+    alpha sweep costs one pass and one d x d decomposition (sklearn's ``StandardScaler`` + ``Ridge``
+    objective, checked in test_probing_engine.py). Ties in r go to the larger alpha.
     """
-    x_train = np.asarray(x_train, np.float64)
+    alphas = [float(alpha) for alpha in alphas]
     with single_blas_thread():
-        scaler = StandardScaler().fit(x_train)
-        z_train, z_select = scaler.transform(x_train), scaler.transform(np.asarray(x_select, np.float64))
-        rows, best = [], None
-        for alpha in alphas:
-            ridge = Ridge(alpha=float(alpha)).fit(z_train, y_train)
-            pred = ridge.predict(z_select)
-            r = pearson_r(y_select, pred)
-            rows.append({"alpha": float(alpha), "selection_r": r,
-                         "selection_pairwise_accuracy": pairwise_accuracy(y_select, pred, seed=seed)})
-            score = -np.inf if np.isnan(r) else r
-            if best is None or score >= best[0]:
-                best = (score, float(alpha), ridge)
-    model = make_pipeline(scaler, best[2])
-    return RidgeProbe(model=model, alpha=best[1], sweep=pd.DataFrame(rows))
+        path = fit_ridge_path(np.asarray(x_train, np.float64), np.asarray(y_train, np.float64))
+        predictions = path.predict_many(np.asarray(x_select, np.float64), alphas)[:, :, 0]  # [rows, alphas]
+    rows, best = [], None
+    for k, alpha in enumerate(alphas):
+        pred = predictions[:, k]
+        r = pearson_r(y_select, pred)
+        rows.append({"alpha": alpha, "selection_r": r,
+                     "selection_pairwise_accuracy": pairwise_accuracy(y_select, pred, seed=seed)})
+        score = -np.inf if np.isnan(r) else r
+        if best is None or score >= best[0]:
+            best = (score, alpha)
+    return RidgeProbe(model=RidgeModel(path, best[1]), alpha=best[1], sweep=pd.DataFrame(rows))
 
 
 def bootstrap_interval(metric, y: np.ndarray, pred: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0,

@@ -1,8 +1,11 @@
 """The probe family and hyperparameter selection on the validation split.
 
-Every probe is an sklearn ``Pipeline`` wrapped in ``Probe`` (``fit`` / ``predict_score`` /
-``weights``). Class imbalance (~10% anchors) is handled explicitly: logistic models use
-``class_weight="balanced"``; the MLP gets the same balanced weights as ``sample_weight``.
+The activation probes that are linear (``linear_probe``, ``activations_plus_position``) are fitted by
+the probe engine (``engine.py``: balanced L2 logistic, sklearn's C convention, every C of the grid in
+one pass over the rows); the small baselines (position, text) and the MLP stay sklearn ``Pipeline``s.
+Both kinds share ``fit`` / ``predict_score`` / ``weights``. Class imbalance (~10% anchors) is handled
+explicitly: logistic models use balanced class weights; the MLP gets the same balanced weights as
+``sample_weight``.
 
 The MLP is trained for a FIXED number of epochs with no early stopping: sklearn's early stopping
 silently holds out 10% of the training rows (the pilot's memorisation tripwire failed 11 of 26 runs
@@ -27,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 from .config import ProbeConfig
+from .engine_logistic import LogisticHeads, fit_logistic_heads
 from .features import (
     POSITION_FEATURE_NAMES,
     ActivationAndPositionColumns,
@@ -34,6 +38,7 @@ from .features import (
     PositionColumns,
     ProbeInputs,
     TextColumn,
+    position_features,
 )
 from .metrics import auroc, pr_auc
 
@@ -87,6 +92,50 @@ class Probe:
         return arrays
 
 
+def activation_matrix(inputs: ProbeInputs) -> np.ndarray:
+    """The activations as they are (float32 stays float32: the engine streams and standardises them)."""
+    return inputs.X
+
+
+def activation_and_position_matrix(inputs: ProbeInputs) -> np.ndarray:
+    """Activations with the position features appended (last columns), float32."""
+    return np.hstack([np.asarray(inputs.X, dtype=np.float32), position_features(inputs.frame).astype(np.float32)])
+
+
+@dataclass
+class EngineProbe:
+    """A balanced L2 logistic probe fitted by the probe engine; same interface as ``Probe``.
+
+    ``decision = ((features - scaler_mean) / scaler_scale) @ coef + intercept`` where ``features`` =
+    ``columns(inputs)``. ``fit_grid`` fits every C of a grid in one engine call.
+    """
+
+    name: str
+    columns: Callable[[ProbeInputs], np.ndarray]
+    c_value: float
+    config: ProbeConfig
+    heads: LogisticHeads | None = None
+
+    def fit_grid(self, grid: tuple[float, ...], inputs: ProbeInputs, y: np.ndarray) -> dict[float, EngineProbe]:
+        """One probe per C of ``grid``, all fitted together on the same standardised rows."""
+        heads = fit_logistic_heads(self.columns(inputs), np.asarray(y, dtype=int), c_grid=grid,
+                                   max_iter=self.config.logistic_max_iter)
+        return {float(c): EngineProbe(self.name, self.columns, float(c), self.config, heads.select(0, g))
+                for g, c in enumerate(heads.c_grid)}
+
+    def fit(self, inputs: ProbeInputs, y: np.ndarray) -> EngineProbe:
+        self.heads = self.fit_grid((self.c_value,), inputs, y)[float(self.c_value)].heads
+        return self
+
+    def predict_score(self, inputs: ProbeInputs) -> np.ndarray:
+        if self.heads is None:
+            raise RuntimeError(f"{self.name} is not fitted")
+        return self.heads.decision(self.columns(inputs))[:, 0, 0]
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {} if self.heads is None else self.heads.head(0, 0)
+
+
 def _logistic(c_value: float, config: ProbeConfig) -> LogisticRegression:
     return LogisticRegression(C=c_value, class_weight="balanced", max_iter=config.logistic_max_iter)
 
@@ -108,8 +157,21 @@ def make_text_baseline(c_value: float, seed: int, config: ProbeConfig) -> Probe:
     return Probe("text_baseline", Pipeline(steps))
 
 
-def make_linear_probe(c_value: float, seed: int, config: ProbeConfig) -> Probe:
-    """StandardScaler + L2 logistic on activations: the primary probe."""
+def make_linear_probe(c_value: float, seed: int, config: ProbeConfig) -> EngineProbe:
+    """Standardised L2 logistic on activations (the probe engine): the primary probe.
+
+    Deterministic (L-BFGS from zero), so ``seed`` changes nothing here; it only picks the split.
+    """
+    return EngineProbe("linear_probe", activation_matrix, c_value, config)
+
+
+def make_activations_plus_position(c_value: float, seed: int, config: ProbeConfig) -> EngineProbe:
+    """Linear probe on activations with position features appended: does content add to position?"""
+    return EngineProbe("activations_plus_position", activation_and_position_matrix, c_value, config)
+
+
+def make_sklearn_linear_probe(c_value: float, seed: int, config: ProbeConfig) -> Probe:
+    """The sklearn reference of ``make_linear_probe`` (StandardScaler + LogisticRegression), for checks."""
     steps = [
         ("columns", ActivationColumns()),
         ("scale", StandardScaler()),
@@ -118,8 +180,8 @@ def make_linear_probe(c_value: float, seed: int, config: ProbeConfig) -> Probe:
     return Probe("linear_probe", Pipeline(steps))
 
 
-def make_activations_plus_position(c_value: float, seed: int, config: ProbeConfig) -> Probe:
-    """Linear probe on activations with position features appended: does content add to position?"""
+def make_sklearn_activations_plus_position(c_value: float, seed: int, config: ProbeConfig) -> Probe:
+    """The sklearn reference of ``make_activations_plus_position``, for checks."""
     steps = [
         ("columns", ActivationAndPositionColumns()),
         ("scale", StandardScaler()),
@@ -149,7 +211,7 @@ class ProbeSpec:
     """How to build one probe family for a hyperparameter value, and which values to try on val."""
 
     name: str
-    build: Callable[[float, int, ProbeConfig], Probe]
+    build: Callable[[float, int, ProbeConfig], Probe | EngineProbe]
     hyperparameter: str
     grid: tuple[float, ...]
 
@@ -172,7 +234,7 @@ def probe_specs(config: ProbeConfig) -> dict[str, ProbeSpec]:
 class Selection:
     """The fitted probe and how its hyperparameter was chosen."""
 
-    probe: Probe
+    probe: Probe | EngineProbe
     hyperparameter: str
     value: float
     val_pr_auc: float  # the chosen value's val score under ``metric`` (PR-AUC unless chosen by another metric)
@@ -198,11 +260,16 @@ def select_and_fit(
     final probe is refit on train + val with the chosen value.
     """
     val_scores: dict[float, float] = {}
-    candidates: dict[float, Probe] = {}
+    candidates: dict[float, Probe | EngineProbe] = {}
     has_val = len(val) > 0 and 0 < int(np.sum(y_val)) < len(val)
-    for value in spec.grid if has_val and len(spec.grid) > 1 else ():
-        candidate = candidates[value] = spec.build(value, seed, config).fit(train, y_train)
-        val_scores[value] = VAL_METRICS[metric](y_val, candidate.predict_score(val))
+    if has_val and len(spec.grid) > 1:
+        template = spec.build(spec.grid[0], seed, config)
+        if isinstance(template, EngineProbe):  # the whole grid in one engine call
+            candidates = template.fit_grid(spec.grid, train, y_train)
+        else:
+            candidates = {value: spec.build(value, seed, config).fit(train, y_train) for value in spec.grid}
+        for value in spec.grid:
+            val_scores[value] = VAL_METRICS[metric](y_val, candidates[float(value)].predict_score(val))
     finite = {value: score for value, score in val_scores.items() if np.isfinite(score)}
     chosen = max(finite, key=lambda value: finite[value]) if finite else spec.grid[len(spec.grid) // 2]
     if config.refit_on_train_val and len(val) > 0:
@@ -211,8 +278,8 @@ def select_and_fit(
         fit_labels = np.concatenate([np.asarray(y_train), np.asarray(y_val)])
     else:
         fit_inputs, fit_labels = train, np.asarray(y_train)
-    if fit_inputs is train and chosen in candidates:  # no refit: the chosen candidate is the final probe
-        probe = candidates[chosen]
+    if fit_inputs is train and float(chosen) in candidates:  # no refit: the chosen candidate is the final probe
+        probe = candidates[float(chosen)]
     else:
         probe = spec.build(chosen, seed, config).fit(fit_inputs, fit_labels)
     return Selection(
