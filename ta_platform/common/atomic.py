@@ -9,12 +9,23 @@ file is then uploaded, atomically too (``remote_store.upload``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+class NoSpaceError(OSError):
+    """The filesystem filled while writing ``target``: nothing was replaced and no temporary file is left."""
+
+    def __init__(self, target: Path):
+        super().__init__(errno.ENOSPC, f"no space left on device while writing {target}: the previous version "
+                         f"(if any) is intact and no temporary file was left; free space under {target.parent} "
+                         "and rerun (finished outputs are reused)")
+        self.target = target
 
 
 @contextlib.contextmanager
@@ -33,9 +44,11 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise NoSpaceError(target) from error
         raise
     # With a remote artifact store (TA_STORAGE=s3://...), publish the committed file there too, itself
     # atomically (common/remote_store.py); a failed upload raises, so the step fails rather than
