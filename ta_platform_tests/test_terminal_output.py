@@ -1,0 +1,124 @@
+"""What ``ta-platform materialize`` prints: progress lines, not Dagster's event stream.
+
+The display (``common/progress.py``) is driven by a fake clock; the Dagster side runs real jobs in
+a private instance through the CLI's logger (``cli/run_output.py``): every event lands in the log
+file, none on the terminal, and a failing step reads as its own message plus the log's path.
+"""
+
+
+import io
+import logging
+
+import dagster as dg
+import pytest
+
+from ta_platform.cli import run_output
+from ta_platform.cli.materialize import _failure_lines
+from ta_platform.common import progress
+from ta_platform.common.progress import StageProgress, count_line, parse_count
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_counts_are_read_from_the_platforms_progress_lines_only():
+    assert parse_count(count_line("tiny-llama", 17, 48, "traces", 5.0)) == (17, 48, "traces")
+    assert parse_count("seed 0: tiny-llama/L2/correct (1741 sentences)") is None  # a path, not a count
+    assert parse_count("ratio 3/2 chains") is None  # done > total is not progress
+    assert parse_count("labelled 6540 sentences") is None
+
+
+def test_plain_output_is_one_start_line_a_line_per_interval_and_one_end_line():
+    clock, out = Clock(), io.StringIO()
+    with StageProgress("probes", 4, out=out, live=False, interval=10.0, clock=clock) as stage:
+        stage.start_line("probes_job")
+        stage.step_started("probes")
+        for done in range(1, 49):  # 48 platform lines in 24 s: two interval lines, not 48
+            clock.now += 0.5
+            stage.note(count_line("tiny-llama", done, 48, "traces", clock.now))
+        stage.step_finished("probes")
+        clock.now += 1.0
+        stage.finish(True, ["probes:split_leakage"])
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[probes] started: 4 steps; probes_job"
+    assert lines[-1] == "[probes] done in 25s; failed checks: probes:split_leakage"
+    middle = lines[1:-1]
+    assert len(middle) == 2, middle
+    assert middle[0].startswith("[probes] 20/48 traces, 2.0 traces/s, ETA 14s, 10s so far")
+    assert progress.current() is None  # the stage is closed: later lines print as they come
+
+
+def test_a_terminal_gets_a_live_bar_and_the_same_start_and_end_lines():
+    out = io.StringIO()
+    with StageProgress("data", 2, out=out, live=True, interval=10.0) as stage:
+        stage.start_line()
+        stage.step_started("problem_index")
+        stage.note("tiny-llama: 3/10 traces (1.0 traces/s)", "problem_index")
+        stage.step_finished("problem_index")
+        stage.finish(False, [])
+    text = out.getvalue()
+    assert "[data] started: 2 steps" in text and "[data] FAILED in" in text
+
+
+@dg.asset
+def counted(context: dg.AssetExecutionContext) -> None:
+    for done in (1, 2, 3):
+        context.log.info(count_line("tiny", done, 3, "traces", 1.0))
+
+
+@dg.asset
+def broken(context: dg.AssetExecutionContext) -> None:
+    raise FileNotFoundError("the study reads storage/x.parquet: materialise x first")
+
+
+def _run(job_name: str, log_file, capfd):
+    defs = run_output.with_cli_loggers(dg.Definitions(assets=[counted, broken], jobs=[
+        dg.define_asset_job("ok_job", selection=[counted]), dg.define_asset_job("bad_job", selection=[broken])]))
+    job = defs.resolve_job_def(job_name)
+    out = io.StringIO()
+    with dg.DagsterInstance.ephemeral() as instance, \
+            StageProgress(job_name, len(job.graph.nodes), out=out, live=False, interval=0.5) as stage:
+        result = job.execute_in_process(run_config=run_output.run_config(log_file, verbose=False),
+                                        instance=instance, raise_on_error=False)
+        seen = stage.last_count
+    captured = capfd.readouterr()
+    return result, seen, captured.out + captured.err
+
+
+def test_dagster_events_go_to_the_log_file_and_progress_not_to_the_terminal(tmp_path, capfd):
+    log_file = tmp_path / "logs" / "run.log"
+    result, seen, terminal = _run("ok_job", log_file, capfd)
+    assert result.success
+    assert seen == (3, 3, "traces")  # the asset's own lines reached the display as counts
+    assert "DEBUG" not in terminal and "STEP_START" not in terminal, terminal
+    log = log_file.read_text()
+    assert " - DEBUG - " in log and "STEP_START" in log and "tiny: 3/3 traces" in log
+
+
+def test_verbose_streams_the_event_stream_again(tmp_path):
+    config = run_output.run_config(tmp_path / "x.log", verbose=True)
+    assert set(config["loggers"]) == {run_output.LOGGER_KEY, "console"}
+    assert set(run_output.run_config(tmp_path / "x.log", verbose=False)["loggers"]) == {run_output.LOGGER_KEY}
+
+
+def test_a_failed_step_prints_its_message_and_the_log_path_never_a_traceback(tmp_path, capfd):
+    log_file = tmp_path / "logs" / "run.log"
+    result, _, terminal = _run("bad_job", log_file, capfd)
+    assert not result.success
+    lines = _failure_lines(result, log_file)
+    assert lines[0] == "step broken failed: FileNotFoundError: the study reads storage/x.parquet: materialise x first"
+    assert lines[-1].startswith(f"full log: {log_file}")
+    assert not any("Traceback" in line or 'File "' in line for line in lines)
+    assert "Traceback" not in terminal
+    assert "raise FileNotFoundError" in log_file.read_text()  # the whole stack is in the log
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_handlers():
+    yield
+    logging.getLogger(run_output.LOGGER_KEY).handlers.clear()
