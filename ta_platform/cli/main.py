@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit-utilities": ("ta_platform.cli.fit_utilities", "fit Thurstonian utilities to pairwise outcomes"),
     "materialize": ("ta_platform.cli.materialize", "run the main job in the project's Dagster instance"),
     "gate": ("ta_platform.cli.gate", "evaluate the release gate from the latest asset-check evaluations"),
+    "report": ("ta_platform.cli.report", "rebuild storage/reports/index.html: gate verdict, every study, provenance"),
     "plan": ("ta_platform.cli.plan", "per model: weights memory, tokens, traces over context, cached vs to compute"),
     "models": ("ta_platform.cli.models", "list the registry's models: offline?, pretrained?, partition keys"),
 }
