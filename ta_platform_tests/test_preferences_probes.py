@@ -126,8 +126,8 @@ def test_permuting_the_report_half_changes_no_fit_choice_or_selection_score(monk
     for a, b in zip(original, shuffled, strict=True):
         assert a.alpha == b.alpha
         pd.testing.assert_frame_equal(a.sweep, b.sweep)
-        np.testing.assert_array_equal(a.model[-1].coef_, b.model[-1].coef_)
-        np.testing.assert_array_equal(a.model[0].mean_, b.model[0].mean_)
+        np.testing.assert_array_equal(a.model.weights()["coef"], b.model.weights()["coef"])
+        np.testing.assert_array_equal(a.model.weights()["scaler_mean"], b.model.weights()["scaler_mean"])
     in_dist = lambda rows: rows[rows["scope"] == "in_distribution"]["value"].to_numpy()  # noqa: E731
     assert not np.allclose(in_dist(original_rows), in_dist(shuffled_rows))
 
