@@ -228,7 +228,7 @@ def test_resume_after_sigkill_is_byte_identical(llama, tiny_cache, tmp_path):
     fresh = _run_in_parent(llama, tmp_path / "fresh")
     assert fresh.traces_reused == 0 and fresh.fingerprints == resumed.fingerprints
     for layer in (1, 4, 6):
-        for name in ("embeddings.npy", "index.parquet", "manifest.json"):
+        for name in ("shard-00000.bin", "index.parquet", "manifest.json"):
             assert _sha(killed / "tiny-llama" / f"L{layer}" / name) == _sha(tmp_path / "fresh" / "tiny-llama" / f"L{layer}" / name)
     assert traces_cached() == 6  # the cache keeps every trace for later runs (more traces, new labels)
 
@@ -250,8 +250,8 @@ def test_cache_entries_of_other_code_or_pooling_are_not_reused_and_partitions_ve
     passed, details = check_provenance_current(manifest, layer_provenance(first.provenance, 4))
     assert not passed and set(details["differing_fields"]) == {"pooling"}
 
-    (tmp_path / "tiny-llama" / "L4" / "embeddings.npy").write_bytes(b"garbage")
-    with pytest.raises(PartitionError, match="does not match"):
+    (tmp_path / "tiny-llama" / "L4" / "shard-00000.bin").write_bytes(b"garbage")
+    with pytest.raises(PartitionError, match="shard-00000.bin: shard is 7 bytes.*truncated"):
         load_partition(tmp_path / "tiny-llama" / "L4")
 
 

@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from ta_platform.common.hashing import sha256_bytes, sha256_file, stable_json_hash
+from ta_platform.extraction.storage_dtypes import STORAGE_DTYPES
 
-MANIFEST_VERSION = 2
+# 3: the sharded partition layout (store.LAYOUT) and storage_dtype taken from the registry: partitions
+# written before are stale and rebuilt (from the cache when its entries are current).
+MANIFEST_VERSION = 3
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 FINGERPRINT_FIELDS = (
     "model_key", "model_id", "revision", "weights_hash", "tokenizer_hash", "add_special_tokens", "layers",
@@ -44,7 +47,8 @@ IDENTITY_FIELDS = ("model_id", "revision", "weights_hash", "tokenizer_hash", "ad
 _PACKAGE = Path(__file__).resolve().parent
 # The modules whose code decides the numbers of an activation row: tokenization and span mapping,
 # the hooked forward pass, pooling, how the model is loaded (base model, dtype) and the dtype rule.
-# Not batching.py (sequence grouping changes float rounding only), nor the storage modules.
+# Not batching.py (sequence grouping changes float rounding only), nor the storage modules (how rows
+# are stored enters as the ``storage_dtype`` field and ``MANIFEST_VERSION``).
 EXTRACTION_SOURCES: tuple[Path, ...] = tuple(
     _PACKAGE / name for name in ("extractor.py", "pooling.py", "pooling_names.py", "spans.py", "loading.py",
                                  "device.py"))
@@ -137,7 +141,7 @@ def build_provenance(*, model_key: str, model_id: str, revision: str, weights_ha
                      inputs_hash: str, code_hash: str, add_special_tokens: bool = True,
                      storage_dtype: str = "float32") -> dict[str, Any]:
     """The provenance record of one extraction run (all layers); see ``layer_provenance`` for one partition."""
-    if storage_dtype not in ("float32", "bfloat16"):
+    if storage_dtype not in STORAGE_DTYPES:  # float16 would overflow on Qwen2 outliers (storage_dtypes.py)
         raise ValueError(f"storage dtype {storage_dtype!r} refused: store float32 or bfloat16, never float16")
     return {
         "manifest_version": MANIFEST_VERSION, "model_key": model_key, "model_id": model_id, "revision": revision,

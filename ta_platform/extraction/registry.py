@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ta_platform.extraction.storage_dtypes import DEFAULT_STORAGE_DTYPE, check_storage_dtype
+
 DEFAULT_REGISTRY = Path(__file__).with_name("models.toml")
 PROFILE_ENV = "TA_MODEL_PROFILE"
 REGISTRY_ENV = "TA_MODEL_REGISTRY"
@@ -104,6 +106,7 @@ class ModelSpec:
     path: Path | None = None
     arch: str | None = None
     max_length: int | None = None
+    storage_dtype: str = "float32"  # how its activation partitions are stored: float32 or bfloat16
     max_problems: int | None = None  # read only the first N problems (by id) of its trace folders
     package: str | None = None  # package_gguf: the installed Python package holding the GGUF file
     gguf_file: str | None = None  # package_gguf: the file name inside that package
@@ -158,7 +161,7 @@ def _trace_models(raw: dict[str, Any], where: str) -> tuple[str, ...]:
 def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
     where = f"{origin}: model {key!r}"
     known = {"source", "num_layers", "layers", "trace_model", "trace_models", "revision", "dtype", "id", "path", "arch",
-             "max_length", "max_problems", "package", "file"}
+             "max_length", "max_problems", "package", "file", "storage_dtype"}
     source = raw.get("source")
     if source not in SOURCES:
         raise RegistryError(f"{where}: source must be one of {SOURCES}, got {source!r}")
@@ -169,6 +172,10 @@ def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
     dtype = raw.get("dtype", "auto")
     if dtype not in DTYPES:
         raise RegistryError(f"{where}: dtype must be one of {DTYPES} (float16 overflows on Qwen2 activations)")
+    try:
+        storage_dtype = check_storage_dtype(raw.get("storage_dtype", DEFAULT_STORAGE_DTYPE), where)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from exc
     layers = tuple(raw.get("layers", [0.5]))
     try:
         resolve_layers(list(layers), num_layers, model_key=key)
@@ -198,7 +205,7 @@ def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
     return ModelSpec(
         key=key, source=source, num_layers=num_layers, layers=layers, trace_models=trace_models,
         revision=str(raw.get("revision", "main")), dtype=dtype, hf_id=raw.get("id"), path=path,
-        arch=raw.get("arch"), max_length=raw.get("max_length"), max_problems=max_problems,
+        arch=raw.get("arch"), max_length=raw.get("max_length"), storage_dtype=storage_dtype, max_problems=max_problems,
         package=raw.get("package"),
         gguf_file=raw.get("file"), origin=origin,
         extra={k: v for k, v in raw.items() if k not in known},

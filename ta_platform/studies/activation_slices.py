@@ -40,17 +40,24 @@ def activation_partitions(root: Path) -> list[tuple[str, str, Path]]:
 
 def iter_probe_slices(labels: pd.DataFrame, root: Path,
                       trace_model_of: dict[str, tuple[str, ...]]) -> Iterator[ProbeSlice]:
-    """Every partition x setting, with labels of the traces the partition model reads (its trace folders) joined by key."""
+    """Every partition x setting, with labels of the traces the partition model reads (its trace folders) joined by key.
+
+    The join runs on row numbers (a one-column stand-in for the matrix), then each setting reads only
+    its own rows from the memory-mapped partition: one setting's float32 rows in memory at a time,
+    never the whole layer plus a joined copy.
+    """
     from ta_platform.extraction.store import load_partition
 
     for model_key, layer_key, folder in activation_partitions(root):
         if model_key not in trace_model_of:
             continue  # a partition of a model no longer in the registry
-        X, index, manifest = load_partition(folder)
+        partition = load_partition(folder)
+        index, manifest = partition.index, partition.manifest
         model_labels = labels[labels["model"].isin(list(trace_model_of[model_key]))]
-        joined = join_labels_to_activations(model_labels, index, X)
+        joined = join_labels_to_activations(model_labels, index, np.arange(len(index))[:, None])
+        rows = joined.X[:, 0]
         for setting in SETTINGS:
             keep = (joined.frame["setting"] == setting).to_numpy()
             if keep.any():
                 yield ProbeSlice(model_key, layer_key, setting, joined.frame[keep].reset_index(drop=True),
-                                 joined.X[keep], index[keep].reset_index(drop=True), manifest)
+                                 partition.rows(rows[keep]), index.iloc[rows[keep]].reset_index(drop=True), manifest)
