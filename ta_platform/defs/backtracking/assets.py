@@ -157,6 +157,7 @@ def backtracking_summary(context: dg.AssetExecutionContext, metadata_store: Meta
     reports = bt.write_reports(store.read_table("backtracking_metric_summary"),
                                store.read_table("backtracking_margin_summary"))
     metadata = {"report_path": dg.MetadataValue.path(str(reports.markdown_path))}
+    metadata["html_report"] = dg.MetadataValue.path(str(reports.markdown_path.parent / "index.html"))
     for model, report in reports.models.items():
         context.log.info(f"{model}\n{report.markdown}")
         metadata[f"{model}_table"] = dg.MetadataValue.md(report.markdown)

@@ -152,5 +152,6 @@ def needle_summary(context: dg.AssetExecutionContext, metadata_store: MetadataSt
         "table": dg.MetadataValue.md(table),
         "plot": dg.MetadataValue.md(f"![needle summary](data:image/png;base64,{base64.b64encode(png).decode()})"),
         "report_path": dg.MetadataValue.path(str(storage_path("reports", "needle_summary.md"))),
+        "html_report": dg.MetadataValue.path(str(storage_path("reports", "index.html"))),
         "seeds": sorted(int(s) for s in metrics["seed"].unique()),
     })

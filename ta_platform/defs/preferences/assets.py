@@ -260,4 +260,5 @@ def preference_summary(context: dg.AssetExecutionContext, metadata_store: Metada
         **summary_metadata.duckdb_table_metadata(metadata_store.store(), "preference_summary"),
         "table": dg.MetadataValue.md(table),
         "plot": dg.MetadataValue.md(f"![preference summary](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "html_report": dg.MetadataValue.path(str(storage_path("reports", "index.html"))),
     })

@@ -200,4 +200,5 @@ def ood_results(context: dg.AssetExecutionContext, ood_settings: OodSettings,
         **study_headlines.ood(results), **summary_metadata.duckdb_table_metadata(store, "ood_results"),
         "judge": judge, "table": dg.MetadataValue.md(table),
         "scatter": dg.MetadataValue.md(f"![OOD scatter](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "html_report": dg.MetadataValue.path(str(storage_path("reports", "index.html"))),
     })

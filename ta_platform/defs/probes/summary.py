@@ -82,6 +82,7 @@ def build_scaling_summary(gated_keys: Sequence[dg.AssetCheckKey]) -> dg.AssetsDe
                 "report": dg.MetadataValue.md(report),
                 "plot": dg.MetadataValue.md(f"![scaling summary](data:image/png;base64,{base64.b64encode(png).decode()})"),
                 "report_path": dg.MetadataValue.path(str(storage_path("reports", "scaling_summary.md"))),
+                "html_report": dg.MetadataValue.path(str(storage_path("reports", "index.html"))),
             })
 
     return scaling_summary
