@@ -86,7 +86,8 @@ def _section(section: Section) -> str:
     parts = [f'<section id="study-{html.escape(section.key)}" class="study"><h2>{html.escape(section.title)}</h2>']
     if section.gate is not None:
         state = "pass" if section.gate.passed else "fail"
-        problems = [*section.gate.failing, *section.gate.missing]
+        # a study with no results: its checks are all missing, the summary says how many
+        problems = [*section.gate.failing, *([] if section.empty else section.gate.missing)]
         detail = f": {html.escape('; '.join(problems))}" if problems else ""
         parts.append(f'<p class="study-gate {state}">Gate ({section.gate.n_checks} checks): '
                      f"{html.escape(section.gate.summary)}{detail}</p>")
