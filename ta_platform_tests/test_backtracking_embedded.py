@@ -11,6 +11,7 @@ import pytest
 
 from ta_platform.chains.lag_probes import LagConfig, run_lag_slice
 from ta_platform.chains.records import build_chain_table
+from ta_platform.chains.splits import dataset_split
 from ta_platform.chains.synthetic import generate_chains
 from ta_platform.extraction.extractor import extract_sentence_embeddings
 from ta_platform.extraction.loading import load_model
@@ -36,7 +37,8 @@ def onset_scores(tmp_path_factory):
         chains = build_chain_table(generate_chains(lead_up=planted)).chains
         tokens = tokens_of_model(label_tokens(chains, {spec.key: loaded.tokenizer}), spec.key)
         result = extract_sentence_embeddings(loaded.model, loaded.tokenizer, chain_trace_inputs(chains, tokens), [layer])
-        metrics = run_lag_slice(tokens, result.embeddings[layer], 0, LAGS).metrics
+        split = dataset_split(chains, 0, LAGS.fractions)
+        metrics = run_lag_slice(tokens, result.embeddings[layer], split, LAGS).metrics
         out[planted] = metrics.set_index(["lag", "probe", "metric"])["value"]
     return out
 
@@ -80,6 +82,8 @@ def test_study_runs_through_dagster_and_records_bad_records(tmp_path):
     faults = store.query("SELECT item, kind FROM faults WHERE stage = 'backtracking:chains'")
     metrics = store.query("SELECT * FROM backtracking_probe_metrics")
     summary = store.query("SELECT * FROM backtracking_metric_summary")
+    margins = store.query("SELECT * FROM backtracking_margin_summary")
+    splits = store.query("SELECT * FROM backtracking_splits")
     tripwires = store.query("SELECT tripwire, passed FROM backtracking_tripwire_results")
     assert dict(zip(faults["item"], faults["kind"], strict=True)) == {
         "bad_missing_key": "missing_key", "bad_label": "unknown_label", "bad_tags": "unbalanced_tags",
@@ -88,6 +92,10 @@ def test_study_runs_through_dagster_and_records_bad_records(tmp_path):
     assert {"linear_probe", "token_identity", "persistence", "position", "lag0_probe"} <= set(metrics["probe"])
     assert {"auroc", "pr_auc", "f1", "onset_auroc"} <= set(metrics["metric"])
     assert (summary["n_seeds"] == 1).all() and len(summary)
+    # one recorded split of the 45 aligned chains, by problem; margin intervals resample those problems
+    assert len(splits) == 45 and set(splits["seed"]) == {0} and set(splits["split"]) == {"train", "val", "test"}
+    assert len(margins) and set(margins["unit"]) == {"chain problem"} and (margins["n_seeds"] == 1).all()
+    assert (margins["n_units"] == splits[splits["split"] == "test"]["unit_id"].nunique()).all()
     assert tripwires["passed"].all(), tripwires
     png = storage / "reports" / "backtracking_tiny-qwen2.png"
     assert png.read_bytes()[:4] == b"\x89PNG"

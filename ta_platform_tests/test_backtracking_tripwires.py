@@ -51,19 +51,50 @@ def test_label_prevalence_band():
     assert not result.passed and "other" in result.detail and "m:" not in result.detail
 
 
-def test_chains_in_one_split_catches_a_chain_in_two_splits():
+def _split_case():
+    """Four chains, three problems (a and d are two chains of one problem), one recorded split, two slices."""
     chains = pd.DataFrame({"chain_id": ["a", "b", "c", "d"], "content_hash": ["ha", "hb", "hc", "hd"]})
-    record = {"seed": 0, "slices": {"m/L1": {"split": {"a": "train", "b": "val", "c": "test", "d": "train"}},
-                                    "m/L2": {"split": {"a": "train", "b": "val", "c": "test", "d": "train"}}}}
-    assert chains_in_one_split(split_assignments([record], chains)).passed
-    leaked = {**record, "slices": {**record["slices"], "m/L2": {"split": {"a": "test", "b": "val", "c": "test",
-                                                                          "d": "train"}}}}
-    result = chains_in_one_split(split_assignments([leaked], chains))
-    assert result.reason_code == "chain_leak" and "a in train" in result.detail
-    # the same chain text under two task ids, in two splits
-    duplicate = chains.assign(content_hash=["ha", "hb", "hc", "ha"])
-    record_dup = {**record, "slices": {"m/L1": {"split": {"a": "train", "b": "val", "c": "test", "d": "test"}}}}
-    assert chains_in_one_split(split_assignments([record_dup], duplicate)).reason_code == "chain_leak"
+    recorded = pd.DataFrame({"seed": 0, "chain_id": ["a", "b", "c", "d"], "unit_id": ["p1", "p2", "p3", "p1"],
+                             "split": ["train", "val", "test", "train"]})
+    used = {"a": "train", "b": "val", "c": "test", "d": "train"}
+    record = {"seed": 0, "slices": {"m/L1": {"split": dict(used)}, "n/L1": {"split": {"a": "train", "b": "val"}}}}
+    return chains, recorded, record
+
+
+def test_chains_in_one_split_passes_when_every_slice_used_the_recorded_split():
+    chains, recorded, record = _split_case()  # n/L1 dropped c and d: not a fault
+    result = chains_in_one_split(split_assignments([record], recorded, chains))
+    assert result.passed and result.metrics["n_problems"] == 3 and result.metrics["n_slices"] == 2
+
+
+def test_chains_in_one_split_catches_a_problem_in_two_splits_of_the_record():
+    chains, recorded, record = _split_case()
+    recorded.loc[recorded["chain_id"] == "d", "split"] = "test"  # the second chain of problem p1 in test
+    record["slices"]["m/L1"]["split"]["d"] = "test"
+    result = chains_in_one_split(split_assignments([record], recorded, chains))
+    assert result.reason_code == "problem_leak" and "a in train" in result.detail and "d in test" in result.detail
+
+
+def test_chains_in_one_split_catches_a_slice_that_moved_a_chain():
+    """What a per-slice split did: a model that dropped chains re-split the rest and moved b to test."""
+    chains, recorded, record = _split_case()
+    record["slices"]["n/L1"]["split"]["b"] = "test"
+    result = chains_in_one_split(split_assignments([record], recorded, chains))
+    assert result.reason_code == "split_moved" and "n/L1: b in test (recorded: val)" in result.detail
+
+
+def test_chains_in_one_split_catches_one_chain_text_under_two_problems():
+    chains, recorded, record = _split_case()
+    duplicate = chains.assign(content_hash=["ha", "hb", "ha", "hd"])  # c is a's text filed as another problem
+    result = chains_in_one_split(split_assignments([record], recorded, duplicate))
+    assert result.reason_code == "chain_leak" and "c in test" in result.detail
+
+
+def test_chains_in_one_split_fails_without_a_recorded_split():
+    chains, recorded, record = _split_case()
+    result = chains_in_one_split(split_assignments([record], recorded.iloc[0:0], chains))
+    assert result.reason_code == "no_recorded_split"
+    assert chains_in_one_split(split_assignments([], pd.DataFrame(), chains)).reason_code == "no_recorded_split"
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,23 @@ def test_project_models_parse_and_their_refs_form_a_dag():
     assert "probe_margin_summary" not in models
 
 
+def test_no_sql_model_makes_an_interval_from_seeds_or_endpoints():
+    """Intervals resample the sampled unit and recompute the statistic (probing/unit_bootstrap.py, in Python);
+    no model in any study folder averages per-seed interval endpoints (the old backtracking margin summary:
+    avg(ci_low)) or builds mean +- z SD/sqrt(n) over re-splits (the old backtracking metric summary)."""
+    import re
+
+    from ta_platform.sql_models import SQL_DIR
+
+    folders = [SQL_DIR, *sorted(path for path in SQL_DIR.iterdir() if path.is_dir())]
+    models = {name: model for folder in folders for name, model in load_models(folder).items()}
+    assert "backtracking_metric_summary" in models and "backtracking_margin_summary" not in models
+    for name, model in models.items():
+        sql = re.sub(r"--[^\n]*", "", model.sql).lower()  # comments may name what is not done
+        assert not re.search(r"avg\([^)]*(ci_low|ci_high|_low|_high)", sql), f"{name} averages interval endpoints"
+        assert not re.search(r"1\.96|sqrt\(count", sql), f"{name} builds a normal interval over seeds"
+
+
 def test_a_new_model_needs_only_a_file_and_cycles_and_unknown_refs_are_named(tmp_path):
     (tmp_path / "a.sql").write_text("-- base\nSELECT 1 AS x")
     (tmp_path / "b.sql").write_text("SELECT x + 1 AS y FROM {{ ref('a') }}")

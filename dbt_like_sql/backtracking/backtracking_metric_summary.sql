@@ -1,6 +1,7 @@
--- Backtracking lag probes and baselines: mean, spread and interval of each metric across seeds
--- (each seed is another split of the chains). The interval is mean +- 1.96 x standard error over
--- seeds (NULL with one seed), beside the seeds' min and max.
+-- Backtracking lag probes and baselines: mean and spread of each metric across seeds (each seed is
+-- another split of the same chains, so the seeds' spread is not a sampling interval and none is
+-- given here). Intervals are in backtracking_margin_summary (Python, chains/intervals.py): chain
+-- problems resampled, the seed-averaged AUROC margin recomputed on every draw.
 SELECT
     model,
     layer,
@@ -11,9 +12,7 @@ SELECT
     stddev_samp(value) AS sd,
     count(*) AS n_seeds,
     min(value) AS seed_min,
-    max(value) AS seed_max,
-    avg(value) - 1.96 * stddev_samp(value) / sqrt(count(*)) AS ci_low,
-    avg(value) + 1.96 * stddev_samp(value) / sqrt(count(*)) AS ci_high
+    max(value) AS seed_max
 FROM {{ source('backtracking_probe_metrics') }}
 WHERE value IS NOT NULL AND NOT isnan(value)
 GROUP BY model, layer, lag, probe, metric

@@ -19,6 +19,12 @@ import pandas as pd
 BASELINES = ("token_identity", "position", "persistence", "lag0_probe")
 
 
+def applicable_baselines(lag: int) -> tuple[str, ...]:
+    """The baselines that apply at ``lag``: all four, except at k = 0 where persistence IS the label and
+    the lag-0 probe is the probe itself. A claim "beats the baselines" must beat every one of these."""
+    return BASELINES if int(lag) != 0 else BASELINES[:2]
+
+
 def rate_by_key(train_keys: np.ndarray, train_labels: np.ndarray, keys: np.ndarray, prior: float = 1.0) -> np.ndarray:
     """Shrunk train rate of the label per key, looked up for ``keys`` (unseen keys: the prevalence)."""
     labels = np.asarray(train_labels, dtype=np.float64)

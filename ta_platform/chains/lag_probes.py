@@ -1,42 +1,45 @@
 """Lag probes on one (model, layer) slice for one seed: a logistic probe per lag, its baselines,
-metrics on test chains and margins with a bootstrap interval over test chains.
+metrics on test chains, the test rows' scores and the per-seed point margins.
 
 Science choices (what the seed's public version got wrong, done right here):
-- splits by chain (``probing.splits.problem_level_split`` with the chain as the unit), the seed picks
-  the split; no chain is in two splits;
+- the split is the seed's ONE dataset-wide assignment by chain problem (``splits.DatasetSplit``,
+  recorded once and read by every slice and model); no problem is in two splits;
 - the L2 strength is chosen on the validation chains (``probing.models.select_and_fit``, by val
   PR-AUC, no refit on train + val so that the validation scores used for the threshold are honest);
-  the F1 threshold of every scorer is the one maximising F1 on validation; every reported number is
-  on the test chains;
+  the F1 threshold of every scorer is the one maximising F1 on validation
+  (``probing.thresholds``); every reported number is on the test chains;
 - class weighting ``balanced`` (the probing package's logistic probe);
 - one probe per lag is trained on span membership at t + k (``in_backtracking``); its onset score
   is the same probe evaluated only on rows whose target is an onset (positive) or outside every
   backtracking section (negative): "does it see the start coming", not "is it inside a section";
-- baselines beside every probe (``baselines.py``), margins over each with a paired bootstrap over
-  test chains (``probing.bootstrap``), and over the best baseline chosen on validation AUROC.
+- baselines beside every probe (``baselines.py``); the per-seed margins here are points (probe
+  AUROC minus each baseline's, and minus the best baseline chosen on validation AUROC). Their
+  interval is NOT per seed: ``intervals.margin_summary`` resamples chain problems over the test
+  rows of every seed (``test_scores``) and recomputes the seed-averaged margin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
-from ta_platform.probing.bootstrap import bootstrap_margins
 from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.features import ProbeInputs
 from ta_platform.probing.metrics import auroc, pr_auc
 from ta_platform.probing.models import probe_specs, select_and_fit
-from ta_platform.probing.splits import problem_level_split, rows_split
+from ta_platform.probing.thresholds import best_f1_threshold, f1_at
 
-from .baselines import position_bins, rate_by_key
+from .baselines import applicable_baselines, position_bins, rate_by_key
 from .lags import DEFAULT_LAGS, lag_pairs
+from .splits import DatasetSplit
 
 PROBE = "linear_probe"
 METRIC_COLUMNS = ["lag", "probe", "metric", "value"]
-MARGIN_COLUMNS = ["lag", "target", "baseline", "metric", "margin", "ci_low", "ci_high", "n_valid_resamples"]
+MARGIN_COLUMNS = ["lag", "target", "baseline", "metric", "margin", "chosen"]
+SCORERS = (PROBE, "token_identity", "position", "persistence", "lag0_probe")
+SCORE_COLUMNS = ["lag", "chain_id", "unit_id", "span", "onset", *SCORERS]
 TARGETS = ("span", "onset")
 
 
@@ -50,7 +53,7 @@ class LagConfig:
     max_iter: int = 300
     token_prior: float = 1.0
     position_bins: int = 20
-    bootstrap_resamples: int = 1000
+    bootstrap_resamples: int = 1000  # chain-problem draws of the seed-averaged margin (intervals.py)
     ci_level: float = 0.95
     # tripwires
     min_aligned_fraction: float = 0.9
@@ -76,46 +79,24 @@ class LagConfig:
 @dataclass
 class SliceResult:
     metrics: pd.DataFrame  # METRIC_COLUMNS
-    margins: pd.DataFrame  # MARGIN_COLUMNS
-    split: dict[str, str]  # chain id -> train / val / test
+    margins: pd.DataFrame  # MARGIN_COLUMNS: per-seed points, no interval (see intervals.py)
+    split: dict[str, str]  # chain id -> train / val / test, as this slice used it (the recorded split)
     weights: dict[int, dict[str, np.ndarray]]  # lag -> probe arrays
+    test_scores: pd.DataFrame  # SCORE_COLUMNS: every test row of every lag, labels, unit and each scorer
 
 
-def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold (predict positive when score >= it) maximising F1; +inf without positives."""
-    labels = np.asarray(labels, dtype=bool)
-    if not labels.any():
-        return float("inf")
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    sorted_scores, sorted_labels = np.asarray(scores)[order], labels[order]
-    last_of_run = np.r_[np.diff(sorted_scores) != 0, True]
-    tp = np.cumsum(sorted_labels)[last_of_run]
-    predicted = (np.arange(labels.size) + 1)[last_of_run]
-    f1 = 2 * tp / (predicted + labels.sum())
-    return float(sorted_scores[last_of_run][int(np.argmax(f1))])
-
-
-def f1_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    labels = np.asarray(labels, dtype=bool)
-    predicted = np.asarray(scores) >= threshold
-    tp = int((labels & predicted).sum())
-    denominator = int(labels.sum() + predicted.sum())
-    return 2 * tp / denominator if denominator else float("nan")
-
-
-def chain_split(chain_ids: Sequence[str], seed: int, config: LagConfig) -> dict[str, str]:
-    return problem_level_split(chain_ids, seed, config.fractions)
-
-
-def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, seed: int, config: LagConfig | None = None) -> SliceResult:
-    """Every lag of one slice. ``tokens`` (``token_labels`` rows, contiguous per chain) align with ``X``."""
+def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, split: DatasetSplit,
+                  config: LagConfig | None = None) -> SliceResult:
+    """Every lag of one slice. ``tokens`` (``token_labels`` rows, contiguous per chain) align with ``X``;
+    ``split`` is the seed's recorded dataset-wide split (its seed also seeds the probe fits)."""
     config = config or LagConfig()
+    seed = split.seed
     X = np.asarray(X)
     if X.shape[0] != len(tokens):
         raise ValueError(f"{X.shape[0]} activation rows for {len(tokens)} token rows")
     chains = tokens["chain_id"].astype(str).to_numpy()
-    split = chain_split(chains, seed, config)
-    row_split = rows_split(chains, split)
+    row_split = split.splits_of(chains)
+    row_unit = split.units_of(chains)
     in_bt = tokens["in_backtracking"].to_numpy(dtype=bool)
     onset = tokens["backtrack_onset"].to_numpy(dtype=bool)
     token_id = tokens["token_id"].to_numpy()
@@ -124,7 +105,7 @@ def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, seed: int, config: LagCon
     spec = probe_specs(probe_config)["linear_probe"]
     lags = sorted(set(config.lags), key=lambda k: (k != 0, k))  # lag 0 first: its scores are a baseline
     lag0_scores = None
-    metrics, margins, weights = [], [], {}
+    metrics, margins, weights, test_scores = [], [], {}, []
     for lag in lags:
         src, tgt = lag_pairs(tokens, lag)
         part = row_split[src]
@@ -142,7 +123,7 @@ def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, seed: int, config: LagCon
             lag0_scores = selection.probe.predict_score(ProbeInputs(pd.DataFrame(index=range(len(X))), X))
         scores["token_identity"] = rate_by_key(token_id[src][train], y[train], token_id[src], config.token_prior)
         scores["position"] = rate_by_key(bins[src][train], y[train], bins[src], config.token_prior)
-        if lag != 0:
+        if "persistence" in applicable_baselines(lag):
             scores["persistence"] = in_bt[src].astype(np.float64)
             scores["lag0_probe"] = lag0_scores[src]
         for name, score in scores.items():
@@ -159,18 +140,19 @@ def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, seed: int, config: LagCon
                     (lag, "labels", "n_test_rows", float(test.sum())),
                     (lag, "labels", "n_test_onsets", float(y_onset[test].sum())),
                     (lag, "labels", "n_test_chains", float(len(set(groups[test]))))]
-        margins += _margins(lag, y, y_onset, scores, groups, val, test, seed, config)
+        margins += _margins(lag, y, y_onset, scores, val, test)
+        test_scores.append(_test_rows(lag, test, groups, row_unit[src], y, y_onset, scores))
+    used = dict(zip(chains, row_split, strict=True))
     return SliceResult(pd.DataFrame(metrics, columns=METRIC_COLUMNS), pd.DataFrame(margins, columns=MARGIN_COLUMNS),
-                       split, weights)
+                       used, weights, pd.concat(test_scores, ignore_index=True))
 
 
-def _margins(lag, y, y_onset, scores, groups, val, test, seed, config) -> list[tuple]:
-    """Probe minus each baseline (and minus the best baseline on val), per target, over test chains.
+def _margins(lag, y, y_onset, scores, val, test) -> list[tuple]:
+    """Per-seed point margins: probe AUROC minus each baseline's on the test rows, per target, and minus
+    the best baseline chosen on validation AUROC (``chosen`` names it; its interval across seeds uses
+    each seed's own choice).
 
     AUROC margins only (PR-AUC depends on each target's prevalence; AUROC margins compare across lags).
-    ``bootstrap_margins`` scores several probes against one baseline on the same chain draws; here
-    the probe is passed as its "baseline" and the baselines as its "probes" (one call scores them all
-    on the same draws), so each returned margin is baseline - probe and is negated back.
     """
     baselines = [name for name in scores if name != PROBE]
     rows = []
@@ -180,16 +162,18 @@ def _margins(lag, y, y_onset, scores, groups, val, test, seed, config) -> list[t
         chosen_on = val if target == "span" else val & (y_onset | ~y)
         val_auroc = {name: auroc(label[chosen_on], scores[name][chosen_on]) for name in baselines}
         best = max(baselines, key=lambda name: np.nan_to_num(val_auroc[name], nan=-1.0))
-        intervals = bootstrap_margins(label[keep], {name: scores[name][keep] for name in baselines},
-                                      scores[PROBE][keep], groups[keep], metrics=("auroc",),
-                                      n_resamples=config.bootstrap_resamples, seed=seed, level=config.ci_level)
-        for interval in intervals:
-            for name in (interval.probe, "best_baseline") if interval.probe == best else (interval.probe,):
-                rows.append((lag, target, name, interval.metric, -interval.margin, -interval.ci_high,
-                             -interval.ci_low, interval.n_valid_resamples))
+        probe = auroc(label[keep], scores[PROBE][keep])
+        margin = {name: probe - auroc(label[keep], scores[name][keep]) for name in baselines}
+        rows += [(lag, target, name, "auroc", margin[name], name) for name in baselines]
+        rows.append((lag, target, "best_baseline", "auroc", margin[best], best))
     return rows
 
 
-def without_bootstrap(config: LagConfig) -> LagConfig:
-    """The same config with no bootstrap (tripwires and quick checks)."""
-    return replace(config, bootstrap_resamples=0)
+def _test_rows(lag, test, groups, units, y, y_onset, scores) -> pd.DataFrame:
+    """The test rows of one lag with their chain, problem unit, both labels and every scorer's score
+    (NaN for a baseline that does not apply at this lag): what the across-seed interval resamples."""
+    frame = pd.DataFrame({"lag": np.int64(lag), "chain_id": groups[test], "unit_id": units[test].astype(str),
+                          "span": y[test], "onset": y_onset[test]})
+    for name in SCORERS:
+        frame[name] = scores[name][test] if name in scores else np.nan
+    return frame[SCORE_COLUMNS]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,3 @@ def _chain_row(item: str, record: Any, min_coverage: float) -> dict[str, Any]:
             "n_sections": len(spans), "n_backtracking": sum(s[0] == "backtracking" for s in spans),
             "coverage": alignment.coverage, "spans": json.dumps(spans),
             "content_hash": stable_json_hash(text)[:16]}
-
-
-def chain_ids(chains: pd.DataFrame) -> Iterable[str]:
-    return chains["chain_id"].astype(str)

@@ -1,9 +1,12 @@
 """The study's report: a layer x lag table per model and a layer x lag heatmap PNG per model.
 
 Why both span and onset panels: most of the "ahead" signal on span membership is persistence (being
-inside a section already); the onset panel and the margins over token identity and persistence are
-where a probe shows it knows more. A star marks a cell whose probe beats the best validation
-baseline with a chain-bootstrap interval above 0 in every seed.
+inside a section already); the onset panel and the margins over every baseline are where a probe
+shows it knows more. Every interval is the one of ``backtracking_margin_summary``: chain problems
+resampled, the seed-averaged AUROC margin recomputed per draw (``intervals.py``). A cell "beats the
+baselines" only when that interval is above 0 over EVERY baseline that applies at its lag
+(``baselines.applicable_baselines``: token identity and position; persistence and the lag-0 probe
+too at k != 0). A star marks a cell whose interval over the validation-best baseline is above 0.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import io
 import numpy as np
 import pandas as pd
 
+from .baselines import BASELINES, applicable_baselines
+
+MARGIN_BASELINES = (*BASELINES, "best_baseline")
 TABLE_PROBES = ("linear_probe", "token_identity", "persistence", "position", "lag0_probe")
 
 
@@ -36,36 +42,41 @@ def layer_lag_table(metrics: pd.DataFrame, margins: pd.DataFrame, model: str) ->
         "prevalence": _mean(metrics, "labels", "prevalence"),
     })
     for target in ("span", "onset"):
-        for baseline in ("token_identity", "persistence", "best_baseline"):
+        for baseline in MARGIN_BASELINES:
             rows = margins[(margins["target"] == target) & (margins["baseline"] == baseline)
                            & (margins["metric"] == "auroc")].set_index(["layer", "lag"])
-            table[f"{target}_margin_{baseline}"] = rows["mean_margin"]
-            table[f"{target}_ci_{baseline}"] = [f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else ""
-                                                for lo, hi in zip(rows["mean_ci_low"].reindex(table.index),
-                                                                  rows["mean_ci_high"].reindex(table.index),
-                                                                  strict=True)]
-            table[f"{target}_beats_{baseline}"] = rows["above_zero_every_seed"].reindex(table.index)
+            low, high = rows["ci_low"].reindex(table.index), rows["ci_high"].reindex(table.index)
+            margin = rows["margin"].reindex(table.index)
+            table[f"{target}_margin_{baseline}"] = margin
+            table[f"{target}_vs_{baseline}"] = [
+                (f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else f"{m:+.3f}") if np.isfinite(m) else ""
+                for m, lo, hi in zip(margin, low, high, strict=True)]
+            table[f"{target}_beats_{baseline}"] = (low > 0).to_numpy()  # a missing interval is not a win
     table = table.reset_index()
     table["layer_index"] = table["layer"].str[1:].astype(int)
     return table.sort_values(["layer_index", "lag"]).drop(columns="layer_index").reset_index(drop=True)
 
 
-def beats_both(table: pd.DataFrame, target: str = "span") -> pd.DataFrame:
-    """(layer, lag) cells where the probe beats token identity AND persistence (interval above 0).
+def beats_baselines(table: pd.DataFrame, target: str = "span") -> pd.DataFrame:
+    """(layer, lag) cells where the probe beats EVERY baseline that applies at the lag (interval above 0).
 
-    At lag 0 persistence is the label itself and is not a baseline, so token identity alone decides.
+    At lag 0 those are token identity and position (persistence is the label itself, the lag-0 probe
+    the probe); at k != 0 also persistence and the lag-0 probe. A missing margin is not a win.
     """
-    token = table[f"{target}_beats_token_identity"].fillna(False).astype(bool)
-    persistence = table[f"{target}_beats_persistence"].astype("boolean").fillna(table["lag"] == 0).astype(bool)
-    return table.loc[token & persistence, ["layer", "lag"]]
+    keep = pd.Series(True, index=table.index)
+    for name in BASELINES:
+        applies = table["lag"].map(lambda lag, name=name: name in applicable_baselines(int(lag))).astype(bool)
+        column = f"{target}_beats_{name}"
+        beaten = table[column].fillna(False).astype(bool) if column in table else pd.Series(False, index=table.index)
+        keep &= ~applies | beaten
+    return table.loc[keep, ["layer", "lag"]]
 
 
 def markdown_table(table: pd.DataFrame) -> str:
     columns = ["layer", "lag", "probe_auroc", "probe_pr_auc", "probe_f1", "probe_onset_auroc", "token_identity_auroc",
                "persistence_auroc", "position_auroc", "lag0_probe_auroc", "token_identity_f1", "persistence_f1",
-               "token_identity_onset_auroc", "persistence_onset_auroc", "span_margin_token_identity",
-               "span_ci_token_identity", "span_margin_persistence", "span_ci_persistence",
-               "onset_margin_best_baseline", "onset_ci_best_baseline"]
+               "token_identity_onset_auroc", "persistence_onset_auroc",
+               *[f"{target}_vs_{name}" for target in ("span", "onset") for name in MARGIN_BASELINES]]
     shown = table[[c for c in columns if c in table]].copy()
     return shown.to_markdown(index=False, floatfmt=".3f")
 

@@ -75,5 +75,6 @@ def _chain(task_id: str, rng: np.random.Generator, lead_up: bool, sections: tupl
     chain = "\n" + "".join(text + sep for text, sep in zip(texts, separators, strict=True)).rstrip() + "\n"
     annotated = "".join(f'["{label}"] {text}{"  " if rng.random() < 0.2 else " "}["end-section"]{sep}'
                         for label, text, sep in zip(labels, texts, separators, strict=True))
-    return {"task_id": task_id, "problem": "Add and multiply the given numbers.", "reasoning_chain": chain,
+    # each chain is its own problem: the study splits (and its intervals resample) by problem statement
+    return {"task_id": task_id, "problem": f"Add and multiply the given numbers ({task_id}).", "reasoning_chain": chain,
             "annotated_chain": annotated.rstrip()}

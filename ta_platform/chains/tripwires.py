@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ta_platform.probing.tripwires import OK, TripwireResult, planted_signal, random_label_null, split_leakage
+from ta_platform.probing.tripwires import OK, TripwireResult, planted_signal, random_label_null
 
 from .lag_probes import LagConfig
 
@@ -56,15 +56,50 @@ def label_prevalence(tokens: pd.DataFrame, config: LagConfig) -> TripwireResult:
 
 
 def chains_in_one_split(assignments: pd.DataFrame) -> TripwireResult:
-    """No chain in two splits within a seed, across every slice: ``assignments`` rows (seed, scope,
-    chain_id, chain_key, split) as the probes used them; ``chain_key`` is a hash of the chain's text,
-    so the same chain filed under two task ids is caught too (``probing.tripwires.split_leakage``)."""
-    frame = assignments.rename(columns={"chain_id": "problem_id", "chain_key": "problem_key"})
-    result = split_leakage(frame)
-    detail = result.detail.replace("problem text", "chain text").replace("problem", "chain")
-    return TripwireResult("chains_in_one_split", result.passed,
-                          "chain_leak" if result.reason_code == "problem_leak" else result.reason_code,
-                          result.metrics, detail)
+    """The seed's ONE recorded split, by problem, is what every slice used.
+
+    ``assignments``: rows (seed, scope, chain_id, unit_id, chain_key, split) from
+    ``studies.backtracking.split_assignments``: scope ``recorded`` is table ``backtracking_splits``
+    (the dataset-wide split by chain problem), every other scope a slice's split as it was used.
+    Fails with ``no_recorded_split`` (a seed's slices ran without a recorded split),
+    ``problem_leak`` (a problem unit in two splits of the record), ``chain_leak`` (the same chain text,
+    ``chain_key``, in two splits: a duplicate filed under two problems) or ``split_moved`` (a slice used
+    another split than the recorded one for some chain: what a per-slice split did when a model dropped
+    chains). Failures name the seed, the chains and the scopes.
+    """
+    name = "chains_in_one_split"
+    needed = {"seed", "scope", "chain_id", "unit_id", "chain_key", "split"}
+    if assignments.empty or not needed <= set(assignments.columns):
+        return TripwireResult(name, False, "no_recorded_split", {},
+                              f"no recorded split with columns {sorted(needed)}: materialise backtracking_lag_probes")
+    recorded = assignments[assignments["scope"] == "recorded"]
+    used = assignments[assignments["scope"] != "recorded"]
+    metrics = {"n_seeds": int(assignments["seed"].nunique()), "n_problems": int(recorded["unit_id"].nunique()),
+               "n_chains": int(recorded["chain_id"].nunique()), "n_slices": int(used["scope"].nunique())}
+    unrecorded = sorted(set(used["seed"]) - set(recorded["seed"]))
+    if unrecorded or recorded.empty:
+        return TripwireResult(name, False, "no_recorded_split", metrics,
+                              f"seed(s) {unrecorded or sorted(set(assignments['seed']))} have no recorded split")
+    for key, reason, what in (("unit_id", "problem_leak", "problem"), ("chain_key", "chain_leak", "chain text")):
+        n_splits = recorded.groupby(["seed", key])["split"].nunique()
+        leaking = n_splits[n_splits > 1]
+        if leaking.size:
+            named = []
+            for seed, value in leaking.index[:MAX_NAMED]:
+                rows = recorded[(recorded["seed"] == seed) & (recorded[key] == value)]
+                named.append(f"seed {seed}: {what} {str(value)[:10]} (" + ", ".join(
+                    f"{r.chain_id} in {r.split}" for r in rows.itertuples()) + ")")
+            return TripwireResult(name, False, reason, {**metrics, "n_leaking": int(leaking.size)},
+                                  f"{leaking.size} {what}(s) in several splits: " + "; ".join(named))
+    joined = used.merge(recorded[["seed", "chain_id", "split"]], on=["seed", "chain_id"], how="left",
+                        suffixes=("", "_recorded"))
+    moved = joined[joined["split"] != joined["split_recorded"]]
+    if len(moved):
+        named = [f"seed {r.seed} {r.scope}: {r.chain_id} in {r.split} (recorded: {r.split_recorded})"
+                 for r in moved.head(MAX_NAMED).itertuples()]
+        return TripwireResult(name, False, "split_moved", {**metrics, "n_moved": len(moved)},
+                              f"{len(moved)} chain(s) used in another split than the recorded one: " + "; ".join(named))
+    return TripwireResult(name, True, OK, metrics)
 
 
 def anchor_frame(tokens: pd.DataFrame, max_chains: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:

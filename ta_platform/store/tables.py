@@ -124,10 +124,22 @@ DECLARED: tuple[TableSchema, ...] = (
     _table("backtracking_probe_metrics", "Lag probes and baselines on test chains: one row per model, layer, "
            "lag (activation at t predicts the label at t + lag), probe, metric and seed.",
            model=VARCHAR, layer=VARCHAR, lag=BIGINT, probe=VARCHAR, metric=VARCHAR, value=DOUBLE, seed=BIGINT),
-    _table("backtracking_probe_margins", "Lag probe minus each baseline (and the best on validation), per target "
-           "(span, onset), with a bootstrap interval over test chains.",
+    _table("backtracking_probe_margins", "Per seed: lag probe AUROC minus each baseline's on the test chains (and "
+           "minus the best on validation, named in chosen), per target (span, onset); points only, the interval "
+           "is across seeds in backtracking_margin_summary.",
            model=VARCHAR, layer=VARCHAR, lag=BIGINT, target=VARCHAR, baseline=VARCHAR, metric=VARCHAR, margin=DOUBLE,
-           ci_low=DOUBLE, ci_high=DOUBLE, n_valid_resamples=BIGINT, seed=BIGINT),
+           chosen=VARCHAR, seed=BIGINT),
+    _table("backtracking_splits", "The seed's one dataset-wide split, recorded before any slice runs and read by "
+           "every slice and model: each chain with its problem unit (unit_id, a hash of the problem statement) "
+           "and the split of that unit.",
+           seed=BIGINT, chain_id=VARCHAR, unit_id=VARCHAR, split=VARCHAR),
+    _table("backtracking_margin_summary", "Seed-averaged AUROC margin of the lag probe over each baseline that "
+           "applies at the lag and over each seed's validation-best baseline, per target; ci_low/ci_high: "
+           "percentile interval from resampling chain problems (unit) and recomputing the seed-averaged margin "
+           "(statistic) on each draw (chains/intervals.py).",
+           model=VARCHAR, layer=VARCHAR, lag=BIGINT, target=VARCHAR, baseline=VARCHAR, metric=VARCHAR, margin=DOUBLE,
+           ci_low=DOUBLE, ci_high=DOUBLE, probe_auroc=DOUBLE, baseline_auroc=DOUBLE, chosen=VARCHAR, n_seeds=BIGINT,
+           n_units=BIGINT, n_valid_resamples=BIGINT, unit=VARCHAR, statistic=VARCHAR),
     _table("backtracking_tripwire_results", "The backtracking study's tripwires; metrics is a JSON object.",
            tripwire=VARCHAR, scope=VARCHAR, passed=BOOLEAN, reason_code=VARCHAR, detail=VARCHAR, metrics=VARCHAR),
     # needle token probes (ta_platform/needle, defs/needle)

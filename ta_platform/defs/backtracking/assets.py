@@ -1,7 +1,8 @@
 """Backtracking lag study assets (thin: the work is in ta_platform.studies.backtracking and ta_platform.chains).
 
 chains -> token labels -> token activations (model x layer, one pass per model) -> lag probes (by
-seed) -> tripwires, SQL summaries -> summary (layer x lag heatmap per model).
+seed: the seed's split recorded once in ``backtracking_splits``, then every slice) -> tripwires, SQL
+metric summary -> summary (across-seed margin intervals by chain problem, layer x lag heatmap per model).
 """
 
 import json
@@ -107,20 +108,25 @@ def _all_slices(compute: ComputeResource) -> list[tuple[str, int]]:
           deps=[backtracking_token_labels, ALL_ACTIVATIONS], kinds={"scikitlearn", "duckdb"})
 def backtracking_lag_probes(context: dg.AssetExecutionContext, backtracking_settings: BacktrackingSettings,
                             compute: ComputeResource, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
-    """A logistic probe per (model, layer, lag) with its baselines; the seed picks the chain split."""
+    """A logistic probe per (model, layer, lag) with its baselines. The seed's ONE split (every chain of the
+    chains table, by problem) is recorded in ``backtracking_splits`` first and read back by every slice."""
+    from ta_platform.chains.splits import split_from_table
     from ta_platform.studies import backtracking as bt
 
     config = backtracking_settings.lag_config()
+    chains = pd.read_parquet(bt.backtracking_file(bt.CHAINS_FILE))
     tokens = pd.read_parquet(bt.backtracking_file(bt.TOKENS_FILE))
     store = metadata_store.store()
     records = {}
     for key in context.partition_keys:
         seed = int(key)
-        metrics, margins, provenance = bt.run_seed(seed, bt.iter_slices(_all_slices(compute), tokens), config,
-                                                   context.log.info)
-        store.replace_slice("backtracking_probe_metrics", bt.metric_table(metrics), {"seed": seed})
-        store.replace_slice("backtracking_probe_margins", bt.margin_table(margins), {"seed": seed})
-        records[key] = str(bt.write_run_record(seed, provenance))
+        store.replace_slice("backtracking_splits", bt.split_table(chains, seed, config), {"seed": seed})
+        split = split_from_table(store.read_table("backtracking_splits", {"seed": seed}), seed)
+        result = bt.run_seed(split, bt.iter_slices(_all_slices(compute), tokens), config, context.log.info)
+        store.replace_slice("backtracking_probe_metrics", bt.metric_table(result.metrics), {"seed": seed})
+        store.replace_slice("backtracking_probe_margins", bt.margin_table(result.margins), {"seed": seed})
+        bt.write_test_scores(result)
+        records[key] = str(bt.write_run_record(seed, result.provenance))
     return dg.MaterializeResult(metadata={"seeds": list(context.partition_keys), "config": config.as_dict(),
                                           "run_records": records})
 
@@ -142,20 +148,24 @@ def backtracking_tripwires(context: dg.AssetExecutionContext, backtracking_setti
 
 
 SQL_ASSETS = build_sql_assets(SQL_DIR / "backtracking", {
-    "backtracking_probe_metrics": ["backtracking_lag_probes"],
-    "backtracking_probe_margins": ["backtracking_lag_probes"]}, GROUP)
+    "backtracking_probe_metrics": ["backtracking_lag_probes"]}, GROUP)
 
 
-@dg.asset(group_name=GROUP, deps=["backtracking_metric_summary", "backtracking_margin_summary", backtracking_tripwires],
+@dg.asset(group_name=GROUP, deps=["backtracking_metric_summary", ALL_SEEDS, backtracking_tripwires],
           kinds={"duckdb", "markdown"})
-def backtracking_summary(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
-    """Layer x lag table and heatmap per model (probe, token identity, persistence, position, lag-0 probe),
+def backtracking_summary(context: dg.AssetExecutionContext, backtracking_settings: BacktrackingSettings,
+                         metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
+    """Table ``backtracking_margin_summary`` (seed-averaged AUROC margins over every baseline with intervals
+    from resampling chain problems, computed here in Python from every seed's stored test rows), then the
+    layer x lag table and heatmap per model (probe, token identity, persistence, position, lag-0 probe),
     in the metadata and under storage/reports/."""
     from ta_platform.studies import backtracking as bt
 
     store = metadata_store.store()
-    reports = bt.write_reports(store.read_table("backtracking_metric_summary"),
-                               store.read_table("backtracking_margin_summary"))
+    margin_summary = bt.margin_summary_table(store.read_table("backtracking_probe_margins"),
+                                             backtracking_settings.lag_config())
+    store.replace_slice("backtracking_margin_summary", margin_summary)
+    reports = bt.write_reports(store.read_table("backtracking_metric_summary"), margin_summary)
     metadata = {"report_path": dg.MetadataValue.path(str(reports.markdown_path))}
     metadata["html_report"] = dg.MetadataValue.path(str(reports.markdown_path.parent / "index.html"))
     for model, report in reports.models.items():

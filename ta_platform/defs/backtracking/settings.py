@@ -9,8 +9,9 @@ from ta_platform.chains.lags import DEFAULT_LAGS
 class BacktrackingSettings(dg.ConfigurableResource):
     """``source``: "embedded", or the path of an all_annotated_chains.json file; empty = TA_CHAINS_SOURCE
     (default embedded). ``embedded_chains``: how many chains the embedded generator writes.
-    ``bootstrap_resamples``: chain-bootstrap draws per margin; 0 = 1000 for a chains file and 100 for
-    the embedded default (the main job's time budget: the bootstrap is most of its probe cost).
+    ``bootstrap_resamples``: draws of chain problems per margin interval (each draw recomputes the
+    seed-averaged margin, ``chains/intervals.py``); 0 = 1000 for a chains file and 100 for the embedded
+    default (the main job's time budget).
     ``null_permutations``: 5 (the null band is derived for K, so a smaller K is a wider calibrated
     band); the embedded default writes 24 chains. Both sized for the main job's budget."""
 
