@@ -1,6 +1,7 @@
 """The needle probe: L2 chosen on validation AUROC, both class-balance modes, caps, the document monitor."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
@@ -93,3 +94,65 @@ def test_seed_without_stored_negatives_and_stale_activations_are_clear_errors():
     keep = np.ones(len(frame), bool)
     with pytest.raises(ValueError, match="no stored activation.*re-materialise needle_token_activations"):
         align(frame, keep, X[:-3], index.iloc[:-3])
+
+
+def _with_test_copies(frame, X, copies: int):
+    """Every test document repeated ``copies`` more times under new doc ids in its OWN problem group: documents of
+    one problem that share their text add rows, not independent evidence."""
+    test = frame[frame["split"] == "test"]
+    extra = [test.assign(doc_id=test["doc_id"] + f"-copy{k}") for k in range(copies)]
+    bigger = pd.concat([frame, *extra], ignore_index=True)
+    return bigger, np.concatenate([X] + [X[test.index.to_numpy()]] * copies)
+
+
+def test_intervals_resample_problem_groups_not_documents():
+    frame, X = synthetic_slice(6, n_docs=60, signal=1.0)
+    config = NeedleProbeConfig(bootstrap_resamples=200)
+    once = evaluate_slice(frame, X, 0, config).metrics.set_index(["probe", "split", "metric"])["value"]
+    copied = evaluate_slice(*_with_test_copies(frame, X, 7), 0, config).metrics.set_index(["probe", "split", "metric"])
+    copied = copied["value"]
+    for probe in ("linear_probe", "token_identity", "doc_monitor_max", "doc_monitor_max_token_identity"):
+        assert copied[(probe, "test", "auroc")] == pytest.approx(once[(probe, "test", "auroc")])
+        width = once[(probe, "test", "auroc_ci_high")] - once[(probe, "test", "auroc_ci_low")]
+        assert width > 0.01, probe
+        # resampling documents would shrink the interval about sqrt(8)-fold; resampling groups leaves it alone
+        for end in ("auroc_ci_low", "auroc_ci_high"):
+            assert copied[(probe, "test", end)] == pytest.approx(once[(probe, "test", end)]), (probe, end)
+
+
+def test_document_monitor_has_a_token_identity_baseline():
+    frame, X = synthetic_slice(7, signal=3.0)
+    result = evaluate_slice(frame, X, 0, NeedleProbeConfig(bootstrap_resamples=50))
+    test = result.metrics.query("split == 'test' and metric == 'auroc'").set_index("probe")["value"]
+    assert {"doc_monitor_max_token_identity", "doc_monitor_topk_token_identity"} <= set(test.index)
+    assert test["doc_monitor_max"] > test["doc_monitor_max_token_identity"] + 0.2  # random token ids carry nothing
+    assert set(result.documents.columns) >= {"group", "doc_monitor_max", "doc_monitor_max_token_identity"}
+    assert set(result.predictions.columns) >= {"group", "token_position", "is_needle", "linear_probe", "token_identity",
+                                              "position"}
+    assert len(result.predictions) == (frame["split"] == "test").sum()
+
+
+def test_permuting_test_labels_changes_no_fit_choice_or_validation_score():
+    """Invariance: selection never sees test. Permuting the test rows' labels leaves every probe's coefficients,
+    its chosen L2, the validation AUROC of every L2 and the F1 threshold unchanged; the test metrics move."""
+    frame, X = synthetic_slice(8, n_docs=60, signal=1.0)
+    permuted = frame.copy()
+    test = np.flatnonzero(permuted["split"].to_numpy() == "test")
+    rng = np.random.default_rng(0)
+    permuted.loc[test, "is_needle"] = permuted["is_needle"].to_numpy()[rng.permutation(test)]
+    doc_label = permuted.loc[test].groupby("doc_id")["has_needle"].first()
+    permuted.loc[test, "has_needle"] = permuted.loc[test, "doc_id"].map(
+        dict(zip(doc_label.index, rng.permutation(doc_label.to_numpy()), strict=True)))
+    config = NeedleProbeConfig(bootstrap_resamples=50)
+    a, b = evaluate_slice(frame, X, 0, config), evaluate_slice(permuted, X, 0, config)
+    assert a.fitted.keys() == b.fitted.keys()
+    for name in a.fitted:
+        fa, fb = a.fitted[name], b.fitted[name]
+        assert fa.selected_l2 == fb.selected_l2 and fa.l2_scores == fb.l2_scores and fa.threshold == fb.threshold
+        for key, value in fa.selection.probe.weights().items():
+            np.testing.assert_array_equal(value, fb.selection.probe.weights()[key])
+    assert a.metadata["val_metrics"] == b.metadata["val_metrics"]
+    val = lambda r: r.metrics[r.metrics["split"] == "val"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(val(a), val(b))
+    test_auc = lambda r: r.metrics.query("split == 'test' and metric == 'auroc'")["value"].to_numpy()  # noqa: E731
+    assert not np.allclose(test_auc(a), test_auc(b))

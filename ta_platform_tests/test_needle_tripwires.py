@@ -21,9 +21,15 @@ def one_blas_thread():
         yield
 
 
+def with_content(frame: pd.DataFrame) -> pd.DataFrame:
+    """The label table's ``content_id`` (a hash of the document text): here each synthetic document's own text."""
+    return frame.assign(content_id="text-of-" + frame["doc_id"].astype(str))
+
+
 @pytest.fixture(scope="module")
 def sound():
-    return synthetic_slice(0, dims=64)
+    frame, X = synthetic_slice(0, dims=64)
+    return with_content(frame), X
 
 
 def test_val_auroc_above_chance_fails_when_not_learning(sound):
@@ -69,24 +75,68 @@ def test_no_document_in_two_splits_fails_on_a_leaked_document(sound):
     assert not result.passed and result.reason_code == "split_leak" and "labels: doc_id 'doc0'" in result.detail
 
 
-def test_permutation_null_fails_when_train_documents_reappear_in_validation():
+def _renamed_copies_in_validation(frame: pd.DataFrame, X: np.ndarray, n_docs: int = 30):
+    """Plant the leak: ``n_docs`` training documents copied into validation (replacing it) under NEW doc ids and
+    NEW groups -- the same text (content_id), tokens and activations."""
+    train_docs = sorted(frame.loc[frame["split"] == "train", "doc_id"].unique())[:n_docs]
+    copies = frame[frame["doc_id"].isin(train_docs)].copy()
+    copies["split"] = "val"
+    copies["doc_id"] = "copy-" + copies["doc_id"].astype(str)
+    copies["group"] = "copy-" + copies["group"].astype(str)
+    keep = (frame["split"] != "val").to_numpy()
+    leaked = pd.concat([frame[keep], copies], ignore_index=True)
+    return leaked, np.concatenate([X[keep], X[copies.index.to_numpy()]])
+
+
+def test_a_renamed_copy_is_caught_by_its_content(sound):
+    frame, X = sound
+    leaked, _ = _renamed_copies_in_validation(frame, X, n_docs=2)
+    result = tripwires.no_document_in_two_splits([("labels", leaked)])
+    assert not result.passed and "content_id 'text-of-doc0'" in result.detail, result.detail
+    # ids and groups alone see nothing: the copy's id and group are new
+    assert tripwires.no_document_in_two_splits([("labels", leaked.drop(columns="content_id"))]).passed
+
+
+def test_permutation_null_fails_when_train_documents_reappear_in_validation_under_new_ids():
     frame, X = synthetic_slice(0, n_docs=90, tokens=30, dims=256)
+    frame = with_content(frame)
     sound = tripwires.permutation_null(frame, X, 0, CONFIG)
     assert sound.passed, sound.detail
-    # plant the leak: validation documents are copies of training documents (same ids, tokens, activations)
-    train_docs = frame[frame["split"] == "train"]
-    copies = train_docs[train_docs["doc_id"].isin(sorted(train_docs["doc_id"].unique())[:30])].copy()
-    copies["split"] = "val"
-    leaked = pd.concat([frame[frame["split"] != "val"], copies], ignore_index=True)
-    leaked_X = np.concatenate([X[(frame["split"] != "val").to_numpy()], X[copies.index.to_numpy()]])
+    leaked, leaked_X = _renamed_copies_in_validation(frame, X)
     result = tripwires.permutation_null(leaked, leaked_X, 0, CONFIG)
     assert not result.passed and result.reason_code == "null_learnable", result.metrics
+    with pytest.raises(ValueError, match="re-materialise needle_token_labels"):  # labels from before content ids
+        tripwires.permutation_null(frame.drop(columns="content_id"), X, 0, CONFIG)
 
 
-def test_planted_signal_fails_when_the_training_labels_are_lost(sound):
+@pytest.mark.parametrize("dims", [2560, 4096])
+def test_planted_signal_passes_on_clean_wide_activations(dims):
+    """Few training rows, thousands of noise dimensions (a real model's width): one planted column lost to the
+    noise there (test AUROC 0.69-0.85: a false red on sound data); ceil(sqrt(dims)) columns are recovered."""
+    for seed in range(3):
+        frame, X = synthetic_slice(seed, n_docs=40, tokens=20, dims=dims, signal=0.0)
+        result = tripwires.planted_signal(frame, X, seed, CONFIG)
+        assert result.passed, (seed, result.metrics)
+        assert result.metrics["n_planted_columns"] == int(np.ceil(np.sqrt(dims)))
+
+
+def test_planted_signal_fails_when_rows_and_labels_drift_apart(sound, monkeypatch):
     frame, X = sound
     noise = np.random.default_rng(2).normal(size=X.shape).astype(np.float32)
     assert tripwires.planted_signal(frame, noise, 0, CONFIG).passed  # recovered even from pure-noise activations
+    from ta_platform.needle import evaluate
+
+    real_inputs = evaluate._inputs
+
+    def drifted(frame_, X_, rows):  # plant the bug: activation rows shuffled against their label rows
+        inputs, y = real_inputs(frame_, X_, rows)
+        order = np.random.default_rng(len(rows)).permutation(len(rows))
+        return type(inputs)(inputs.frame, inputs.X[order]), y
+
+    monkeypatch.setattr(evaluate, "_inputs", drifted)
+    result = tripwires.planted_signal(frame, noise, 0, CONFIG)
+    assert not result.passed and result.reason_code == "planted_signal_not_recovered", result.metrics
+    monkeypatch.undo()
     lost = frame.copy()
     lost.loc[lost["split"] == "train", "is_needle"] = False  # labels that never reach training
     result = tripwires.planted_signal(lost, noise, 0, CONFIG)

@@ -1,10 +1,14 @@
 """One (model, layer, seed) slice: the token probe, its baselines and the document monitor.
 
 Rows: the seed's rows (``labels.seed_rows``: needle tokens and the seed's sampled negatives in
-train/val documents, every token of test documents), aligned with the stored activations by
-``(doc_id, position)``. Train -> fit (caps, class balance), val -> L2 and F1 threshold and the
-reported ``val_metrics``, test -> the token metrics and the document monitor. Intervals resample
-documents (``probing.bootstrap.bootstrap_intervals``): tokens of one document are not independent.
+train documents, every token of validation and test documents), aligned with the stored activations
+by ``(doc_id, position)``. Train -> fit (caps, class balance), val -> L2 and F1 threshold and the
+reported ``val_metrics``, test -> the token metrics and the document monitor (and its token-identity
+baseline). The per-seed intervals resample PROBLEM GROUPS (``probing.bootstrap.bootstrap_intervals``
+with the ``group`` column), recomputing AUROC per draw: the dataset splits by group, and up to ~8
+documents of one problem share most of their text, so neither tokens nor documents are independent.
+The test predictions of every probe come back with the result (``predictions``, ``documents``): the
+summary's across-seed interval resamples groups over them (``needle.summary``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ta_platform.needle.labels import ALL, TokenLabelConfig, seed_rows
-from ta_platform.needle.monitor import document_scores, monitor_metrics
+from ta_platform.needle.monitor import MONITOR_PROBES, document_scores, monitor_metrics
 from ta_platform.needle.probe import (
     PROBES,
     FittedProbe,
@@ -31,6 +35,8 @@ from ta_platform.probing.bootstrap import bootstrap_intervals
 from ta_platform.probing.features import ProbeInputs
 
 METRIC_COLUMNS = ["probe", "split", "metric", "value"]
+PREDICTION_KEYS = ["doc_id", "group", "token_position", "has_needle", "is_needle"]  # + a score column per probe
+INTERVAL_UNIT = "problem group"  # what every needle interval resamples
 
 
 class StaleActivationsError(ValueError):
@@ -68,7 +74,8 @@ class SliceResult:
     metadata: dict[str, Any]
     weights: dict[str, np.ndarray]
     fitted: dict[str, FittedProbe] = field(default_factory=dict)
-    documents: pd.DataFrame | None = None
+    documents: pd.DataFrame | None = None  # test documents: monitor scores of each probe (``monitor``)
+    predictions: pd.DataFrame | None = None  # test tokens: PREDICTION_KEYS + one score column per probe
 
 
 def _inputs(frame: pd.DataFrame, X: np.ndarray, rows: np.ndarray) -> tuple[ProbeInputs, np.ndarray]:
@@ -112,17 +119,21 @@ def evaluate_slice(frame: pd.DataFrame, X: np.ndarray, seed: int, config: Needle
     interval_of: dict[tuple[str, str], Any] = {}
     for split, inputs, y in (("val", val, y_val), ("test", test, y_test)):
         if len(inputs):
-            for interval in bootstrap_intervals(y, scores[split], inputs.frame["doc_id"].to_numpy(), ("auroc",),
-                                                config.bootstrap_resamples, seed):
+            for interval in bootstrap_intervals(y, scores[split], inputs.frame["group"].astype(str).to_numpy(),
+                                                ("auroc",), config.bootstrap_resamples, seed):
                 interval_of[(interval.probe, split)] = interval
                 records += [{"probe": interval.probe, "split": split, "metric": "auroc_ci_low", "value": interval.ci_low},
                             {"probe": interval.probe, "split": split, "metric": "auroc_ci_high",
                              "value": interval.ci_high}]
-    documents = None
-    if "linear_probe" in probes and len(test):
-        documents = document_scores(test.frame, scores["test"]["linear_probe"], config.monitor_top_k)
-        for aggregation, values in monitor_metrics(documents, config.bootstrap_resamples, seed).items():
-            records += [{"probe": aggregation, "split": "test", "metric": m, "value": v} for m, v in values.items()]
+    documents = predictions = None
+    if len(test):
+        predictions = test.frame.rename(columns={"position": "token_position"})[PREDICTION_KEYS].assign(
+            **scores["test"])  # the position probe's scores take the name "position"
+        monitored = {name: scores["test"][name] for name in MONITOR_PROBES if name in scores["test"]}
+        if "linear_probe" in monitored:
+            documents = document_scores(test.frame, monitored, config.monitor_top_k)
+            for aggregation, values in monitor_metrics(documents, config.bootstrap_resamples, seed).items():
+                records += [{"probe": aggregation, "split": "test", "metric": m, "value": v} for m, v in values.items()]
     metrics = pd.DataFrame(records, columns=METRIC_COLUMNS)
     main = fitted[probes[0]]
     val_metrics = {m: float(v) for m, v in token_metrics(y_val, scores["val"][main.name], main.threshold).items()}
@@ -131,7 +142,8 @@ def evaluate_slice(frame: pd.DataFrame, X: np.ndarray, seed: int, config: Needle
                            auroc_ci_high=interval_of[(main.name, "val")].ci_high)
     val_metrics["threshold"] = main.threshold
     metadata = {
-        "probe": main.name, "selected_l2": main.selected_l2,
+        "probe": main.name, "selected_l2": main.selected_l2, "interval_unit": INTERVAL_UNIT,
+        "threshold_rows": "every token of the validation documents (drawn like the test rows)",
         "l2_grid": {f"{l2:g}": score for l2, score in sorted(main.l2_scores.items(), reverse=True)},
         "selection_metric": "val_auroc",
         "train_stats": row_stats(train.frame, y_train), "val_stats": row_stats(val.frame, y_val),
@@ -144,4 +156,4 @@ def evaluate_slice(frame: pd.DataFrame, X: np.ndarray, seed: int, config: Needle
                                                  ["value"].iloc[0])}
                       for name, p in fitted.items() if name != main.name},
     }
-    return SliceResult(metrics, metadata, main.selection.probe.weights(), fitted, documents)
+    return SliceResult(metrics, metadata, main.selection.probe.weights(), fitted, documents, predictions)

@@ -6,11 +6,18 @@ setting the extraction core uses) and the shared span mapping ``char_spans_to_to
 overlapping the needle by one character is a positive). Special tokens (BOS) have no characters and
 are never labelled.
 
-Negatives: ``negatives_per_doc`` tokens outside the needle, sampled per document and seed from a
-hash of (seed, doc id) -- not from iteration order -- so any seed's sample can be recomputed from
-the document alone; or ``all``. Which tokens get activations stored (``stored``): every needle
-token and the negatives of every configured seed in train/val documents, and every token of the
-test documents (the document monitor scores all of a document's tokens).
+Negatives: ``negatives_per_doc`` tokens outside the needle, sampled per TRAINING document and seed
+from a hash of (seed, doc id) -- not from iteration order -- so any seed's sample can be recomputed
+from the document alone; or ``all``. Validation and test documents keep every token: the F1
+threshold chosen on validation is applied to test, so validation must be drawn like test (a
+threshold chosen among 16 negatives per document would fire far too often among every token).
+Which tokens get activations stored (``stored``): every needle token and the negatives of every
+configured seed in train documents, and every token of the validation and test documents (the
+document monitor scores all of a document's tokens).
+
+``content_id`` (``probing.splits.unit_identity`` of the document text) names a document by what it
+says, not by its id: a copy under a new id has the same content id, which the split-leak check and
+the permutation null's random labels key on.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ import pandas as pd
 from ta_platform.common.faults import DataFault, FaultRecord
 from ta_platform.extraction.spans import char_spans_to_token_spans, tokenize_with_offsets
 from ta_platform.needle.dataset import NeedleDocument
+from ta_platform.probing.splits import unit_identity
 
 ALL = "all"
-LABEL_COLUMNS = ["doc_id", "group", "split", "has_needle", "position", "token_id", "char_start", "char_end",
-                 "is_needle", "n_tokens", "rel_position", "stored"]
+LABEL_COLUMNS = ["doc_id", "group", "content_id", "split", "has_needle", "position", "token_id", "char_start",
+                 "char_end", "is_needle", "n_tokens", "rel_position", "stored"]
+EVERY_TOKEN_SPLITS = ("val", "test")  # splits whose documents keep every token (drawn like the reported rows)
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ def document_token_labels(doc: NeedleDocument, tokenizer: Any, config: TokenLabe
     real = offsets[:, 1] > offsets[:, 0]
     positions = np.flatnonzero(real)
     negatives = positions[~is_needle[positions]]
-    if doc.split == "test":
+    if doc.split in EVERY_TOKEN_SPLITS:
         stored = real.copy()
     else:
         stored = is_needle.copy()
@@ -78,7 +87,8 @@ def document_token_labels(doc: NeedleDocument, tokenizer: Any, config: TokenLabe
             stored[sample_negatives(doc.doc_id, negatives, config.negatives_per_doc, seed)] = True
     n = len(ids)
     return pd.DataFrame({
-        "doc_id": doc.doc_id, "group": doc.group, "split": doc.split, "has_needle": doc.has_needle,
+        "doc_id": doc.doc_id, "group": doc.group, "content_id": unit_identity(doc.text), "split": doc.split,
+        "has_needle": doc.has_needle,
         "position": positions, "token_id": ids[positions], "char_start": offsets[positions, 0],
         "char_end": offsets[positions, 1], "is_needle": is_needle[positions], "n_tokens": n,
         "rel_position": positions / max(n - 1, 1), "stored": stored[positions],
@@ -100,13 +110,13 @@ def token_labels(docs: Sequence[NeedleDocument], tokenizer: Any, config: TokenLa
 
 def seed_rows(labels: pd.DataFrame, seed: int, config: TokenLabelConfig) -> np.ndarray:
     """Mask of the label rows a probe of ``seed`` trains/validates on: needle tokens and the seed's negatives
-    in train/val documents, every token in test documents."""
-    keep = labels["is_needle"].to_numpy(dtype=bool) | (labels["split"].to_numpy() == "test")
+    in train documents, every token in validation and test documents."""
+    keep = labels["is_needle"].to_numpy(dtype=bool) | np.isin(labels["split"].to_numpy(), EVERY_TOKEN_SPLITS)
     positions = labels["position"].to_numpy(dtype=np.int64)
     negative = ~labels["is_needle"].to_numpy(dtype=bool)
     for doc_id, rows in labels.groupby("doc_id", sort=False).indices.items():
         rows = np.asarray(rows)
-        if labels["split"].iat[rows[0]] == "test":
+        if labels["split"].iat[rows[0]] in EVERY_TOKEN_SPLITS:
             continue
         candidate_rows = rows[negative[rows]]
         chosen = sample_negatives(doc_id, positions[candidate_rows], config.negatives_per_doc, seed)

@@ -14,7 +14,6 @@ documents; ``max_train_tokens`` / ``max_val_tokens``: a seeded choice of rows) m
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +29,8 @@ from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.features import ProbeInputs
 from ta_platform.probing.metrics import auroc, pr_auc
 from ta_platform.probing.models import Probe, ProbeSpec, Selection, make_linear_probe, select_and_fit
+from ta_platform.probing.splits import hash_order
+from ta_platform.probing.thresholds import best_f1_threshold, f1_at
 
 BALANCE_MODES = ("weighted", "downsample")
 POSITION_FEATURES = ("position", "log1p_position", "sqrt_position", "is_first_token")
@@ -111,16 +112,13 @@ PROBES: dict[str, Callable[[float, int, ProbeConfig], Probe]] = {
     "linear_probe": make_linear_probe, "token_identity": make_token_identity, "position": make_position}
 
 
-def _hash_order(items: np.ndarray, seed: int, salt: str) -> np.ndarray:
-    keys = [hashlib.sha256(f"{seed}:{salt}:{item}".encode()).hexdigest() for item in items]
-    return np.asarray(items)[np.argsort(keys, kind="stable")]
-
-
 def cap_rows(frame: pd.DataFrame, rows: np.ndarray, max_docs: int, max_tokens: int, seed: int, salt: str) -> np.ndarray:
     """``rows`` (positions into ``frame``) limited to a seeded choice of documents, then of rows."""
     rows = np.asarray(rows)
     if max_docs:
-        docs = _hash_order(np.unique(frame["doc_id"].to_numpy()[rows]), seed, salt + ":docs")[:max_docs]
+        prefix = f"{salt}:docs:"  # salted ids: the order is sha256(f"{seed}:{salt}:docs:{doc_id}")
+        ordered = hash_order([prefix + str(d) for d in np.unique(frame["doc_id"].to_numpy()[rows])], seed)
+        docs = [d[len(prefix):] for d in ordered[:max_docs]]
         rows = rows[np.isin(frame["doc_id"].to_numpy()[rows], docs)]
     if max_tokens and rows.size > max_tokens:
         rng = np.random.default_rng([seed, 31337, len(salt)])
@@ -148,28 +146,6 @@ def row_stats(frame: pd.DataFrame, labels: np.ndarray) -> dict[str, float]:
             "n_docs_with_needle": int(frame.loc[frame["has_needle"].astype(bool), "doc_id"].nunique())}
 
 
-def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The decision threshold with the highest F1 (chosen on validation, applied to test)."""
-    y = np.asarray(labels).astype(bool)
-    if not y.any():
-        return 0.0
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    sorted_scores, hits = np.asarray(scores)[order], y[order]
-    true_pos = np.cumsum(hits)
-    f1 = 2 * true_pos / (np.arange(1, y.size + 1) + y.sum())
-    ends = np.flatnonzero(np.r_[np.diff(sorted_scores) != 0, True])  # only thresholds between distinct scores
-    best = ends[np.argmax(f1[ends])]
-    return float(sorted_scores[best])
-
-
-def f1_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    y = np.asarray(labels).astype(bool)
-    predicted = np.asarray(scores) >= threshold
-    tp = int((y & predicted).sum())
-    denominator = int(y.sum() + predicted.sum())
-    return 2 * tp / denominator if denominator else float("nan")
-
-
 def token_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
     return {"auroc": auroc(labels, scores), "pr_auc": pr_auc(labels, scores), "f1": f1_at(labels, scores, threshold)}
 
@@ -191,9 +167,10 @@ class FittedProbe:
 
 def fit_probe(name: str, train: ProbeInputs, y_train: np.ndarray, val: ProbeInputs, y_val: np.ndarray, seed: int,
               config: NeedleProbeConfig) -> FittedProbe:
-    """Choose L2 on validation AUROC, fit on train; the F1 threshold is chosen on validation too."""
+    """Choose L2 on validation AUROC, fit on train; the F1 threshold is chosen on validation too (every token of
+    the validation documents: drawn like the test rows it is applied to, ``labels.EVERY_TOKEN_SPLITS``)."""
     shared = config.probe_config()
     spec = ProbeSpec(name, PROBES[name], "C", shared.l2_c_grid)
     selection = select_and_fit(spec, train, y_train, val, y_val, seed, shared, metric="auroc")
-    threshold = best_f1_threshold(y_val, selection.probe.predict_score(val)) if len(val) else 0.0
+    threshold = best_f1_threshold(y_val, selection.probe.predict_score(val))  # +inf (predict none) without positives
     return FittedProbe(name, selection, {1.0 / c: s for c, s in selection.val_scores.items()}, threshold)

@@ -1,16 +1,20 @@
 """The needle study's tripwires: each names the fault it trips on (tests plant every one).
 
 - ``val_auroc_above_chance``: the seed's "all AUROC ~0.5 means not learning", with an interval: the
-  lower end of the document-bootstrap interval of validation AUROC must exceed 0.5.
+  lower end of the problem-group bootstrap interval of validation AUROC must exceed 0.5. A FINDING
+  (the check warns: "bugs block, findings warn", docs/probing.md): a probe that does not learn on
+  sound data is a result, not a broken pipeline.
 - ``metadata_complete``: every probe metadata JSON holds the keys the seed names, its weights file
   exists and matches the recorded hash.
-- ``no_document_in_two_splits``: a document (or a group: the problem its haystack came from) with
-  tokens in two splits.
-- ``permutation_null``: random labels that are a fixed function of (document, token) -- the same
-  token gets the same random label wherever it appears -- must not be learnable: a document present
-  in train and val (or any other train/val leak) makes them so.
-- ``planted_signal``: a feature equal to the label plus noise must be recovered through the same
-  fit/evaluate path (test AUROC >= 0.95): fails when labels and rows drift apart on the way.
+- ``no_document_in_two_splits``: a document, a group (the problem its haystack came from) or a
+  CONTENT (the same text under another id: ``content_id``) with tokens in two splits.
+- ``permutation_null``: random labels that are a fixed function of (document CONTENT, token
+  position) -- the same token of the same text gets the same random label under any id -- must not
+  be learnable: a training document copied into validation, renamed or not, makes them so.
+- ``planted_signal``: ceil(sqrt(dims)) features each equal to the label plus noise must be
+  recovered through the same fit/evaluate path (test AUROC >= 0.95): fails when labels and rows
+  drift apart on the way. Why sqrt(dims) columns (as the anchors study): with one column the L2
+  probe's weight on the thousands of noise dimensions can drown it on sound data (a false red).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ta_platform.needle.evaluate import evaluate_slice, split_rows
 from ta_platform.needle.probe import NeedleProbeConfig, fit_probe
 from ta_platform.probing.features import ProbeInputs
 from ta_platform.probing.metrics import auroc
-from ta_platform.probing.tripwires import TripwireResult
+from ta_platform.probing.tripwires import TripwireResult, planted_columns
 
 REQUIRED_METADATA = ("selected_l2", "l2_grid", "train_stats", "val_stats", "val_metrics", "config", "provenance",
                      "weights_file", "weights_sha256")
@@ -76,13 +80,14 @@ def metadata_complete(path: Path) -> TripwireResult:
 
 
 def no_document_in_two_splits(frames: Iterable[tuple[str, pd.DataFrame]]) -> TripwireResult:
-    """``frames``: (what, frame with doc_id, group, split) -- the dataset, every label and activation table."""
+    """``frames``: (what, frame with doc_id, split and, where known, group and content_id) -- the dataset, every
+    label and activation table. ``content_id`` catches a document copied under a new id and group."""
     name = "no_document_in_two_splits"
     leaks: list[str] = []
     checked = 0
     for what, frame in frames:
         checked += 1
-        for unit in ("doc_id", "group"):
+        for unit in ("doc_id", "group", "content_id"):
             if unit not in frame:
                 continue
             n_splits = frame.groupby(frame[unit].astype(str))["split"].nunique()
@@ -94,8 +99,12 @@ def no_document_in_two_splits(frames: Iterable[tuple[str, pd.DataFrame]]) -> Tri
 
 
 def hashed_labels(frame: pd.DataFrame, rate: float, seed: int) -> np.ndarray:
-    """Random labels that depend only on (doc_id, position): the same token gets the same label anywhere."""
-    keys = frame["doc_id"].astype(str) + "#" + frame["position"].astype(str)
+    """Random labels that depend only on (content_id, position): the same token of the same text gets the same
+    label under any doc id or group -- so a renamed copy of a training document carries its labels along."""
+    if "content_id" not in frame:
+        raise ValueError("the token labels have no content_id column (written by an older version): "
+                         "re-materialise needle_token_labels")
+    keys = frame["content_id"].astype(str) + "#" + frame["position"].astype(str)
     draws = np.array([int(hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()[:12], 16) / 16 ** 12 for k in keys])
     return draws < rate
 
@@ -127,28 +136,30 @@ def permutation_null(frame: pd.DataFrame, X: np.ndarray, seed: int, config: Need
     mean = float(np.nanmean(values))
     if mean > band:
         return _fail(name, "null_learnable", f"random labels reach validation AUROC {mean:.3f} > {band:.3f}: "
-                                             "train and validation share tokens (a leak)", metrics)
+                                             "train and validation share document content (a leak)", metrics)
     return _ok(name, metrics)
 
 
 def planted_signal(frame: pd.DataFrame, X: np.ndarray, seed: int, config: NeedleProbeConfig,
                    noise_sd: float = 0.1, threshold: float = 0.95) -> TripwireResult:
-    """Append label + N(0, sd^2) to the activations; the linear probe's test AUROC must reach ``threshold``."""
+    """Append ceil(sqrt(dims)) columns of label + N(0, sd^2) to the activations; the linear probe's test AUROC
+    must reach ``threshold`` (``probing.tripwires.planted_columns``: the anchors study's design)."""
     name = "planted_signal"
     rng = np.random.default_rng([seed, 104729])
     label = frame["is_needle"].to_numpy(np.float64)
-    planted = np.hstack([np.asarray(X, np.float32), (label + rng.normal(0, noise_sd, label.size))[:, None]
-                         .astype(np.float32)])
+    n_planted = planted_columns(np.asarray(X).shape[1])
+    columns = label[:, None] + rng.normal(0, noise_sd, (label.size, n_planted))
+    planted = np.hstack([np.asarray(X, np.float32), columns.astype(np.float32)])
     try:
         result = evaluate_slice(frame, planted, seed, config, probes=("linear_probe",))
     except ValueError as error:
         return _fail(name, "cannot_train", str(error))
     value = float(result.metrics.query("probe == 'linear_probe' and split == 'test' and metric == 'auroc'")
                   ["value"].iloc[0])
-    metrics = {"test_auroc": value, "threshold": threshold, "noise_sd": noise_sd}
+    metrics = {"test_auroc": value, "threshold": threshold, "noise_sd": noise_sd, "n_planted_columns": n_planted}
     if not value >= threshold:
-        return _fail(name, "planted_signal_not_recovered", f"test AUROC {value:.3f} < {threshold} on a feature "
-                                                           "equal to label + noise", metrics)
+        return _fail(name, "planted_signal_not_recovered", f"test AUROC {value:.3f} < {threshold} on {n_planted} "
+                                                           "features equal to label + noise", metrics)
     return _ok(name, metrics)
 
 

@@ -3,8 +3,10 @@
 Each function is one asset's work (``defs/needle`` only parses config and records metadata). Files:
 ``<storage>/needle/datasets/<name>_<version>.jsonl``, ``labels/<name>_<version>/<model>.parquet``,
 ``activations/<model>/L<i>/`` (the shared partition layout and per-trace cache of the extraction
-core), ``probes/<name>_<version>/<model>/probe_layer_<L>_seed_<S>.{npz,json}`` and
-``run_records/<name>_<version>_probe_run_record.json``; metrics go to DuckDB ``needle_probe_metrics``.
+core), ``probes/<name>_<version>/<model>/probe_layer_<L>_seed_<S>.{npz,json}`` with the seed's test
+predictions beside them (``..._test_tokens.parquet``, ``..._test_documents.parquet``: what the
+summary's problem-group bootstrap resamples) and ``run_records/<name>_<version>_probe_run_record.json``;
+metrics go to DuckDB ``needle_probe_metrics``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ta_platform.needle.dataset import (
 from ta_platform.needle.evaluate import evaluate_slice, seed_slice
 from ta_platform.needle.labels import TokenLabelConfig, token_labels
 from ta_platform.needle.probe import NeedleProbeConfig
+from ta_platform.needle.summary import SeedPredictions
 from ta_platform.store.artifacts import needle_path
 
 Log = Callable[[str], None]
@@ -178,6 +181,11 @@ def run_seed(seed: int, model_key: str, layer: int, config: NeedleDatasetConfig,
                        "code_version": code_version(),
                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
+    prediction_provenance = {"model": model_key, "layer": layer, "seed": seed, **metadata["provenance"]}
+    for kind, frame_out in (("tokens", result.predictions), ("documents", result.documents)):
+        if frame_out is not None:
+            write_parquet(frame_out, folder / f"{stem}_test_{kind}.parquet", prediction_provenance)
+    metadata["test_predictions"] = {"tokens": f"{stem}_test_tokens.parquet", "documents": f"{stem}_test_documents.parquet"}
     meta_path = atomic_write_json(folder / f"{stem}.json", metadata)
     metrics = result.metrics.assign(model=model_key, layer=layer, seed=seed)[METRIC_COLUMNS]
     test_auc = metrics.query("probe == 'linear_probe' and split == 'test' and metric == 'auroc'")["value"].iloc[0]
@@ -201,6 +209,30 @@ def write_run_record(config: NeedleDatasetConfig, probe_config: NeedleProbeConfi
 def metadata_files(config: NeedleDatasetConfig) -> list[Path]:
     root = needle_path("probes", f"{config.dataset_name}_{config.dataset_version}", ".keep").parent
     return sorted(root.glob("*/probe_layer_*_seed_*.json")) if root.is_dir() else []
+
+
+def read_predictions(config: NeedleDatasetConfig, model_key: str, layer: int, seeds: Iterable[int]
+                     ) -> list[SeedPredictions]:
+    """The stored test predictions of each seed of one (model, layer); a missing file is an error naming it."""
+    folder = needle_path("probes", f"{config.dataset_name}_{config.dataset_version}", model_key)
+    out = []
+    for seed in sorted(set(seeds)):
+        stem = folder / f"probe_layer_{layer}_seed_{seed}"
+        paths = [Path(f"{stem}_test_{kind}.parquet") for kind in ("tokens", "documents")]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]} does not exist (seed {seed} has metrics but no stored test "
+                                    "predictions, written by an older version): re-materialise needle_probes")
+        out.append(SeedPredictions(seed, pd.read_parquet(paths[0]), pd.read_parquet(paths[1])))
+    return out
+
+
+def summary_predictions(config: NeedleDatasetConfig, metrics: pd.DataFrame
+                        ) -> dict[tuple[str, int], list[SeedPredictions]]:
+    """(model, layer) -> the test predictions of every seed that ``metrics`` (needle_probe_metrics) holds."""
+    seeds_of = metrics.groupby(["model", "layer"])["seed"].unique()
+    return {(str(model), int(layer)): read_predictions(config, str(model), int(layer), [int(s) for s in seeds])
+            for (model, layer), seeds in seeds_of.items()}
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

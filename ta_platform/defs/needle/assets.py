@@ -128,21 +128,26 @@ def needle_probes(context: dg.AssetExecutionContext, needle_settings: NeedleSett
 
 
 @dg.asset(group_name=GROUP, deps=[ALL_NEEDLE_PROBES], kinds={"duckdb", "markdown"})
-def needle_summary(context: dg.AssetExecutionContext, metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
-    """Per model: test AUROC by layer of the token probe, its baselines and the document monitor, with
-    intervals across seeds and over documents; DuckDB needle_summary, storage/reports/needle_summary.{md,png}."""
-    from ta_platform.needle.summary import markdown_table, summarise, summary_png
+def needle_summary(context: dg.AssetExecutionContext, needle_settings: NeedleSettings,
+                   metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
+    """Per model: test AUROC by layer of the token probe, its baselines, the document monitor and its
+    token-identity baseline, and the probe's margins, each with an across-seed interval from resampling
+    test problem groups (the seed-averaged AUROC recomputed per draw); DuckDB needle_summary,
+    storage/reports/needle_summary.{md,png}."""
+    from ta_platform.needle.summary import INTERVAL_NOTE, markdown_table, summarise, summary_png
+    from ta_platform.studies.needle import summary_predictions
 
     store = metadata_store.store()
     metrics = store.read_table("needle_probe_metrics")
     if metrics.empty:
         raise ValueError("needle_probe_metrics is empty: materialise needle_probes first")
-    summary = summarise(metrics)
+    predictions = summary_predictions(needle_settings.dataset_config(), metrics)
+    summary = summarise(metrics, predictions, n_resamples=needle_settings.summary_resamples)
     store.replace_slice("needle_summary", summary)
     table = markdown_table(summary)
     png = summary_png(summary)
     atomic_write_text(storage_path("reports", "needle_summary.md"), "# Needle token probes: test AUROC\n\n"
-                      "mean over seeds [document-bootstrap interval] (seed min-max)\n\n" + table + "\n")
+                      f"{INTERVAL_NOTE}; {needle_settings.summary_resamples} draws\n\n" + table + "\n")
     atomic_write_bytes(storage_path("reports", "needle_summary.png"), png)
     context.log.info("\n" + table)
     from ta_platform.defs import study_headlines, summary_metadata  # FLOAT keys (Plots tab), table schema

@@ -31,7 +31,8 @@ class NeedleSettings(dg.ConfigurableResource):
     max_val_docs: int = 0
     max_train_tokens: int = 0
     max_val_tokens: int = 0
-    bootstrap_resamples: int = 200
+    bootstrap_resamples: int = 200  # per-seed intervals (problem groups resampled)
+    summary_resamples: int = 1000  # the summary's across-seed intervals (problem groups resampled)
     monitor_top_k: int = 5
     blas_threads: int = 1
 
