@@ -31,6 +31,8 @@ DEFAULT_PROMPT_SET = Path(__file__).parent / "prompt_sets" / "ood_default.toml"
 EXPERIMENTS = ("induce", "inverse", "competing", "persona")
 SIGN_THRESHOLD = 0.02
 RESULT_COLUMNS = ("experiment", "features", "pearson_r", "spearman_r", "sign_agreement", "p_value", "n")
+P_VALUE_NOTE = ("p_value: two-sided permutation p of Pearson r, the probe deltas permuted within each system "
+                "prompt (the unit of the design)")
 
 
 @dataclass(frozen=True)
@@ -304,7 +306,7 @@ def scatter_png(deltas: pd.DataFrame, results: pd.DataFrame) -> bytes:
         pooled = results[(results["features"] == name) & (results["experiment"] == "pooled")]
         r = pooled["pearson_r"].iloc[0] if len(pooled) else float("nan")
         p = pooled["p_value"].iloc[0] if len(pooled) else float("nan")
-        ax.set_title(f"{name}\npooled r={r:.2f}, p={p:.3f}", fontsize=8)
+        ax.set_title(f"{name}\npooled r={r:.2f}, p={p:.3f} (within-prompt permutation)", fontsize=8)
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.axvline(0, color="grey", linewidth=0.5)
         ax.set_xlabel("behavioural delta", fontsize=8)

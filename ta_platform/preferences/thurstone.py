@@ -231,13 +231,16 @@ def noise_ceiling(pairs: PairCounts) -> float:
     Why kept: it says how repeatable the judge is. It is NOT the best achievable accuracy (see
     ``accuracy_ceiling``). NaN when no pair was sampled twice.
     """
+    agree, n = _repeated_agreement(pairs)
+    return float(np.average(agree, weights=n)) if n.size else float("nan")
+
+
+def _repeated_agreement(pairs: PairCounts) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair sampled at least twice: the unbiased agreement estimate p^2 + (1-p)^2 and the sample count."""
     total = pairs.wins_first + pairs.wins_second
     repeated = total >= 2
-    if not repeated.any():
-        return float("nan")
     w, ell, n = pairs.wins_first[repeated], pairs.wins_second[repeated], total[repeated]
-    agree = (w * (w - 1) + ell * (ell - 1)) / (n * (n - 1))
-    return float(np.average(agree, weights=n))
+    return (w * (w - 1) + ell * (ell - 1)) / (n * (n - 1)), n
 
 
 def accuracy_ceiling(p_first: np.ndarray | None = None, pairs: PairCounts | None = None) -> float:
@@ -253,12 +256,9 @@ def accuracy_ceiling(p_first: np.ndarray | None = None, pairs: PairCounts | None
         return float(np.mean(np.maximum(p, 1.0 - p)))
     if pairs is None:
         return float("nan")
-    total = pairs.wins_first + pairs.wins_second
-    repeated = total >= 2
-    if not repeated.any():
+    agree, n = _repeated_agreement(pairs)
+    if not n.size:
         return float("nan")
-    w, ell, n = pairs.wins_first[repeated], pairs.wins_second[repeated], total[repeated]
-    agree = (w * (w - 1) + ell * (ell - 1)) / (n * (n - 1))
     return float(np.average(0.5 * (1.0 + np.sqrt(np.clip(2.0 * agree - 1.0, 0.0, None))), weights=n))
 
 
