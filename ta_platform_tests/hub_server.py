@@ -363,14 +363,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return int(first), min(int(last), size - 1) if last else size - 1
 
 
-def build_parquet_layout(source: Path, dest: Path, shards: int = 3, rows_per_group: int = 4) -> list[Path]:
+def build_parquet_layout(source: Path, dest: Path, shards: int = 3, rows_per_group: int = 4,
+                         page_checksums: bool = True, skip: tuple[str, ...] = ()) -> list[Path]:
     """``source`` (a folder-layout dataset) re-published as the authors did in August 2025.
 
     As ``misc-scripts/push_hf_dataset.py`` (interp-reasoning/thought-anchors 2a15f77): walk the folder
     with ``os.walk``, one row per file (``path`` relative to the root, ``filename``, ``extension``
     lower-cased, ``size_bytes`` on disk, ``content`` as UTF-8 text for .json/.jsonl, else null), written
     by ``datasets.push_to_hub`` as ``data/<split>-<i>-of-<n>.parquet`` shards of the split ``default``.
-    Small row groups here so tests see row-group filtering at work; returns the shard paths.
+    Small row groups here so tests see row-group filtering at work; ``page_checksums`` stores page CRCs
+    (``datasets`` does not; a reader can verify them only where they exist); paths in ``skip`` get no
+    row. Returns the shard paths.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -379,6 +382,8 @@ def build_parquet_layout(source: Path, dest: Path, shards: int = 3, rows_per_gro
     for dirpath, _dirnames, filenames in os.walk(source):
         for name in filenames:
             absolute = Path(dirpath) / name
+            if absolute.relative_to(source).as_posix() in skip:
+                continue
             extension = os.path.splitext(name)[1].lower()
             content = absolute.read_text(encoding="utf-8", errors="replace") if extension in (".json", ".jsonl") else None
             rows.append({"path": absolute.relative_to(source).as_posix(), "filename": name, "extension": extension,
@@ -391,7 +396,8 @@ def build_parquet_layout(source: Path, dest: Path, shards: int = 3, rows_per_gro
     for i in range(shards):
         part = rows[i * per_shard : (i + 1) * per_shard]
         path = dest / "data" / f"default-{i:05d}-of-{shards:05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(part, schema=schema), path, row_group_size=rows_per_group)
+        pq.write_table(pa.Table.from_pylist(part, schema=schema), path, row_group_size=rows_per_group,
+                       write_page_checksum=page_checksums)
         written.append(path)
     (dest / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n"
                                     "  - split: default\n    path: data/default-*\n---\n")

@@ -1,7 +1,11 @@
-"""``ta-platform check-data PATH``: validate a local folder in the math-rollouts Hub layout.
+"""``ta-platform check-data PATH|hf://OWNER/NAME[@REV]``: validate a math-rollouts dataset.
 
+PATH is a local folder in the Hub's folder layout; ``hf://...`` reads the Hub repo (``HF_ENDPOINT`` when
+set) and first says which layout the pinned commit holds: ``folder`` (one file per trace file),
+``parquet`` (the August 2025 re-publication: shards under ``data/``, one row per file) or both.
 Prints per trace: sentences, aligned sentences, anchors and faults (each naming its file).
-Exit status 0 only when every trace passes, 1 when any has a fault; never a traceback for bad data.
+Exit status 0 only when every trace passes, 1 when any has a fault or the Hub stays unreachable;
+never a traceback for bad data.
 """
 
 from __future__ import annotations
@@ -13,25 +17,35 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="folder laid out like uzaymacar/math-rollouts")
+    parser.add_argument("path", help="folder laid out like uzaymacar/math-rollouts, or hf://<owner>/<name>[@revision]")
     parser.add_argument("--json", action="store_true", help="print one JSON object per trace")
 
 
 def run(args: argparse.Namespace) -> int:
     from ta_platform.anchors.data_check import check_source
     from ta_platform.common.faults import DataFault
-    from ta_platform.rollouts.sources import LocalRolloutSource
+    from ta_platform.rollouts.sources import HF_SCHEME, LocalRolloutSource
 
-    if not args.path.is_dir():
-        print(f"{args.path}: not a folder", file=sys.stderr)
+    spec = str(args.path)
+    if spec.startswith(HF_SCHEME):
+        source = _hub_source(spec)
+        if source is None:
+            return 1
+    elif not Path(spec).is_dir():
+        print(f"{spec}: not a folder", file=sys.stderr)
         return 1
+    else:
+        source = LocalRolloutSource(Path(spec))
     try:
-        reports = check_source(LocalRolloutSource(args.path))
+        reports = check_source(source)
     except DataFault as fault:
         print(str(fault), file=sys.stderr)
         return 1
+    except (RuntimeError, OSError) as error:  # the Hub unreachable after retries, a revision that does not exist
+        print(f"{spec}: {error}", file=sys.stderr)
+        return 1
     if not reports:
-        print(f"{args.path}: no traces found in the math-rollouts layout", file=sys.stderr)
+        print(f"{spec}: no traces found in the math-rollouts layout", file=sys.stderr)
         return 1
     if args.json:
         for r in reports:
@@ -48,3 +62,19 @@ def run(args: argparse.Namespace) -> int:
     failed = sum(not r.ok for r in reports)
     print(f"{len(reports) - failed} of {len(reports)} traces pass", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _hub_source(spec: str):
+    """The Hub source of ``spec`` with its layout reported on stderr; None (message printed) when it fails."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from ta_platform.rollouts.sources import source_from_spec
+
+    try:
+        source = source_from_spec(spec)
+        layout = source.layout()
+    except (ValueError, RuntimeError, OSError, HfHubHTTPError) as error:
+        print(f"{spec}: {error}", file=sys.stderr)
+        return None
+    print(f"{spec}: {layout} layout ({source.describe()})", file=sys.stderr)
+    return source

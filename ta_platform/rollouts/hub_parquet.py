@@ -138,6 +138,7 @@ class ParquetRows:
         self._shards: list[Shard] | None = None
         self._index: dict[str, RowLocation] | None = None
         self._files: dict[int, RangeFile] = {}
+        self._footers: dict[int, object] = {}  # shard -> pyarrow FileMetaData, read once per process
 
     # --- where things live ------------------------------------------------------------------------
     @property
@@ -179,11 +180,27 @@ class ParquetRows:
                                        self.policy, f"hf://{self.repo_id}@{self.commit}/{shard.path}")
         return self._files[i]
 
+    def _footer(self, i: int):
+        """The shard's FileMetaData from exactly its footer: two range requests (the last 8 bytes give
+        the footer's length), not pyarrow's default 64 KB tail read that would pull row data too."""
+        if i not in self._footers:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            remote = self._range_file(i)
+            tail = remote.read_range(remote.size - 8, 8)
+            length = int.from_bytes(tail[:4], "little")
+            if tail[4:] != b"PAR1" or length > remote.size - 12:
+                raise IntegrityError(f"{remote.what}: not a Parquet file end (magic {tail[4:]!r}, footer {length} B)")
+            footer = remote.read_range(remote.size - 8 - length, length)
+            self._footers[i] = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
+        return self._footers[i]
+
     def _parquet(self, i: int):
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(self._range_file(i), pre_buffer=False, buffer_size=1 << 20,
-                              page_checksum_verification=True)
+        return pq.ParquetFile(self._range_file(i), metadata=self._footer(i), pre_buffer=False,
+                              buffer_size=1 << 20, page_checksum_verification=True)
 
     def index(self) -> dict[str, RowLocation]:
         """path -> where its row is; from the cache file when this commit was indexed before."""
@@ -198,6 +215,7 @@ class ParquetRows:
             what = f"hf://{self.repo_id}@{self.commit}/{shard.path}"
 
             def read_paths(i=i, what=what):
+                self._footers.pop(i, None)  # a footer that failed to decode is read again
                 parquet = self._parquet(i)
                 missing = [c for c in ROW_COLUMNS + ("content",) if c not in parquet.schema_arrow.names]
                 if missing:
@@ -247,8 +265,11 @@ class ParquetRows:
         return sorted(self.index())
 
     # --- rows -> files ----------------------------------------------------------------------------
-    def materialize(self, paths: Iterable[str]) -> dict[str, Path]:
-        """Local copies of the files at ``paths`` (cached ones reused); a path with no row is absent."""
+    def materialize(self, paths: Iterable[str]) -> tuple[dict[str, Path], dict[str, DataFault]]:
+        """Local copies of the files at ``paths`` (cached ones reused), and the faults of bad rows.
+
+        Each row group is read once, for all the paths it holds; a path with no row is in neither
+        result (the caller reports it missing)."""
         index = self.index()
         local: dict[str, Path] = {}
         needed: dict[tuple[int, int], dict[int, str]] = defaultdict(dict)
@@ -259,13 +280,17 @@ class ParquetRows:
             elif path in index:
                 where = index[path]
                 needed[(where.shard, where.row_group)][where.row] = path
+        faults: dict[str, DataFault] = {}
         for (shard, group), rows in sorted(needed.items()):
-            for path, data in self._read_rows(shard, group, rows).items():
+            good, bad = self._read_rows(shard, group, rows)
+            for path, data in good.items():
                 local[path] = atomic_write_bytes(self.files_root / path, data)
-        return local
+            faults.update(bad)
+        return local, faults
 
-    def _read_rows(self, shard: int, group: int, rows: dict[int, str]) -> dict[str, bytes]:
-        """The content of ``rows`` (row -> path) of one row group, streamed up to the last one needed."""
+    def _read_rows(self, shard: int, group: int, rows: dict[int, str]) -> tuple[dict[str, bytes], dict[str, DataFault]]:
+        """The content of ``rows`` (row -> path) of one row group, streamed up to the last one needed:
+        the sound rows, and a ``DataFault`` (naming the shard and path) for each bad one."""
         what = f"hf://{self.repo_id}@{self.commit}/{self.shards()[shard].path}"
         last = max(rows)
 
@@ -283,18 +308,19 @@ class ParquetRows:
             return found
 
         found = self._decode(read, what)
-        out: dict[str, bytes] = {}
+        good: dict[str, bytes] = {}
+        bad: dict[str, DataFault] = {}
         for row, path in rows.items():
             record = found.get(row)
             if record is None or record["path"] != path:
-                raise DataFault(f"{what}#{path}", f"row {row} of row group {group} is not {path} "
-                                f"(found {None if record is None else record['path']!r}); the index is stale",
-                                kind=MISSING_FILE)
-            if record["content"] is None:
-                raise DataFault(f"{what}#{path}", "the row has no content (null)", kind=MISSING_FILE)
-            data = record["content"].encode("utf-8")
-            if len(data) != record["size_bytes"]:
-                raise DataFault(f"{what}#{path}", f"content is {len(data)} bytes, size_bytes says "
-                                f"{record['size_bytes']} (not the original file)", kind=SIZE_MISMATCH)
-            out[path] = data
-        return out
+                bad[path] = DataFault(f"{what}#{path}", f"row {row} of row group {group} is not {path} (found "
+                                      f"{None if record is None else record['path']!r}); the index is stale",
+                                      kind=MISSING_FILE)
+            elif record["content"] is None:
+                bad[path] = DataFault(f"{what}#{path}", "the row has no content (null)", kind=MISSING_FILE)
+            elif len(data := record["content"].encode("utf-8")) != record["size_bytes"]:
+                bad[path] = DataFault(f"{what}#{path}", f"content is {len(data)} bytes, size_bytes says "
+                                      f"{record['size_bytes']} (not the original file)", kind=SIZE_MISMATCH)
+            else:
+                good[path] = data
+        return good, bad

@@ -136,6 +136,7 @@ class HubRolloutSource:
         self._offline = False
         self._layout: str | None = None
         self._parquet: ParquetRows | None = None
+        self._listed: list[TraceRef] = []  # the last listing: its rows are read together, each row group once
         self._api = HfApi(endpoint=self.endpoint, token=token)
 
     # --- revision -------------------------------------------------------------------------------
@@ -262,6 +263,7 @@ class HubRolloutSource:
         refs = []
         if self._uses_parquet():
             refs += self._parquet_refs(models, check_splits(splits), wanted_ids)
+            self._listed = sorted_refs(refs)
         if self._uses_folders():
             folder_models = models if models is not None else [
                 m for m in self._list_folder(None, commit) or [] if m != DATA_DIR]
@@ -351,8 +353,13 @@ class HubRolloutSource:
                 raise DataFault(f"{self.url_of(ref)}/{missing[0]}", f"{missing[0]} is not in the cache and the Hub "
                                 "is unreachable", kind=NOT_CACHED)
             return folder
-        local = self.parquet.materialize(wanted)
+        # With the rest of the listed traces: a row group shared by several traces is read once.
+        batch = wanted + [f"{r.relative_dir_for(self.temperature_dir)}/{name}"
+                          for r in self._listed if r != ref for name in TRACE_FILES]
+        local, faults = self.parquet.materialize(batch)
         for name, path in zip(TRACE_FILES, wanted, strict=True):
+            if path in faults:
+                raise faults[path]
             if path not in local:
                 raise DataFault(f"{self.url_of(ref)}/{name}", f"required file {name} has no row in the Parquet "
                                 f"shards of {self.repo_id}@{self.resolved_revision()}", kind=MISSING_FILE)
@@ -372,7 +379,9 @@ class HubRolloutSource:
             paths = {chunk_idx_from_dir(p.split("/")[-2]): p for p in self.parquet.paths()
                      if p.startswith(f"{trace_dir}/") and p.endswith("/solutions.json")}
             paths = {idx: path for idx, path in paths.items() if idx is not None and path == f"{trace_dir}/{solutions_relpath(idx)}"}
-            local = self.parquet.materialize(paths.values())
+            local, faults = self.parquet.materialize(paths.values())
+            for fault in faults.values():
+                logger.warning("%s", fault)
             return {idx: local[path] for idx, path in sorted(paths.items()) if path in local}
         chunk_ids = sorted(i for i in map(chunk_idx_from_dir, self._list_folder(trace_dir, commit) or []) if i is not None)
         files: dict[int, Path] = {}
