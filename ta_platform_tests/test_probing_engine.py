@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from ta_platform.extraction.store import load_partition, write_partition
 from ta_platform.needle.probe import NeedleProbeConfig, balance_rows, fit_probe
 from ta_platform.preferences.utility_probes import ALPHAS, fit_ridge_probe
 from ta_platform.probing import models
@@ -316,7 +317,10 @@ def test_streaming_agrees_with_full_batch_on_memmap_and_store_objects(anchors_sl
     memmap[:] = X
     memmap.flush()
     budget = plan_bytes(train.size, X.shape[1], len(grid)) - 1  # one byte short: must stream
-    for source in (np.load(tmp_path / "x.npy", mmap_mode="r"), BlockStore(X), IterStore(X)):
+    index = pd.DataFrame({"trace_key": inputs.frame["trace_key"].astype(str), "chunk_idx": inputs.frame["chunk_idx"]})
+    partition = load_partition(write_partition(tmp_path / "partition", X, index, {}, max_shard_bytes=100_000))
+    assert len(partition.shards) > 1  # rows come from several memory-mapped shards
+    for source in (np.load(tmp_path / "x.npy", mmap_mode="r"), partition, BlockStore(X), IterStore(X)):
         streamed = fit_logistic_heads(source, y[train], rows=train, c_grid=grid, memory_budget_bytes=budget,
                                       block_rows=97)
         assert streamed.plan == "streaming"

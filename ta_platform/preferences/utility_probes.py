@@ -81,14 +81,16 @@ class RidgeModel:
 
     path: RidgePath
     alpha: float
+    target: int = 0  # which target column of the path
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         with single_blas_thread():
-            return self.path.predict(np.asarray(features, np.float64), self.alpha)[:, 0]
+            return self.path.predict(np.asarray(features, np.float64), self.alpha)[:, self.target]
 
     def weights(self) -> dict[str, np.ndarray]:
         """``prediction = ((features - scaler_mean) / scaler_scale) @ coef + intercept``."""
-        return {"coef": self.path.coef(self.alpha)[:, 0], "intercept": self.path.y_mean.copy(),
+        return {"coef": self.path.coef(self.alpha)[:, self.target],
+                "intercept": self.path.y_mean[self.target: self.target + 1].copy(),
                 "scaler_mean": self.path.scaler.mean.copy(), "scaler_scale": self.path.scaler.scale.copy()}
 
 
@@ -112,20 +114,31 @@ def fit_ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndarr
     alpha sweep costs one pass and one d x d decomposition (sklearn's ``StandardScaler`` + ``Ridge``
     objective, checked in test_probing_engine.py). Ties in r go to the larger alpha.
     """
+    y_train, y_select = np.asarray(y_train, np.float64), np.asarray(y_select, np.float64)
+    return fit_ridge_probes(x_train, y_train[:, None], x_select, y_select[:, None], alphas=alphas, seed=seed)[0]
+
+
+def fit_ridge_probes(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndarray, y_select: np.ndarray, *,
+                     alphas: Sequence[float] = ALPHAS, seed: int = 0) -> list[RidgeProbe]:
+    """``fit_ridge_probe`` for several targets ([rows, targets]) on the same rows: one Gram matrix, one
+    eigendecomposition for all of them (e.g. raw and topic-demeaned mu); alpha chosen per target."""
     alphas = [float(alpha) for alpha in alphas]
     with single_blas_thread():
         path = fit_ridge_path(np.asarray(x_train, np.float64), np.asarray(y_train, np.float64))
-        predictions = path.predict_many(np.asarray(x_select, np.float64), alphas)[:, :, 0]  # [rows, alphas]
-    rows, best = [], None
-    for k, alpha in enumerate(alphas):
-        pred = predictions[:, k]
-        r = pearson_r(y_select, pred)
-        rows.append({"alpha": alpha, "selection_r": r,
-                     "selection_pairwise_accuracy": pairwise_accuracy(y_select, pred, seed=seed)})
-        score = -np.inf if np.isnan(r) else r
-        if best is None or score >= best[0]:
-            best = (score, alpha)
-    return RidgeProbe(model=RidgeModel(path, best[1]), alpha=best[1], sweep=pd.DataFrame(rows))
+        predictions = path.predict_many(np.asarray(x_select, np.float64), alphas)  # [rows, alphas, targets]
+    probes = []
+    for t in range(predictions.shape[2]):
+        rows, best = [], None
+        for k, alpha in enumerate(alphas):
+            pred = predictions[:, k, t]
+            r = pearson_r(y_select[:, t], pred)
+            rows.append({"alpha": alpha, "selection_r": r,
+                         "selection_pairwise_accuracy": pairwise_accuracy(y_select[:, t], pred, seed=seed)})
+            score = -np.inf if np.isnan(r) else r
+            if best is None or score >= best[0]:
+                best = (score, alpha)
+        probes.append(RidgeProbe(model=RidgeModel(path, best[1], t), alpha=best[1], sweep=pd.DataFrame(rows)))
+    return probes
 
 
 def bootstrap_interval(metric, y: np.ndarray, pred: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
@@ -177,28 +190,37 @@ class ProbeData:
 
 def evaluate_features(name: str, data: ProbeData, *, seed: int = 0, alphas: Sequence[float] = ALPHAS,
                       hold_one_topic_out: bool = True) -> pd.DataFrame:
-    """All probe metrics for one feature set: raw and demeaned targets, in-distribution and HOO."""
-    rows: list[dict] = []
+    """All probe metrics for one feature set: raw and demeaned targets, in-distribution and HOO.
+
+    Raw and demeaned mu share every fit's rows, so each fit (in-distribution, then one per held-out
+    topic) is one engine ridge path with two targets; alpha is still chosen per target.
+    """
     select, report = split_halves(len(data.y_eval), seed)
-    for target, d in (("raw", data), ("demeaned", data.demeaned())):
-        probe = fit_ridge_probe(d.x_train, d.y_train, d.x_eval[select], d.y_eval[select], alphas=alphas, seed=seed)
+    targets = (("raw", data), ("demeaned", data.demeaned()))
+    y_train = np.column_stack([d.y_train for _, d in targets])
+    y_eval = np.column_stack([d.y_eval for _, d in targets])
+    fits = {"": fit_ridge_probes(data.x_train, y_train, data.x_eval[select], y_eval[select], alphas=alphas, seed=seed)}
+    folds = {}
+    for topic in sorted(set(data.topics_train.tolist())) if hold_one_topic_out else ():
+        train = data.topics_train != topic
+        sel = select[data.topics_eval[select] != topic]
+        rep = report[data.topics_eval[report] != topic]
+        if train.sum() < 2 or len(sel) < 2 or (~train).sum() < 2:
+            continue
+        folds[topic] = (train, rep)
+        fits[topic] = fit_ridge_probes(data.x_train[train], y_train[train], data.x_eval[sel], y_eval[sel],
+                                       alphas=alphas, seed=seed)
+    rows: list[dict] = []
+    for t, (target, d) in enumerate(targets):
+        probe = fits[""][t]
         rows += _metric_rows(name, target, "in_distribution", "", probe.alpha, d.y_eval[report],
                              probe.predict(d.x_eval[report]), seed, interval=True)
-        if not hold_one_topic_out:
-            continue
-        for topic in sorted(set(d.topics_train.tolist())):
-            train = d.topics_train != topic
-            sel = select[d.topics_eval[select] != topic]
-            rep = report[d.topics_eval[report] != topic]
-            held = ~train
-            if train.sum() < 2 or len(sel) < 2 or held.sum() < 2:
-                continue
-            probe = fit_ridge_probe(d.x_train[train], d.y_train[train], d.x_eval[sel], d.y_eval[sel],
-                                    alphas=alphas, seed=seed)
+        for topic, (train, rep) in folds.items():
+            probe = fits[topic][t]
             rows += _metric_rows(name, target, "hoo_in_distribution", topic, probe.alpha, d.y_eval[rep],
                                  probe.predict(d.x_eval[rep]), seed)
-            rows += _metric_rows(name, target, "held_out_topic", topic, probe.alpha, d.y_train[held],
-                                 probe.predict(d.x_train[held]), seed)
+            rows += _metric_rows(name, target, "held_out_topic", topic, probe.alpha, d.y_train[~train],
+                                 probe.predict(d.x_train[~train]), seed)
     return pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
 
 
