@@ -4,7 +4,7 @@ Why not one DuckDB file: DuckDB admits one writing process per file, and while i
 processes cannot even open it read-only, so parallel runs of a backfill failed with "Could not set
 lock" and the store used to serialise every access behind a file lock (one machine, one writer).
 Now every ``replace_slice`` writes its rows as one immutable Parquet file (temporary name, then
-rename) in the table's folder beside the store's path (``ta_platform/store/table_log.py``), and every
+rename; its sha256 in its name, checked before it is read) in the table's folder beside the store's path (``ta_platform/store/table_log.py``), and every
 read opens an in-memory DuckDB whose views fold those files: writers never wait for each other,
 readers never wait at all, a crash never leaves half a slice, and re-materialising a slice is
 idempotent. The SQL models run unchanged: ``execute`` runs their ``CREATE OR REPLACE TABLE`` on the
@@ -145,6 +145,8 @@ class MetadataStore:
 
     def _view_sql(self, table: str) -> str | None:
         files = table_log.current_files(self.root, table)
+        for file in files:  # a corrupt file raises CorruptSliceError naming it: never read
+            table_log.verify(file, table)
         schema = self.tables.get(table)
         if schema is None:
             return table_log.visible_rows_sql(files, lambda file: "*")

@@ -7,8 +7,8 @@ afterwards; DuckDB is only the query layer, a view per table over the files that
 
 Layout, under the store's root (``<storage>/metadata/`` for the default store)::
 
-    <table>/<slice id>/where.json                    the slice's key, e.g. {"stage": "load"}; null = whole table
-    <table>/<slice id>/<commit ns>-<writer>.parquet  one write of that slice (rows in the declared types)
+    <table>/<slice id>/where.json                             the slice's key, e.g. {"stage": "load"}; null = whole table
+    <table>/<slice id>/<commit ns>-<writer>.<sha256>.parquet  one write of that slice (rows in the declared types)
 
 The slice id is a hash of the key, so two writers of one slice share a folder and ``where.json`` is
 the same bytes whoever writes it. The state of a table is the writes folded in commit order, the
@@ -18,6 +18,12 @@ whole-table write hides everything before it. The commit time is taken just befo
 files appear in (nearly) commit order, and two writers of one slice at once end as one of them.
 Writers delete files that a later write has fully superseded; a reader that listed such a file just
 before retries (``MetadataStore`` does), so readers never block and never see half a write.
+
+Integrity: the sha256 of each file is part of its name, so a file truncated or bit-flipped after its
+commit (a disk error, a bad copy, a sync tool) is detected before DuckDB reads it; ``verify`` raises
+``CorruptSliceError`` naming the file, its table and slice, and how to recover, and the file is never
+used. Parquet's own footer does not catch this: a flipped bit in a data page reads as another value.
+Files written before this naming (no hash) are checked for their Parquet end marker only.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -37,6 +45,12 @@ import pyarrow.parquet as pq
 from ta_platform.common import remote_store
 
 WHERE_FILE = "where.json"
+_HASHED_NAME = re.compile(r"^\d+-[0-9a-z]+\.(?P<sha256>[0-9a-f]{64})\.parquet$")
+PARQUET_MAGIC = b"PAR1"
+
+
+class CorruptSliceError(RuntimeError):
+    """A committed slice file whose bytes are not what was written: names it and how to recover."""
 GC_GRACE_S = 60.0  # how long a superseded file stays readable (see collect_garbage)
 WRITER_ID = uuid.uuid4().hex[:12]
 
@@ -77,12 +91,53 @@ def slice_folder(root: Path, table: str, where: Mapping[str, object] | None) -> 
     return folder
 
 
-def commit_name() -> str:
-    """``<ns since epoch>-<writer>.parquet``: sortable commit order, unique per writer and call."""
-    return f"{time.time_ns():020d}-{WRITER_ID}{uuid.uuid4().hex[:6]}.parquet"
+def commit_name(sha256: str) -> str:
+    """``<ns since epoch>-<writer>.<sha256>.parquet``: sortable commit order, unique per writer and call,
+    and the content hash a reader checks."""
+    return f"{time.time_ns():020d}-{WRITER_ID}{uuid.uuid4().hex[:6]}.{sha256}.parquet"
+
+
+_verified: dict[tuple[str, int, int, int], bool] = {}
+_verified_lock = threading.Lock()
+
+
+def verify(file: SliceFile, table: str) -> None:
+    """Raise ``CorruptSliceError`` unless ``file`` holds the bytes its name's sha256 says.
+
+    Files are immutable once committed, so a file already verified with the same size, mtime and
+    inode is not hashed again in this process (a rewrite in place changes its mtime)."""
+    try:
+        stat = file.path.stat()
+    except FileNotFoundError:
+        return  # superseded and collected meanwhile: the reader lists again
+    key = (str(file.path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if _verified.get(key):
+        return
+    match = _HASHED_NAME.match(file.path.name)
+    if match is not None:
+        from ta_platform.common.hashing import sha256_file
+
+        actual = sha256_file(file.path)
+        problem = None if actual == match["sha256"] else (
+            f"its sha256 is {actual[:12]}..., it was written as {match['sha256'][:12]}... ({stat.st_size} bytes now)")
+    else:
+        with open(file.path, "rb") as handle:
+            if stat.st_size >= 12:
+                handle.seek(-4, os.SEEK_END)
+            tail = handle.read(4)
+        problem = None if tail == PARQUET_MAGIC else f"it does not end with the Parquet marker ({stat.st_size} bytes)"
+    if problem is not None:
+        where = "the whole table" if file.where is None else f"slice {json.dumps(file.where, sort_keys=True)}"
+        raise CorruptSliceError(
+            f"metadata table {table!r}: slice file {file.path} is corrupt: {problem}. It is not read. "
+            f"To recover, re-run the step that writes {where} of {table!r} (its next write supersedes this "
+            f"file), or move the file out of {file.path.parent} to read the table without it.")
+    with _verified_lock:
+        _verified[key] = True
 
 
 def _order(path: Path) -> tuple[int, str]:
+    """(commit ns, writer part): the commit order of a data file, from its name."""
     stamp, _, rest = path.name.partition("-")
     return int(stamp), rest
 
@@ -130,7 +185,9 @@ def publish(root: Path, table: str, where: Mapping[str, object] | None, write: C
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        target = folder / commit_name()  # commit order taken at the rename
+        from ta_platform.common.hashing import sha256_file
+
+        target = folder / commit_name(sha256_file(tmp))  # commit order taken at the rename
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
