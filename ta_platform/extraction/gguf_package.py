@@ -9,6 +9,10 @@ folder (safetensors + config + tokenizer files) under the model cache; later loa
 in about a second. The folder records the GGUF's sha256: a GGUF whose hash differs from the recorded
 one (package upgraded, file replaced, record tampered with) is converted again, never reused stale.
 The GGUF's sha256 is the weights identity that activation provenance records.
+The record also holds each converted file's size and sha256: a folder whose file was truncated or
+bit-flipped after conversion (disk error, a sync tool, a hand edit) is named in the reason and
+converted again, never loaded. Each file is hashed once per process (keyed by size, mtime and inode:
+a file rewritten in place is hashed again), about a second for the 0.5 GB of SmolLM2 weights.
 
 Torch-free at import time (the registry and ``ta-platform models`` use the lookup helpers).
 """
@@ -22,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +36,7 @@ from ta_platform.common.atomic import atomic_write_json
 from ta_platform.common.hashing import sha256_file
 
 CONVERSION_FILE = "conversion.json"
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2  # 2: per-file sha256 in the record
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -106,11 +111,27 @@ def read_conversion_record(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+_hashed: dict[tuple[str, int, int, int], str] = {}
+_hashed_lock = threading.Lock()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of ``path``, computed once per process for a given (size, mtime, inode)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _hashed:
+        digest = sha256_file(path)
+        with _hashed_lock:
+            _hashed[key] = digest
+    return _hashed[key]
+
+
 def stale_reason(folder: Path, gguf_sha256: str) -> str | None:
     """Why ``folder`` cannot be reused for a GGUF with this sha256 (None: it can).
 
-    Checks the record's hash and format version, and that every file it lists is there with its
-    recorded size (a truncated or deleted weight file is caught without hashing 0.5 GB).
+    Checks the record's hash and format version, that every file it lists is there with its
+    recorded size (a truncated or deleted file is caught without hashing), then each file's sha256
+    (a flipped bit keeps the size).
     """
     record = read_conversion_record(folder)
     if record is None:
@@ -125,6 +146,12 @@ def stale_reason(folder: Path, gguf_sha256: str) -> str | None:
             return f"{path} is missing or has the wrong size"
     if not record.get("files"):
         return "the conversion record lists no files"
+    hashes = record.get("sha256") or {}
+    for name in record["files"]:
+        if name not in hashes:
+            return f"the conversion record has no sha256 for {folder / name}"
+        if file_sha256(folder / name) != hashes[name]:
+            return f"{folder / name} does not match its recorded sha256 (corrupt since conversion)"
     return None
 
 
@@ -187,9 +214,11 @@ def _convert_into(gguf_path: Path, target: Path, digest: str, package: str, vers
     try:
         convert_gguf(gguf_path, staging)
         files = {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()}
+        hashes = {name: sha256_file(staging / name) for name in files}
         atomic_write_json(staging / CONVERSION_FILE, {
             "conversion_version": CONVERSION_VERSION, "package": package, "package_version": version,
             "gguf_file": gguf_path.name, "gguf_sha256": digest, "dtype": "float32", "files": files,
+            "sha256": hashes,
         })
         for path in (staging, *staging.iterdir()):  # mkdtemp/mkstemp create owner-only modes
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
