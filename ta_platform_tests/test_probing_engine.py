@@ -349,13 +349,19 @@ def test_scaler_uses_training_rows_only_and_handles_constant_columns():
     assert not np.allclose(leaky.mean, stats.mean)
 
 
-def test_same_inputs_same_coefficients(anchors_slice):
+def test_same_inputs_same_coefficients_and_inputs_untouched(anchors_slice):
     inputs, y, split = anchors_slice
+    X = np.array(inputs.X, dtype=np.float32)
+    before = X.copy()
     train = np.flatnonzero(split == "train")
-    first = fit_logistic_heads(inputs.X, y[train], rows=train, c_grid=(1e-2, 1.0))
-    second = fit_logistic_heads(inputs.X, y[train], rows=train, c_grid=(1e-2, 1.0))
+    first = fit_logistic_heads(X, y[train], rows=train, c_grid=(1e-2, 1.0))
+    second = fit_logistic_heads(X, y[train], rows=train, c_grid=(1e-2, 1.0))
     np.testing.assert_array_equal(first.coef, second.coef)
     np.testing.assert_array_equal(first.intercept, second.intercept)
+    contiguous = np.arange(200)  # a contiguous range is read as a slice (a view): it must still be copied
+    for streaming in (False, True):
+        fit_logistic_heads(X, y[contiguous], rows=contiguous, c_grid=(1.0,), streaming=streaming, block_rows=64)
+    np.testing.assert_array_equal(X, before)  # blocks are standardised in place, never the caller's rows
 
 
 def test_bad_inputs_are_refused_with_the_reason():

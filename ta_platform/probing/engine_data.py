@@ -43,7 +43,7 @@ class RowSource:
                             "or an object with rows(indices) / iter_blocks(row_indices, block_rows)")
 
     def rows(self, indices: np.ndarray, dtype=np.float32) -> np.ndarray:
-        """The rows at ``indices`` (in that order) as a C-contiguous ``dtype`` array."""
+        """The rows at ``indices`` (in that order) as a fresh, writable, C-contiguous ``dtype`` array."""
         indices = np.asarray(indices, dtype=np.int64)
         if isinstance(self.data, np.ndarray):
             if indices.size and np.all(np.diff(indices) == 1):  # a contiguous range: a slice, no fancy index
@@ -55,8 +55,8 @@ class RowSource:
         else:
             block = np.concatenate([_array_of(item) for item in self.data.iter_blocks(indices, max(indices.size, 1))])
         block = np.ascontiguousarray(block, dtype=dtype)
-        if not block.flags.writeable:  # a read-only memmap slice: copy the block (torch wants writable memory)
-            block = block.copy()
+        if not (block.flags.owndata and block.flags.writeable):  # a view of the caller's array or a read-only map:
+            block = block.copy()  # the engine standardises blocks in place, never the caller's data
         if block.shape != (indices.size, self.dims):
             raise ValueError(f"{type(self.data).__name__} returned rows of shape {block.shape} for "
                              f"{indices.size} indices of {self.dims} dims")

@@ -157,6 +157,26 @@ def _sample_weights(y: np.ndarray, present: np.ndarray, class_weight: str | None
     return weights
 
 
+class _Standardiser:
+    """float32 ``(x - mean) / scale`` on the device, as accurate as a float64 computation rounded to float32.
+
+    The mean is split into a float32 head and a float32 tail: ``x - head`` is correctly rounded relative
+    to the (small) difference, so subtracting the tail recovers what float64 would give, at float32
+    speed and memory (a float64 block costs ~8x more time in the streaming pass).
+    """
+
+    def __init__(self, scaler: Standardisation, device):
+        head = scaler.mean.astype(np.float32)
+        self.head = torch.from_numpy(head).to(device)
+        self.tail = torch.from_numpy((scaler.mean - head.astype(np.float64)).astype(np.float32)).to(device)
+        self.inverse = torch.from_numpy((1.0 / scaler.scale).astype(np.float32)).to(device)
+        self.device = device
+
+    def __call__(self, block: np.ndarray) -> torch.Tensor:
+        z = torch.from_numpy(block).to(self.device)  # the block is a fresh float32 array: work in place
+        return z.sub_(self.head).sub_(self.tail).mul_(self.inverse)
+
+
 class _FullBatch:
     """The standardised training rows held on the device as one float32 matrix."""
 
@@ -165,8 +185,9 @@ class _FullBatch:
     def __init__(self, source, rows, scaler: Standardisation, device, block_rows):
         self.device, self.dims = device, source.dims
         self.z = torch.empty((rows.size, source.dims), dtype=torch.float32, device=device)
-        for part, block in source.blocks(rows, block_rows, dtype=np.float64):
-            self.z[part] = torch.from_numpy(scaler.transform(block, np.float32)).to(device)
+        standardise = _Standardiser(scaler, device)
+        for part, block in source.blocks(rows, block_rows, dtype=np.float32):
+            self.z[part] = standardise(block)
 
     def project(self, weights: torch.Tensor) -> torch.Tensor:
         return (self.z @ weights.to(torch.float32)).to(torch.float64)
@@ -183,13 +204,11 @@ class _Streaming:
     def __init__(self, source, rows, scaler: Standardisation, device, block_rows):
         self.source, self.rows, self.device, self.block_rows = source, rows, device, block_rows
         self.dims = source.dims
-        self.mean = torch.from_numpy(scaler.mean).to(device)
-        self.scale = torch.from_numpy(scaler.scale).to(device)
+        self.standardise = _Standardiser(scaler, device)
 
     def _blocks(self):
         for part, block in self.source.blocks(self.rows, self.block_rows, dtype=np.float32):
-            z = (torch.from_numpy(block).to(self.device, torch.float64) - self.mean) / self.scale
-            yield part, z.to(torch.float32)
+            yield part, self.standardise(block)
 
     def project(self, weights: torch.Tensor) -> torch.Tensor:
         out = torch.empty((self.rows.size, weights.shape[1]), dtype=torch.float64, device=self.device)
