@@ -53,6 +53,15 @@ def test_plain_output_is_one_start_line_a_line_per_interval_and_one_end_line():
     assert progress.current() is None  # the stage is closed: later lines print as they come
 
 
+def test_a_long_stage_spaces_its_lines_out():
+    clock, out = Clock(), io.StringIO()
+    with StageProgress("activations", 1, out=out, live=False, interval=10.0, clock=clock) as stage:
+        for second in range(3600):  # an hour of a line a second: every 10 s would be 360 lines
+            clock.now = float(second)
+            stage.note(f"tiny: {second}/3600 traces")
+    assert 10 <= len(out.getvalue().splitlines()) <= 30
+
+
 def test_a_terminal_gets_a_live_bar_and_the_same_start_and_end_lines():
     out = io.StringIO()
     with StageProgress("data", 2, out=out, live=True, interval=10.0) as stage:

@@ -70,20 +70,29 @@ def run(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         print(f"Dagster instance {home}; full event log {log_file}", flush=True)
         guard = StageGuard(instance, log=progress.say)  # crash safety: run_recovery.py
-        failed = None
+        failed, skipped = None, []
         for stage in stages:
             if stage.name not in wanted:
                 continue
             if failed is not None and stage.name != "gate":
-                print(f"[{stage.name}] not run: stage {failed!r} failed", flush=True)
+                skipped.append(stage.name)
                 continue
+            _say_skipped(failed, skipped)
             if not _run_stage(instance, guard, cli_defs, stage, args, log_file):
                 failed = stage.name
+        _say_skipped(failed, skipped)
         status = 1 if failed else 0
         if "gate" in wanted or (args.study and not args.stage):  # a --stage list names the gate to get it
             status = _report_gate(instance, args.study) or status
             _print_headlines(instance, defs, args.study)
         return status
+
+
+def _say_skipped(failed: str | None, skipped: list[str]) -> None:
+    """One line for the stages not run after a failure (then forgets them)."""
+    if skipped:
+        print(f"not run, because stage {failed!r} failed: {', '.join(skipped)}", flush=True)
+        skipped.clear()
 
 
 def _run_stage(instance, guard, defs, stage, args: argparse.Namespace, log_file) -> bool:

@@ -6,7 +6,8 @@ Why a module of its own, with no Dagster import: the studies report progress thr
 feeds it the step starts and ends and the platform's own lines; this module decides what reaches
 the terminal. On a terminal (a TTY) it draws a ``rich`` progress bar (steps or the latest
 "done/total unit" count, rate, ETA) that disappears when the stage ends; otherwise (a file, a CI
-log) it prints a plain line at most every ``interval`` seconds, so a long run stays a short log.
+log) it prints a plain line every ``interval`` seconds, spaced out to a quarter of the stage's age
+once that is longer, so a long run stays a short log.
 
 Counts: a line of the form ``"<what>: 17/48 traces (3.4 traces/s)"`` (``count_line``) is read as
 progress of the current step; other lines are shown as the latest news and never parsed further.
@@ -205,7 +206,9 @@ class StageProgress:
             self._bar.update(self._task, completed=completed, total=total, rate=rate, eta=eta, news=news[:80])
             return
         now = self.clock()
-        if now - self._last_print >= self.interval:
+        # every interval, then more rarely as the stage goes on (a quarter of its age): an hours-long
+        # stage writes tens of lines, not thousands
+        if now - self._last_print >= max(self.interval, (now - self.started) / 4):
             self._last_print = now
             self._print(f"[{self.name}] {counts}, {rate}, {eta}, {duration(now - self.started)} so far: {news[:140]}")
 

@@ -18,7 +18,11 @@ class MetadataStoreResource(dg.ConfigurableResource):
     db_path: str = ""
 
     def store(self) -> MetadataStore:
-        return MetadataStore(self.db_path or None)
+        """The store; each table an asset writes through it lands in that asset's metadata as
+        ``dagster/row_count`` and ``dagster/column_schema`` (``defs/summary_metadata.py``)."""
+        from ta_platform.defs.summary_metadata import RecordingMetadataStore
+
+        return RecordingMetadataStore(self.db_path or None)
 
     def record_faults(self, stage: str, faults: list[FaultRecord]) -> None:
         """Replace this stage's fault rows: what is skipped is always visible in DuckDB."""

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import dagster as dg
 import pandas as pd
 
+from ta_platform.store.metadata_store import MetadataStore
+
 GATE_POINTER_TEXT = "see the release_gate check"
 HEADLINE_KEYS = ("headline", "headline_cell", "headline_value", "headline_low", "headline_high")
 
@@ -75,3 +77,46 @@ def _table(n_rows: int, columns: Sequence[tuple[str, str]]) -> dict[str, dg.Meta
     """Dagster's documented table keys (what the UI's asset page reads)."""
     return {"dagster/row_count": dg.MetadataValue.int(int(n_rows)),
             "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(columns))}
+
+
+SIDE_TABLES = frozenset({"faults"})  # written by many assets as a side log: never an asset's own table
+
+
+def record_table_write(store, table: str) -> None:
+    """After ``store`` wrote ``table`` inside an asset step: that asset's ``dagster/row_count`` and
+    ``dagster/column_schema``, read back from DuckDB.
+
+    Which asset: the one named like the table; else, in a single-asset step, the asset itself (the
+    last table it writes wins, until one named like it is written). Outside an asset step, nothing.
+    """
+    if table in SIDE_TABLES:
+        return
+    try:
+        context = dg.AssetExecutionContext.get()
+        keys = set(context.selected_asset_keys)
+        run_id = context.run_id
+    except Exception:  # not inside an asset step (a script, a check, a test): nothing to record
+        return
+    named = dg.AssetKey(table)
+    if named in keys:
+        key, exact = named, True
+    elif len(keys) == 1 and (run_id, next(iter(keys))) not in _EXACT:
+        key, exact = next(iter(keys)), False
+    else:
+        return
+    context.add_asset_metadata(duckdb_table_metadata(store, table), asset_key=key)
+    if exact:
+        _EXACT.add((run_id, key))
+
+
+_EXACT: set = set()  # (run id, asset key) whose own-named table has been recorded
+
+
+class RecordingMetadataStore(MetadataStore):
+    """The project's store, as assets get it from ``MetadataStoreResource``: each table it writes is
+    also recorded on the writing asset's materialisation (``record_table_write``)."""
+
+    def replace_slice(self, table: str, frame: pd.DataFrame, where=None) -> int:
+        written = super().replace_slice(table, frame, where)
+        record_table_write(self, table)
+        return written

@@ -168,6 +168,10 @@ def backtracking_summary(context: dg.AssetExecutionContext, backtracking_setting
     reports = bt.write_reports(store.read_table("backtracking_metric_summary"), margin_summary)
     metadata = {"report_path": dg.MetadataValue.path(str(reports.markdown_path))}
     metadata["html_report"] = dg.MetadataValue.path(str(reports.markdown_path.parent / "index.html"))
+    from ta_platform.defs import study_headlines  # FLOAT keys for the Plots tab, headline for the CLI table
+
+    metadata.update(study_headlines.backtracking(store.read_table("backtracking_metric_summary"),
+                                                 store.read_table("backtracking_margin_summary")))
     for model, report in reports.models.items():
         context.log.info(f"{model}\n{report.markdown}")
         metadata[f"{model}_table"] = dg.MetadataValue.md(report.markdown)
