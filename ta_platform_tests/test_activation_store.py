@@ -9,6 +9,7 @@ and seen to be caught, naming the file.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ta_platform.common.atomic import NoSpaceError
 from ta_platform.extraction import store
 from ta_platform.extraction.checks import (
     check_all_finite,
@@ -229,6 +231,11 @@ def test_an_aborted_write_leaves_no_temporary_file_and_no_manifest(tmp_path):
         with PartitionWriter(folder, DIMS, max_shard_bytes=40 * DIMS * 4) as writer:
             writer.append(_matrix(100))  # two shards renamed, a third open
             raise RuntimeError("planted failure mid-write")
+    assert list(folder.iterdir()) == []
+    with pytest.raises(NoSpaceError, match=r"no space left on device while writing .*shard-00002\.bin"):
+        with PartitionWriter(folder, DIMS, max_shard_bytes=40 * DIMS * 4) as writer:
+            writer.append(_matrix(100))
+            raise OSError(errno.ENOSPC, "No space left on device")  # what a write into a full disk raises
     assert list(folder.iterdir()) == []
     with pytest.raises(ValueError, match="3 rows written but the index has 4"):
         with PartitionWriter(folder, DIMS) as writer:

@@ -117,6 +117,7 @@ class PartitionWriter:
         self._open: tuple[Any, Any, Any, Any] | None = None  # (name, atomic context, handle, sha256)
         self._open_rows = 0
         self._done = False
+        self._published = False  # the manifest is written: nothing of this write may be removed any more
         self.folder.mkdir(parents=True, exist_ok=True)
         _remove(self.folder / MANIFEST_FILE)  # from here on the folder is an unfinished write
 
@@ -125,7 +126,7 @@ class PartitionWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
-            self.abort()
+            self.abort(exc)
 
     def append(self, rows: np.ndarray) -> None:
         """Append rows (``[n, hidden_size]``, any float dtype but float16) after those already written."""
@@ -173,25 +174,33 @@ class PartitionWriter:
                 "dtype": self.storage_dtype, "rows_per_shard": self.rows_per_shard, "shards": list(self._shards),
                 "files": files}
         atomic_write_json(self.folder / MANIFEST_FILE, full)
-        self._done = True
+        self._done = self._published = True
         keep = {*files, MANIFEST_FILE}
         for path in self.folder.iterdir():  # an older write's files (more shards, the old embeddings.npy)
             if path.is_file() and path.name not in keep and not path.name.startswith("."):
                 _remove(path)
         return self.folder
 
-    def abort(self) -> None:
-        """Drop what this write produced: the open shard's temporary file and the renamed shards."""
-        if self._open is not None:
-            name, context, handle, _ = self._open
-            with contextlib.suppress(OSError):  # flushing onto a full disk fails again
-                handle.close()
-            self._open = None
-            context.__exit__(RuntimeError, RuntimeError(f"{self.folder}: write aborted"), None)  # removes the temp
-        for shard in self._shards:
-            _remove(self.folder / shard["file"])
-        self._shards = []
-        self._done = True
+    def abort(self, error: BaseException | None = None) -> None:
+        """Drop what this write produced: the open shard's temporary file and the renamed shards.
+
+        ``error`` (what made the write fail) goes through the open shard's ``atomic_path``, which
+        turns a full disk into ``NoSpaceError`` naming the shard (raised from here in that case).
+        """
+        if self._published:
+            return
+        pending, self._open, self._done = self._open, None, True
+        try:
+            if pending is not None:
+                _, context, handle, _ = pending
+                with contextlib.suppress(OSError):  # flushing onto a full disk fails again
+                    handle.close()
+                error = error if error is not None else RuntimeError(f"{self.folder}: write aborted")
+                context.__exit__(type(error), error, error.__traceback__)  # removes the temporary file
+        finally:
+            for shard in self._shards:
+                _remove(self.folder / shard["file"])
+            self._shards = []
 
     def _open_shard(self) -> None:
         name = SHARD_PATTERN.format(len(self._shards))

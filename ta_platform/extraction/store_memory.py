@@ -55,29 +55,19 @@ def _token_traces(tokenizer: Any, n_traces: int, sentences: tuple[int, int], see
 
 def wide_llama(folder: str | os.PathLike[str], *, hidden: int = 1024, storage_dtype: str = "float32",
                seed: int = 0) -> Any:
-    """The ``ModelSpec`` of a 2-layer random Llama of width ``hidden`` with the embedded tokenizer,
-    saved once under ``folder`` (built in a temporary folder, then renamed): wide rows for little compute."""
+    """The ``ModelSpec`` of a 2-layer random Llama of width ``hidden`` with the embedded tokenizer, saved
+    once under ``folder`` (one builder at a time: the measurement's sizes run one after the other)."""
     from ta_platform.extraction.registry import ModelSpec
     from ta_platform.extraction.tiny_models import build_tokenizer, model_config, random_causal_lm
 
     target = Path(folder) / f"wide-llama-{hidden}-s{seed}"
-    if not (target / "config.json").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            tokenizer = build_tokenizer("llama")
-            config = model_config("llama", "embedded", tokenizer)
-            config.update({"hidden_size": hidden, "intermediate_size": hidden, "num_hidden_layers": 2,
-                           "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": hidden // 8})
-            random_causal_lm(config, seed=seed).save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-            try:
-                os.rename(staging, target)
-            except OSError:  # another process won the race; its copy is identical
-                if not (target / "config.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    if not (target / "tokenizer.json").exists():  # written last: a build killed before it is redone
+        tokenizer = build_tokenizer("llama")
+        config = model_config("llama", "embedded", tokenizer)
+        config.update({"hidden_size": hidden, "intermediate_size": hidden, "num_hidden_layers": 2,
+                       "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": hidden // 8})
+        random_causal_lm(config, seed=seed).save_pretrained(target)
+        tokenizer.save_pretrained(target)
     return ModelSpec(key=target.name, source="local", num_layers=2, layers=(1,), trace_models=("synthetic",),
                      revision="local", path=target, storage_dtype=storage_dtype)
 
