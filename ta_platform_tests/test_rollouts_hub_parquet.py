@@ -189,6 +189,7 @@ def test_one_trace_reads_only_the_row_groups_that_hold_it(hub, served, tmp_path)
 def test_a_second_load_needs_no_shard_request(hub, tmp_path):
     cache = tmp_path / "cache"
     first, _ = load_traces(make_source(hub, cache, "parquet"), models=[QWEN])
+    assert len(first) == 4 and shard_gets(hub)
     hub.clear()
     second, faults = load_traces(make_source(hub, cache, "parquet"), models=[QWEN])
     assert faults == [] and [t.chunks for t in second] == [t.chunks for t in first]
