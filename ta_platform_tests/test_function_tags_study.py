@@ -10,21 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, project_env, run_cli
-from ta_platform_tests.study_runs import job_statuses, study_gate
+from ta_platform_tests.study_runs import job_statuses, study_alone, study_gate
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("function_tags")
-    (root / "models.toml").write_text(ONE_TINY_MODEL_REGISTRY)
-    storage = root / "storage"
-    env = project_env(storage, TA_DATA_SOURCE="embedded", TA_MODEL_REGISTRY=str(root / "models.toml"))
-    result = run_cli(["ta-platform", "materialize", "--study", "function_tags"], env)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return storage, env
+    run = study_alone(tmp_path_factory, "function_tags")  # shared with test_studies_standalone.py in one process
+    assert run.result.returncode == 0, run.result.stdout[-4000:] + run.result.stderr[-4000:]
+    return run.storage, run.env
 
 
 def test_study_builds_what_it_reads_and_passes_its_gate(study):

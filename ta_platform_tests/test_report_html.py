@@ -19,7 +19,8 @@ import pytest
 from ta_platform.reports.collect import SOURCES, collect_sections, write_report
 from ta_platform.reports.html import GateView, Section, render_report
 from ta_platform.store.metadata_store import MetadataStore
-from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, project_env, run_cli
+from ta_platform_tests.e2e import run_cli
+from ta_platform_tests.study_runs import study_alone
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
@@ -89,20 +90,16 @@ PROBE_SCRIPT = """<script>window.addEventListener('load', () => {
 
 @pytest.fixture(scope="module")
 def built_report(tmp_path_factory):
-    """``ta-platform materialize --study preferences`` (it writes a figure and tables) in an empty storage;
+    """``ta-platform materialize --study preferences`` (it writes a figure and tables) in an empty storage:
     the command writes index.html after its gate; ``ta-platform report`` rebuilds it."""
-    root = tmp_path_factory.mktemp("report")
-    (root / "models.toml").write_text(ONE_TINY_MODEL_REGISTRY)
-    storage = root / "storage"
-    env = project_env(storage, TA_DATA_SOURCE="embedded", TA_MODEL_REGISTRY=str(root / "models.toml"))
-    done = run_cli(["ta-platform", "materialize", "--study", "preferences"], env)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    page = storage / "reports" / "index.html"
+    run = study_alone(tmp_path_factory, "preferences")  # shared with test_studies_standalone.py in one process
+    assert run.result.returncode == 0, run.result.stdout[-4000:] + run.result.stderr[-4000:]
+    page = run.storage / "reports" / "index.html"
     first = page.stat().st_mtime_ns
-    rebuilt = run_cli(["ta-platform", "report"], env)
+    rebuilt = run_cli(["ta-platform", "report"], run.env)
     assert rebuilt.returncode == 0 and rebuilt.stdout.strip().endswith("index.html"), rebuilt.stderr[-3000:]
     assert page.stat().st_mtime_ns >= first
-    return storage, page
+    return run.storage, page
 
 
 @pytest.mark.slow

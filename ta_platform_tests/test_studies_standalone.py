@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, project_env, run_cli
-from ta_platform_tests.study_runs import job_statuses, study_gate
+from ta_platform_tests.study_runs import job_statuses, study_alone, study_gate
 
 pytestmark = pytest.mark.slow
 
-# every --study, in the order of the main job; seeds kept to one where a study has a seed stage
-STUDIES = {"anchors": ["--seeds", "0...0"], "preferences": [], "backtracking": ["--seeds", "0...0"],
-           "needle": ["--seeds", "0...0"], "ood": [], "function_tags": []}
+# every --study, in the order of the main job
+STUDIES = ["anchors", "preferences", "backtracking", "needle", "ood", "function_tags"]
 
 
 def test_the_list_is_every_study():
@@ -27,16 +25,13 @@ def test_the_list_is_every_study():
     assert set(STUDY_STAGES) == set(STUDIES)
 
 
-@pytest.mark.parametrize("study", list(STUDIES))
-def test_study_runs_alone_from_an_empty_storage(study, tmp_path):
+@pytest.mark.parametrize("study", STUDIES)
+def test_study_runs_alone_from_an_empty_storage(study, tmp_path_factory):
     from ta_platform.definitions import STUDY_STAGES
 
-    (tmp_path / "models.toml").write_text(ONE_TINY_MODEL_REGISTRY)
-    storage = tmp_path / "storage"
-    env = project_env(storage, TA_DATA_SOURCE="embedded", TA_MODEL_REGISTRY=str(tmp_path / "models.toml"))
-    done = run_cli(["ta-platform", "materialize", "--study", study, *STUDIES[study]], env, timeout=1500)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert job_statuses(storage) == {stage.job_name: "SUCCESS" for stage in STUDY_STAGES[study]}
-    gate = study_gate(env, study)
+    run = study_alone(tmp_path_factory, study)
+    assert run.result.returncode == 0, run.result.stdout[-4000:] + run.result.stderr[-4000:]
+    assert job_statuses(run.storage) == {stage.job_name: "SUCCESS" for stage in STUDY_STAGES[study]}
+    gate = study_gate(run.env, study)
     assert gate["passed"] and not gate["missing"] and not gate["failing"], gate
-    assert (storage / "reports" / "index.html").exists()
+    assert (run.storage / "reports" / "index.html").exists()
