@@ -79,9 +79,9 @@ def ood_prompt_set(context: dg.AssetExecutionContext, ood_settings: OodSettings,
     missing = [name for name in ("task_pool.parquet", "pairwise_preferences.parquet", "thurstonian_utilities.parquet")
                if not pref_file(name).exists()]
     if missing:
-        raise FileNotFoundError(f"the OOD study reads the preference study's {missing} under {pref_file('')}: run "
-                                "`ta-platform materialize` (its summary stage) first, with the same "
-                                "TA_PREFERENCE_PROFILE")
+        raise FileNotFoundError(f"the OOD study reads the preference study's {missing} under {pref_file('')}: "
+                                "`ta-platform materialize --study ood` builds them first (or materialise with "
+                                "upstream in the UI), with the same TA_PREFERENCE_PROFILE")
     pool = pd.read_parquet(pref_file("task_pool.parquet"))
     prompts = _load_prompts(ood_settings, pool)
     model_key = judge_partition_key(compute.registry(), preference_settings).partition("/")[0]
