@@ -196,4 +196,4 @@ def _report_gate(instance, study: str | None) -> int:
 def _stage_arguments(args: argparse.Namespace) -> list[str]:
     """The stage and seed arguments of this invocation, for the pilot's own run of the main job."""
     forwarded = [f"--stage={stage}" for stage in args.stage or []]
-    return forwarded + ([f"--seeds={args.seeds}"] if args.seeds else [])
+    return forwarded + ([f"--seeds={args.seeds}"] if args.seeds else []) + (["--verbose"] if args.verbose else [])

@@ -26,21 +26,26 @@ def _best(frame: pd.DataFrame, column: str) -> pd.Series | None:
 def backtracking(metric_summary: pd.DataFrame, margin_summary: pd.DataFrame) -> dict:
     """Per model, layer and lag 0 / +8: the probe's span AUROC and its margins over token identity and
     over the best baseline; headline: the best +8 cell's margin over the best baseline."""
+    if metric_summary.empty or margin_summary.empty:
+        return {}
     values = {}
     auroc = metric_summary[(metric_summary["probe"] == "linear_probe") & (metric_summary["metric"] == "auroc")
                            & metric_summary["lag"].isin(BACKTRACKING_LAGS)]
-    for row in auroc.itertuples():
-        values[f"{row.model}/{row.layer}/lag{row.lag:+d}/probe_auroc"] = row.mean
+    for row in auroc.to_dict("records"):
+        values[f"{row['model']}/{row['layer']}/lag{int(row['lag']):+d}/probe_auroc"] = row["mean"]
     margins = margin_summary[(margin_summary["target"] == "span") & (margin_summary["metric"] == "auroc")
                              & margin_summary["lag"].isin(BACKTRACKING_LAGS)
                              & margin_summary["baseline"].isin(BACKTRACKING_BASELINES)]
-    for row in margins.itertuples():
-        values[f"{row.model}/{row.layer}/lag{row.lag:+d}/margin_{row.baseline}"] = row.mean_margin
+    # the margin table's own columns (margin, ci_low, ci_high); older stores named them mean_*
+    margin, low, high = (("margin", "ci_low", "ci_high") if "margin" in margins.columns
+                         else ("mean_margin", "mean_ci_low", "mean_ci_high"))
+    for row in margins.to_dict("records"):
+        values[f"{row['model']}/{row['layer']}/lag{int(row['lag']):+d}/margin_{row['baseline']}"] = row[margin]
     lead = margins[(margins["lag"] == max(BACKTRACKING_LAGS)) & (margins["baseline"] == "best_baseline")]
-    best = _best(lead, "mean_margin") if len(lead) else None
+    best = _best(lead, margin) if len(lead) else None
     top = {} if best is None else headline(
         f"{best['model']}/{best['layer']} lag +{max(BACKTRACKING_LAGS)}",
-        "span AUROC margin over the best baseline", best["mean_margin"], best["mean_ci_low"], best["mean_ci_high"])
+        "span AUROC margin over the best baseline", best[margin], best[low], best[high])
     return {**floats(values), **top}
 
 
