@@ -178,6 +178,15 @@ def test_truncated_shard_fails_at_load_naming_it_and_the_recovery(tmp_path):
     shard.unlink()
     with pytest.raises(PartitionError, match=r"shard-00002\.bin: shard is missing"):
         load_partition(folder)
+    manifest = folder / MANIFEST_FILE
+    manifest.write_text(manifest.read_text()[:100])  # a manifest cut short
+    with pytest.raises(PartitionError, match=r"manifest\.json: unreadable manifest.*or delete"):
+        load_partition(folder)
+    _write_traces(tmp_path / "ok", _matrix(130), [130])
+    index = tmp_path / "ok" / "index.parquet"
+    index.write_bytes(index.read_bytes()[:-1] + b"\0")
+    with pytest.raises(PartitionError, match=r"index\.parquet: does not match the sha256"):
+        load_partition(tmp_path / "ok")
 
 
 def test_flipped_bit_is_caught_when_its_shard_is_first_read_and_by_verify(tmp_path):
