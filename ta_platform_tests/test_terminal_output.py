@@ -53,6 +53,20 @@ def test_plain_output_is_one_start_line_a_line_per_interval_and_one_end_line():
     assert progress.current() is None  # the stage is closed: later lines print as they come
 
 
+def test_the_next_models_count_gets_its_own_rate_and_eta():
+    clock, out = Clock(), io.StringIO()
+    with StageProgress("activations", 1, out=out, live=False, interval=1000.0, clock=clock) as stage:
+        stage.step_started("sentence_activations")
+        clock.now = 10.0
+        stage.note("tiny-llama: 48/48 traces")  # the first model: 4.8 traces/s
+        clock.now = 20.0
+        stage.note("tiny-qwen2: 6/48 traces")  # the second model starts its own clock here
+        clock.now = 30.0
+        stage.note("tiny-qwen2: 16/48 traces")  # 10 traces in 10 s
+        clock.now = 35.0  # a tick 5 s after the latest count
+        assert stage.status() == ("16/48 traces", "1.0 traces/s", "ETA 27s")
+
+
 def test_a_long_stage_spaces_its_lines_out():
     clock, out = Clock(), io.StringIO()
     with StageProgress("activations", 1, out=out, live=False, interval=10.0, clock=clock) as stage:

@@ -100,6 +100,8 @@ class StageProgress:
         self.latest = ""
         self.count: tuple[int, int, str] | None = None  # the current step's, reset when a step ends
         self.last_count: tuple[int, int, str] | None = None
+        self.count_at = self.started
+        self.count_base = 0  # the count's value when its rate clock started
         self._last_print = self.started
         self._bar = None
         self._task = None
@@ -154,7 +156,7 @@ class StageProgress:
 
     # -- events ----------------------------------------------------------------------------------
     def step_started(self, step: str) -> None:
-        self.step, self.step_began, self.count = step, self.clock(), None
+        self.step, self.step_began, self.count, self.count_base = step, self.clock(), None, 0
         self._refresh(news=f"{step} started")
 
     def step_finished(self, step: str, ok: bool = True) -> None:
@@ -166,10 +168,13 @@ class StageProgress:
         """A platform line (a study's ``log(...)``): the latest news, and a count if it carries one."""
         line = " ".join(line.split())  # multi-line tables become one line of news; the log file keeps them whole
         if step and step != self.step:
-            self.step, self.step_began, self.count = step, self.clock(), None
+            self.step, self.step_began, self.count, self.count_base = step, self.clock(), None, 0
         found = parse_count(line)
         if found is not None and self.count is not None and (found[0] < self.count[0] or found[1:] != self.count[1:]):
-            self.step_began = self.clock()  # a new count within the step (the next model): its own rate
+            # a new count within the step (the next model): its own rate, from this first count on
+            self.step_began, self.count_base = self.clock(), found[0]
+        if found is not None:
+            self.count_at = self.clock()  # rates are measured up to the latest count, not to a later tick
         self.count = found or self.count
         self.last_count = self.count or self.last_count
         self._refresh(news=f"{step + ': ' if step else ''}{line}")
@@ -180,9 +185,9 @@ class StageProgress:
         now = self.clock()
         if self.count is not None:
             done, total, unit = self.count
-            spent = now - self.step_began
-            rate = done / spent if spent > 0 else 0.0
-            eta = (total - done) / rate if rate > 0 else None
+            spent = self.count_at - self.step_began
+            rate = (done - self.count_base) / spent if spent > 0 else 0.0
+            eta = max(0.0, (total - done) / rate - (now - self.count_at)) if rate > 0 else None
             counts = f"{done}/{total} {unit}"
             rate_text = f"{rate:.1f} {unit}/s"
         else:
