@@ -55,6 +55,7 @@ class Fault:
     method: str | None = "GET"
     times: int = 1
     stall_s: float = 3.0
+    offset: int | None = None  # a "flip" of this byte of the file, on a response that carries it
     served: list[str] = field(default_factory=list)
 
     def matches(self, method: str, path: str) -> bool:
@@ -141,18 +142,27 @@ class HubServer:
             self.faults.clear()
 
     def inject(self, kind: str, path: str | None = None, method: str | None = "GET", times: int = 1,
-               stall_s: float = 3.0) -> Fault:
-        """Plant ``kind`` (one of ``FAULT_KINDS``) on matching requests; returns the fault (see ``.served``)."""
+               stall_s: float = 3.0, offset: int | None = None) -> Fault:
+        """Plant ``kind`` (one of ``FAULT_KINDS``) on matching requests; returns the fault (see ``.served``).
+
+        ``offset`` (a flip only): flip that byte of the file, on the next responses whose range holds it."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; expected one of {FAULT_KINDS}")
-        fault = Fault(kind, path, method, times, stall_s)
+        if offset is not None and kind != "flip":
+            raise ValueError("offset is for a flip")
+        fault = Fault(kind, path, method, times, stall_s, offset)
         with self._lock:
             self.faults.append(fault)
         return fault
 
-    def take_fault(self, method: str, path: str) -> Fault | None:
+    def take_fault(self, method: str, path: str, span: tuple[int, int] | None = None) -> Fault | None:
+        """The next planted fault for this request (consumed); ``span``: the file bytes it carries,
+        for faults planted at an offset (matched only then)."""
         with self._lock:
             for fault in self.faults:
+                at = fault.offset
+                if (at is None) != (span is None) or (span is not None and not span[0] <= at <= span[1]):
+                    continue
                 if fault.matches(method, path):
                     if fault.times > 0:
                         fault.times -= 1
@@ -189,6 +199,7 @@ class _HubHandler(BaseHTTPRequestHandler):
     server_version = "FakeHub/1.0"
     protocol_version = "HTTP/1.1"  # keep-alive, like the Hub: a reset then hits a reused connection
     fault: Fault | None = None
+    span_start = 0  # the file offset of the body being sent (a range answer)
 
     def log_message(self, format, *args):  # keep test output clean
         pass
@@ -259,7 +270,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             body = body[: len(body) // 2]
             length = len(body)
         elif fault is not None and fault.kind == "flip" and body:
-            middle = len(body) // 2
+            middle = len(body) // 2 if fault.offset is None else fault.offset - self.span_start
             body = body[:middle] + bytes([body[middle] ^ 0x01]) + body[middle + 1 :]
         self.send_response(status)
         for name, value in headers.items():
@@ -344,9 +355,12 @@ class _HubHandler(BaseHTTPRequestHandler):
             "Content-Disposition": f'inline; filename="{quote(target.name)}"',
         }
         wanted = parse_range(self.headers.get("Range"), len(data))
+        start, end = wanted if wanted is not None and not head else (0, len(data) - 1)
+        if self.fault is None and not head:
+            self.fault = self.hub.take_fault(self.command, unquote(urlsplit(self.path).path), (start, end))
+            self.span_start = start
         if wanted is None or head:
             return self._send(200, data, headers, head=head)
-        start, end = wanted
         if start >= len(data) or start > end:
             return self._error(416, None, f"range not satisfiable for {len(data)} bytes")
         headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
@@ -364,7 +378,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def build_parquet_layout(source: Path, dest: Path, shards: int = 3, rows_per_group: int = 4,
-                         page_checksums: bool = True, skip: tuple[str, ...] = ()) -> list[Path]:
+                         page_checksums: bool = True, skip: tuple[str, ...] = (),
+                         compression: str = "snappy") -> list[Path]:
     """``source`` (a folder-layout dataset) re-published as the authors did in August 2025.
 
     As ``misc-scripts/push_hf_dataset.py`` (interp-reasoning/thought-anchors 2a15f77): walk the folder
@@ -373,7 +388,8 @@ def build_parquet_layout(source: Path, dest: Path, shards: int = 3, rows_per_gro
     by ``datasets.push_to_hub`` as ``data/<split>-<i>-of-<n>.parquet`` shards of the split ``default``.
     Small row groups here so tests see row-group filtering at work; ``page_checksums`` stores page CRCs
     (``datasets`` does not; a reader can verify them only where they exist); paths in ``skip`` get no
-    row. Returns the shard paths.
+    row; ``compression="none"`` leaves values as plain bytes (a flipped bit then decodes silently unless
+    a page CRC catches it). Returns the shard paths.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -397,7 +413,7 @@ def build_parquet_layout(source: Path, dest: Path, shards: int = 3, rows_per_gro
         part = rows[i * per_shard : (i + 1) * per_shard]
         path = dest / "data" / f"default-{i:05d}-of-{shards:05d}.parquet"
         pq.write_table(pa.Table.from_pylist(part, schema=schema), path, row_group_size=rows_per_group,
-                       write_page_checksum=page_checksums)
+                       write_page_checksum=page_checksums, compression=compression)
         written.append(path)
     (dest / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n"
                                     "  - split: default\n    path: data/default-*\n---\n")

@@ -61,7 +61,9 @@ def served(tmp_path_factory):
     build_parquet_layout(gappy_source, gappy, shards=2, rows_per_group=5,
                          skip=(f"{gap.relative_dir}/chunks_labeled.json",))
     _shrink_one_row(gappy, f"{TraceRef(LLAMA, CORRECT_SPLIT, ids[0]).relative_dir}/base_solution.json")
-    revisions = {"folder": folder, "parquet": parquet, "both": both, "gappy": gappy}
+    plain = base / "plain"  # uncompressed with page CRCs: only the CRC sees a flipped bit in a value
+    build_parquet_layout(folder, plain, shards=3, rows_per_group=3, compression="none")
+    revisions = {"folder": folder, "parquet": parquet, "both": both, "gappy": gappy, "plain": plain}
     if MATH_ROLLOUTS.is_dir():
         real = base / "real"
         build_parquet_layout(MATH_ROLLOUTS, real, shards=4, rows_per_group=5, page_checksums=False)
@@ -235,9 +237,9 @@ def test_missing_and_corrupt_rows_are_faults_naming_the_file(hub, served, tmp_pa
 @pytest.mark.parametrize("kind", ["503", "reset", "truncate", "short", "flip"])
 def test_faults_on_range_requests_are_survived(hub, served, tmp_path, kind):
     _, folder, _, _ = served
-    fault = hub.inject(kind, path=".parquet", times=2)
-    traces, faults = load_traces(make_source(hub, tmp_path / "cache", "parquet"))
-    assert len(fault.served) == 2 and faults == [] and len(traces) == 8
+    fault = hub.inject(kind, path=".parquet", times=2)  # the first two: footer reads
+    traces, faults = load_traces(make_source(hub, tmp_path / "cache", "parquet"), models=[QWEN], splits=[CORRECT_SPLIT])
+    assert len(fault.served) == 2 and faults == [] and len(traces) == 2
     for trace in traces:
         for name in TRACE_FILES:
             cached = make_source(hub, tmp_path / "cache", "parquet").parquet.files_root / trace.ref.relative_dir / name
@@ -278,3 +280,19 @@ def test_real_traces_from_parquet_rows_equal_the_folder(hub, tmp_path):
         assert trace.chunks == expected.chunks and trace.files == expected.files
     with pytest.raises(DataFault):
         make_source(hub, tmp_path / "cache", "real").fetch(TraceRef(QWEN, CORRECT_SPLIT, "999999"))
+
+
+def test_a_flipped_bit_in_a_data_page_is_caught_by_its_crc(hub, served, tmp_path):
+    """A flipped bit inside a needed row's content, in an uncompressed page: without the page's CRC it
+    would decode as another character of valid JSON of the right size."""
+    _, folder, ids, _ = served
+    ref = TraceRef(QWEN, CORRECT_SPLIT, ids[0])
+    original = (folder / ref.relative_dir / "chunks_labeled.json").read_bytes()
+    shards = sorted((hub.revisions["plain"].folder / "data").glob("*.parquet"))
+    holder = next(p for p in shards if original in p.read_bytes())
+    offset = holder.read_bytes().index(original) + len(original) // 2
+    fault = hub.inject("flip", path=holder.name, offset=offset)
+    source = make_source(hub, tmp_path / "cache", "plain")
+    traces, faults = load_traces(source, models=[ref.model], splits=[ref.split], problem_ids=[ref.problem_id])
+    assert len(fault.served) == 1 and faults == [] and [t.ref for t in traces] == [ref]
+    assert (source.parquet.files_root / ref.relative_dir / "chunks_labeled.json").read_bytes() == original
