@@ -296,3 +296,20 @@ def test_a_flipped_bit_in_a_data_page_is_caught_by_its_crc(hub, served, tmp_path
     traces, faults = load_traces(source, models=[ref.model], splits=[ref.split], problem_ids=[ref.problem_id])
     assert len(fault.served) == 1 and faults == [] and [t.ref for t in traces] == [ref]
     assert (source.parquet.files_root / ref.relative_dir / "chunks_labeled.json").read_bytes() == original
+
+
+def test_an_unreachable_hub_serves_the_cached_rows(hub, tmp_path):
+    """Offline, the rows extracted before are the cache: the same traces, no request."""
+    import socket
+
+    cache = tmp_path / "cache"
+    online, _ = load_traces(make_source(hub, cache, "parquet"), models=[LLAMA])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    offline = HubRolloutSource(repo_id=REPO, revision="parquet", cache_dir=cache, endpoint=dead,
+                               retry=RetryPolicy(attempts=2, total_s=1.0, base_s=0.05))
+    traces, faults = load_traces(offline)
+    assert faults == [] and [t.key for t in traces] == [t.key for t in online]
+    assert [t.chunks for t in traces] == [t.chunks for t in online]
+    assert offline.layout() == "parquet" and "offline" in offline.describe()
