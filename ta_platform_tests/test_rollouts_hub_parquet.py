@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from huggingface_hub import constants
 
 from ta_platform.common.faults import DataFault
 from ta_platform.rollouts.generator import generate_dataset, read_manifest
@@ -234,9 +235,10 @@ def test_missing_and_corrupt_rows_are_faults_naming_the_file(hub, served, tmp_pa
     assert not [p for p in cache.rglob("base_solution.json") if TraceRef(LLAMA, CORRECT_SPLIT, ids[0]).relative_dir in str(p)]
 
 
-@pytest.mark.parametrize("kind", ["503", "reset", "truncate", "short", "flip"])
-def test_faults_on_range_requests_are_survived(hub, served, tmp_path, kind):
+@pytest.mark.parametrize("kind", ["503", "reset", "truncate", "stall", "short", "flip"])
+def test_faults_on_range_requests_are_survived(hub, served, tmp_path, monkeypatch, kind):
     _, folder, _, _ = served
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)  # the read timeout a stall runs into
     fault = hub.inject(kind, path=".parquet", times=2)  # the first two: footer reads
     traces, faults = load_traces(make_source(hub, tmp_path / "cache", "parquet"), models=[QWEN], splits=[CORRECT_SPLIT])
     assert len(fault.served) == 2 and faults == [] and len(traces) == 2

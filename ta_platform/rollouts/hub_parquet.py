@@ -16,6 +16,7 @@ Why it is shaped this way:
   ``size_bytes`` columns only, streamed page by page (``buffer_size``, no pre-buffering) and stopped after
   the last needed row. The footer offers no page index in what ``datasets`` writes, so a row costs at
   most its row group's content chunk up to that row, never the shard, never the repo.
+- A stalled answer ends at the client's read timeout (``HF_HUB_DOWNLOAD_TIMEOUT``, as for file downloads).
 - Integrity: every range answer must be a 206 with the asked ``Content-Range`` and length; each row's
   content must be ``size_bytes`` long in UTF-8 (what the author's script recorded from disk); page CRCs
   are verified where the writer stored them (``page_checksum_verification``). A bad answer is retried
@@ -46,7 +47,6 @@ PARQUET_SUFFIX = ".parquet"
 ROW_COLUMNS = ("path", "size_bytes")
 INDEX_VERSION = 1
 SIZE_MISMATCH = "size_mismatch"
-READ_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class RangeFile(io.RawIOBase):
 
     def read_range(self, start: int, length: int) -> bytes:
         """Bytes ``[start, start + length)``, checked against the answer's status, range and length."""
+        from huggingface_hub import constants
         from huggingface_hub.utils import get_session, hf_raise_for_status
 
         end = start + length - 1
@@ -110,7 +111,7 @@ class RangeFile(io.RawIOBase):
         def attempt() -> bytes:
             self.requests += 1
             response = get_session().get(self.url, headers={**self.headers, "Range": f"bytes={start}-{end}"},
-                                         timeout=READ_TIMEOUT_S, follow_redirects=True)
+                                         timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT, follow_redirects=True)
             hf_raise_for_status(response)
             body = response.content
             self.bytes_read += len(body)
