@@ -82,10 +82,13 @@ def test_a_terminal_gets_a_live_bar_and_the_same_start_and_end_lines():
         stage.start_line()
         stage.step_started("problem_index")
         stage.note("tiny-llama: 3/10 traces (1.0 traces/s)", "problem_index")
+        stage._bar.refresh()
+        drawn = out.getvalue()
         stage.step_finished("problem_index")
         stage.finish(False, [])
     text = out.getvalue()
     assert "[data] started: 2 steps" in text and "[data] FAILED in" in text
+    assert "[data]" in drawn.replace("[data] started: 2 steps", "") and "3/10" in drawn  # the bar names its stage
 
 
 @dg.asset

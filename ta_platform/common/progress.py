@@ -117,11 +117,11 @@ class StageProgress:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            console = Console(file=self.out)
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                                 TextColumn("{task.fields[eta]} {task.fields[news]}"),
-                                 console=console, transient=True)
+            console = Console(file=self.out, force_terminal=True)  # live: a terminal, or asked for
+            # narrow columns first, the news last: a narrow terminal crops the news, not the counts
+            self._bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(bar_width=20), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                                 TextColumn("{task.fields[news]}", markup=False), console=console, transient=True)
             self._bar.start()
             self._task = self._bar.add_task(f"[{self.name}]", total=self.n_steps or None, rate="", eta="", news="")
         elif self.interval > 0:  # a silent step still shows it is alive, once per interval
