@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ta_platform.probing.bootstrap import bootstrap_margins
 
@@ -48,6 +49,26 @@ def test_resamples_are_whole_problems():
 
 def test_no_resamples_gives_nan_interval_but_point_margin():
     labels, groups, good, noise = _toy()
-    (result, *_) = bootstrap_margins(labels, {"good": good}, noise, groups, n_resamples=0)
-    assert result.margin == pytest.approx(result.margin) and result.margin > 0
-    assert math.isnan(result.ci_low) and math.isnan(result.ci_high)
+    pr_margin, auroc_margin = bootstrap_margins(labels, {"good": good}, noise, groups, n_resamples=0)
+    # the point margins are the metrics on the full set, checked against sklearn's own implementations
+    assert pr_margin.margin == pytest.approx(average_precision_score(labels, good)
+                                             - average_precision_score(labels, noise))
+    assert auroc_margin.margin == pytest.approx(roc_auc_score(labels, good) - roc_auc_score(labels, noise))
+    assert math.isnan(pr_margin.ci_low) and math.isnan(pr_margin.ci_high) and pr_margin.n_valid_resamples == 0
+
+
+def test_with_folds_each_fold_is_scored_on_its_own():
+    """Leave-problems-out: fold models have their own scales. Shifting one fold's scores (the same
+    ranking inside the fold) leaves the per-fold margin unchanged; a pooled PR-AUC would move."""
+    labels, groups, good, noise = _toy(n_problems=8)
+    folds = np.where(np.isin(groups, ["p0", "p1", "p2", "p3"]), "fold0", "fold1")
+    shifted = np.where(folds == "fold0", good + 100.0, good)
+    first = bootstrap_margins(labels, {"good": good}, noise, groups, n_resamples=100, seed=1, folds=folds)
+    second = bootstrap_margins(labels, {"good": shifted}, noise, groups, n_resamples=100, seed=1, folds=folds)
+    assert [v for r in first for v in (r.margin, r.ci_low, r.ci_high)] == pytest.approx(
+        [v for r in second for v in (r.margin, r.ci_low, r.ci_high)])
+    in_fold = [average_precision_score(labels[folds == f], good[folds == f])
+               - average_precision_score(labels[folds == f], noise[folds == f]) for f in ("fold0", "fold1")]
+    assert first[0].margin == pytest.approx(np.mean(in_fold))  # 4 problems each: equal weights
+    pooled = bootstrap_margins(labels, {"good": shifted}, noise, groups, n_resamples=0)
+    assert abs(pooled[0].margin - first[0].margin) > 0.01

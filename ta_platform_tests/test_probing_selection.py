@@ -70,23 +70,56 @@ def test_holdout_scores_only_test_rows_and_counts_test_problems():
     assert cell.n_test_problems == 4  # problems 0, 3, 6, 9
 
 
-def test_interval_is_over_problems_of_the_seed_averaged_margin():
-    one = _predictions(seeds=(0,))
-    (single,) = probe_cells(one, _selection(one), n_resamples=400, seed=3).itertuples()
-    # two identical seeds: the seed average is the same statistic, so the same interval (an average of
-    # two seeds' bootstrap endpoints would be too, but here the draws are shared problems, not endpoints)
-    twice = pd.concat([one, one.assign(seed=1)], ignore_index=True)
-    (double,) = probe_cells(twice, _selection(twice), n_resamples=400, seed=3).itertuples()
-    assert double.margin_position == pytest.approx(single.margin_position)
-    assert (double.ci_low_position, double.ci_high_position) == pytest.approx(
-        (single.ci_low_position, single.ci_high_position))
-    assert double.n_seeds == 2 and double.probe_std == pytest.approx(0.0)
-    # more problems -> a narrower interval (the unit of resampling is the problem)
-    many = _predictions(n_problems=96)
-    (narrow,) = probe_cells(many, _selection(many), n_resamples=400, seed=3).itertuples()
-    assert narrow.n_test_problems == 96
-    width = single.ci_high_position - single.ci_low_position
-    assert narrow.ci_high_position - narrow.ci_low_position < 0.6 * width  # ~1/sqrt(8) of it
+def _shifted_split(predictions):
+    """The same rows with another problem split: test problems are those with id % 3 == 1."""
+    problem = predictions["problem_id"].astype(int)
+    return predictions.assign(split=np.where(problem % 3 == 1, "test", np.where(problem % 3 == 2, "val", "train")))
+
+
+def test_interval_is_of_the_seed_averaged_margin_not_an_average_of_seed_endpoints():
+    """Two seeds with different test problems (20 each): the point is the mean of the seeds' margins, and
+    the interval resamples the union of 40 problems, so it is about 1/sqrt(2) as wide as each seed's own.
+    Averaging the seeds' endpoints gives exactly the mean width (ratio 1.0): this fails on it."""
+    first = _predictions(seeds=(0,), n_problems=60, scheme="holdout", rng_seed=0)
+    second = _shifted_split(_predictions(seeds=(1,), n_problems=60, scheme="holdout", rng_seed=100))
+    both = pd.concat([first, second], ignore_index=True)
+    singles = [next(probe_cells(p, _selection(p), n_resamples=400, seed=3).itertuples()) for p in (first, second)]
+    (joint,) = probe_cells(both, _selection(both), n_resamples=400, seed=3).itertuples()
+    assert joint.n_seeds == 2 and joint.n_test_problems == 20
+    assert joint.margin_position == pytest.approx(np.mean([s.margin_position for s in singles]))
+    widths = [s.ci_high_position - s.ci_low_position for s in singles]
+    assert joint.ci_high_position - joint.ci_low_position < 0.9 * np.mean(widths), widths
+    assert joint.ci_low_position != pytest.approx(np.mean([s.ci_low_position for s in singles]), abs=1e-3)
+
+
+@pytest.mark.parametrize("scheme", ["folds", "holdout"])
+def test_interval_resamples_problems_not_sentences(scheme):
+    """Every sentence copied 5 times: the same problems, so the same problem-bootstrap interval (the
+    margin and every draw are unchanged by copying all rows alike); resampling sentences would see 5x
+    the rows and give an interval about 1/sqrt(5) as wide."""
+    predictions = _predictions(n_problems=15, scheme=scheme)
+    copied = pd.concat([predictions.assign(chunk_idx=predictions["chunk_idx"] + 100 * k) for k in range(5)],
+                       ignore_index=True)
+    (cell,) = probe_cells(predictions, _selection(predictions), n_resamples=300, seed=3).itertuples()
+    (same,) = probe_cells(copied, _selection(copied), n_resamples=300, seed=3).itertuples()
+    assert same.margin_position == pytest.approx(cell.margin_position)
+    assert (same.ci_low_position, same.ci_high_position) == pytest.approx((cell.ci_low_position,
+                                                                           cell.ci_high_position))
+    assert cell.ci_high_position - cell.ci_low_position > 0.05  # a real interval, not a point
+
+
+def test_each_fold_model_is_scored_on_its_own_rows():
+    """Leave-problems-out: each fold's model has its own C and scale of decision values. Rescaling one
+    fold's scores (a monotone map: the same model ranking) changes nothing; one PR-AUC over the pooled
+    folds would change (fold0's rows would all rank above the others)."""
+    predictions = _predictions(n_problems=12)
+    rescaled = predictions.copy()
+    fold0 = (rescaled["fold"] == "fold0").to_numpy()
+    rescaled.loc[fold0, "score"] = rescaled.loc[fold0, "score"] * 10.0 + 50.0
+    (cell,) = probe_cells(predictions, _selection(predictions), n_resamples=200, seed=1).itertuples()
+    (same,) = probe_cells(rescaled, _selection(rescaled), n_resamples=200, seed=1).itertuples()
+    for column in ("probe_pr_auc", "position_pr_auc", "margin_position", "ci_low_position", "ci_high_position"):
+        assert getattr(same, column) == pytest.approx(getattr(cell, column)), column
 
 
 def test_report_states_the_gate_and_every_number_of_a_cell(tmp_path):

@@ -169,3 +169,51 @@ def test_rejects_misaligned_shapes(correct_slice):
         run_probe_suite(frame, X[:-1], seed=0, config=FAST)
     with pytest.raises(ValueError):
         ProbeConfig(probes=("nonexistent",))
+
+
+def _permute_labels(frame, rows, seed=0):
+    """``frame`` with the anchor labels of the labelled rows among ``rows`` shuffled among themselves."""
+    rows = np.flatnonzero(rows & frame["in_label_set"].to_numpy())
+    anchors = frame["anchor"].to_numpy().copy()
+    anchors[rows] = anchors[np.random.default_rng(seed).permutation(rows)]
+    assert (anchors != frame["anchor"].to_numpy()).any()
+    return frame.assign(anchor=anchors)
+
+
+def _assert_same_models(first, second, folds):
+    """Equal fitted arrays, chosen hyperparameters, validation scores and scores of every probe in ``folds``."""
+    chosen = first.selection[first.selection["fold"].isin(folds)].reset_index(drop=True)
+    again = second.selection[second.selection["fold"].isin(folds)].reset_index(drop=True)
+    assert len(chosen) and chosen.equals(again), (chosen, again)
+    names = [name for name in first.weights  # holdout keys are probe names, fold keys ``probe@fold<k>``
+             if name.partition("@")[2] in folds or ("@" not in name and "holdout" in folds)]
+    assert names
+    for name in names:
+        for array, values in first.weights[name].items():
+            np.testing.assert_array_equal(values, second.weights[name][array], err_msg=f"{name} {array}")
+    rows = first.predictions["fold"].isin(folds)
+    np.testing.assert_array_equal(first.predictions.loc[rows, "score"], second.predictions.loc[rows, "score"])
+
+
+def test_permuting_test_labels_changes_no_fitted_model_choice_or_validation_score(correct_slice):
+    """Selection never sees test: shuffle the TEST rows' labels and every coefficient, chosen C / alpha,
+    validation PR-AUC and score (MLP included) is identical; only the test metrics may move."""
+    frame, X = correct_slice
+    config = dataclasses.replace(FAST, bootstrap_resamples=0)
+    first = run_probe_suite(frame, X, seed=2, config=config)
+    test_rows = frame["problem_id"].astype(str).map(first.split).eq("test").to_numpy()
+    second = run_probe_suite(_permute_labels(frame, test_rows), X, seed=2, config=config)
+    _assert_same_models(first, second, ["holdout"])
+    assert set(second.weights) == set(first.weights) and set(config.probes) == set(first.selection["probe"])
+    assert first.metric("linear_probe", "pr_auc") != second.metric("linear_probe", "pr_auc")
+
+
+def test_permuting_a_held_out_folds_labels_changes_nothing_of_that_folds_models(correct_slice):
+    """Leave-problems-out: fold k's models never see fold k's problems, in training or in selection."""
+    frame, X = correct_slice
+    config = dataclasses.replace(FAST, cv_mode="leave_problems_out", n_folds=4, bootstrap_resamples=0,
+                                 probes=("position_baseline", "linear_probe", "mlp_probe"))
+    first = run_probe_suite(frame, X, seed=2, config=config)
+    held_out = frame["problem_id"].astype(str).map(first.split).eq("fold1").to_numpy()
+    second = run_probe_suite(_permute_labels(frame, held_out), X, seed=2, config=config)
+    _assert_same_models(first, second, ["fold1"])

@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_limits
 from ta_platform.extraction.extractor import TraceInput, span_text_sha1
 from ta_platform.probing import tripwires
 from ta_platform.probing.config import ProbeConfig
-from ta_platform.probing.suite import ProbeSuiteResult
+from ta_platform.probing.features import ProbeInputs
 from ta_platform.probing.synthetic import make_synthetic_probe_data
 from ta_platform.probing.tripwires import (
     SLICE_TRIPWIRES,
@@ -86,19 +86,32 @@ def test_shuffled_labels_fail_signal_beats_null(seed):
     assert results["permutation_null"].passed  # the null itself is still sound
 
 
-def test_signal_beats_null_asks_beyond_position():
-    """Labels that are pure position: a null that keeps position learns them too, so no finding."""
-    frame, X = _slice(1)
+def _position_only(seed):
+    """Labels that are pure position: anchors far likelier early in a trace, otherwise random; the
+    activations encode position (an appended column)."""
+    frame, X = _slice(seed)
     position = frame["rel_position"].to_numpy()
-    X = np.hstack([X, position[:, None].astype(np.float32)])  # the activations encode position
-    # anchors far likelier early in a trace, and otherwise random: position is all there is to learn
+    X = np.hstack([X, position[:, None].astype(np.float32)])
     rate = np.where(position < 0.2, 0.5, 0.03)
-    early = (np.random.default_rng(1).random(len(frame)) < rate) & frame["in_label_set"].to_numpy()
-    results = _by_name(random_label_null(frame.assign(anchor=early.astype(int)), X, 1, FAST))
-    signal = results["signal_beats_null"]
-    assert signal.reason_code == "no_signal_beyond_position", signal.detail
-    assert "over position_baseline" in signal.detail and "over text_baseline" in signal.detail
-    assert results["permutation_null"].passed
+    early = (np.random.default_rng(seed).random(len(frame)) < rate) & frame["in_label_set"].to_numpy()
+    return frame.assign(anchor=early.astype(int)), X
+
+
+def test_signal_beats_null_asks_beyond_position():
+    """On pure-position labels a null that keeps position learns what the real probe learns: a 95%
+    check flags such a slice only by chance (at most 2 of these 4 seeds). A null that ignores position
+    (labels permuted across a whole problem: one position bin) flags every one of them."""
+    keeping, ignoring = [], []
+    for seed in (1, 2, 3, 4):
+        frame, X = _position_only(seed)
+        results = _by_name(random_label_null(frame, X, seed, FAST))
+        signal = results["signal_beats_null"]
+        assert "over position_baseline" in signal.detail and "over text_baseline" in signal.detail
+        assert results["permutation_null"].passed
+        keeping.append(signal.passed)
+        blind = dataclasses.replace(FAST, null_position_bins=1)
+        ignoring.append(_by_name(random_label_null(frame, X, seed, blind))["signal_beats_null"].passed)
+    assert sum(keeping) <= 2 and all(ignoring), (keeping, ignoring)
     # while content signal (the synthetic default) does beat it, and the margins say by how much
     frame, X = _slice(2)
     signal = _by_name(random_label_null(frame, X, 2, FAST))["signal_beats_null"]
@@ -175,10 +188,20 @@ def test_fault_reasons_without_crashing(sound):
     assert trace_rows_independent(frame.assign(anchor=0), X, 0, FAST).reason_code == "single_class"
 
 
-def test_planted_signal_failure_path(sound):
+def test_planted_signal_fails_on_an_off_by_one_between_labels_and_scores(sound, monkeypatch):
+    """The fault the plant exists for: labels and scores one row apart somewhere between the frame and
+    the metrics. Sound: recovered. With the suite's evaluated labels shifted by one row: not recovered."""
+    from ta_platform.probing import suite as suite_module
+
     frame, X = sound
-    drowned = dataclasses.replace(FAST, planted_noise_sd=20.0)
-    result = planted_signal(frame, X, 0, drowned)
+    assert planted_signal(frame, X, 0, FAST).passed
+    original = suite_module._metric_rows
+
+    def shifted(frame, labels, scores, folds, seed, config):
+        return original(frame, np.roll(labels, 1), scores, folds, seed, config)
+
+    monkeypatch.setattr(suite_module, "_metric_rows", shifted)
+    result = planted_signal(frame, X, 0, FAST)
     assert result.reason_code == "planted_signal_not_recovered"
     assert result.metrics["n_planted_columns"] == int(np.ceil(np.sqrt(X.shape[1])))
 
@@ -199,21 +222,24 @@ def test_planted_signal_catches_rows_reordered_inside_the_suite(sound, monkeypat
     assert planted_signal(frame, X, 0, FAST).reason_code == "planted_signal_not_recovered"
 
 
-def test_permutation_null_fails_when_random_labels_look_learnable(sound, monkeypatch):
+def test_permutation_null_fails_when_labels_leak_into_the_features(sound, monkeypatch):
+    """A real pipeline fault, through the real suite: the label column joined into the feature matrix
+    (every probe sees the labels it is trained on, permuted or not). Random labels then look learnable."""
+    from ta_platform.probing import suite as suite_module
+
     frame, X = sound
+    assert _by_name(random_label_null(frame, X, 0, FAST))["permutation_null"].passed
+    original = suite_module.labelled_inputs
 
-    def leaky_suite(frame, X, seed, config, assignment=None):  # scores ARE the (permuted) labels
-        labelled = frame[frame["in_label_set"]].reset_index(drop=True)
-        predictions = labelled[["trace_key", "chunk_idx", "problem_id"]].assign(
-            probe="linear_probe", score=labelled["anchor"].astype(float), split="test", fold="holdout")
-        metrics = pd.DataFrame(
-            [(seed, probe, "pr_auc", 1.0) for probe in config.probes] + [(seed, "linear_probe", "selected_C", 0.1)],
-            columns=["seed", "probe", "metric", "value"])
-        return ProbeSuiteResult(metrics, predictions, {}, pd.DataFrame(), {})
+    def leaky(frame, X):
+        inputs, labels = original(frame, X)
+        return ProbeInputs(inputs.frame, np.hstack([inputs.X, labels[:, None].astype(inputs.X.dtype)])), labels
 
-    monkeypatch.setattr(tripwires, "run_probe_suite", leaky_suite)
-    results = _by_name(random_label_null(frame, X, 0, FAST))
-    assert results["permutation_null"].reason_code == "null_learnable"
+    monkeypatch.setattr(suite_module, "labelled_inputs", leaky)
+    monkeypatch.setattr(tripwires, "labelled_inputs", leaky)
+    result = _by_name(random_label_null(frame, X, 0, FAST))["permutation_null"]
+    assert result.reason_code == "null_learnable", result.detail
+    assert result.metrics["null_mean_pr_auc"] > result.metrics["null_band_upper"]
 
 
 def test_one_crashing_check_hides_nothing(sound):

@@ -1,9 +1,14 @@
-"""Problem-level paired bootstrap of each probe's margin over the baseline.
+"""Problem-level bootstrap of each probe's margin over the baseline, and of single metrics.
 
 Why over problems: sentences of one trace are strongly correlated, so resampling sentences would
 pretend we have thousands of independent observations when we have a handful of problems. Each
 resample draws evaluation problems with replacement and scores every probe AND the baseline on the
 same draw (paired), so the interval is about the margin, not about which problems were drawn.
+
+Both functions are one-seed views of ``unit_bootstrap.seed_averaged_interval`` (the one
+implementation of "resample units, recompute the statistic"). With ``folds`` (leave-problems-out:
+each fold scored by its own model) the metric is computed within each fold and averaged over folds
+weighted by their problems (``unit_bootstrap.per_fold_statistic``), never over pooled fold models.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .metrics import auroc_columns, pr_auc_columns
+from .unit_bootstrap import SeedRows, fold_columns, per_fold_statistic, seed_averaged_interval
 
 # Column-vectorised metrics: one sort per resample scores the baseline and every probe.
 METRIC_COLUMNS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -47,36 +53,27 @@ def bootstrap_margins(
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    folds: np.ndarray | None = None,
 ) -> list[MarginInterval]:
     """Margins over the baseline for every (probe, metric), from ``n_resamples`` problem draws.
 
-    A resample whose labels are single-class gives NaN for both scores and is dropped; the number
-    kept is reported. Fewer than two usable resamples give a NaN interval (never a fake one).
+    A resample whose labels are single-class (in every fold) is dropped; the number kept is reported.
+    Fewer than two usable resamples give a NaN interval (never a fake one).
     """
-    labels = np.asarray(labels)
-    baseline_scores = np.asarray(baseline_scores, dtype=np.float64)
-    draws = group_draws(groups, n_resamples, seed)
     names = list(scores_by_probe)
-    score_matrix = np.column_stack(
-        [baseline_scores] + [np.asarray(scores_by_probe[name], dtype=np.float64) for name in names]
-    )
-    alpha = (1.0 - level) / 2.0
-    results = []
-    for metric in metrics:
-        metric_columns = METRIC_COLUMNS[metric]
-        point = metric_columns(labels, score_matrix)
-        resampled = np.array([metric_columns(labels[rows], score_matrix[rows]) for rows in draws])
-        resampled = resampled.reshape(len(draws), score_matrix.shape[1])
-        for column, name in enumerate(names, start=1):
-            margins = resampled[:, column] - resampled[:, 0]
-            margins = margins[np.isfinite(margins)]
-            low, high = np.quantile(margins, [alpha, 1.0 - alpha]) if margins.size >= 2 else (np.nan, np.nan)
-            results.append(
-                MarginInterval(
-                    name, metric, float(point[column] - point[0]), float(low), float(high), margins.size
-                )
-            )
-    return results
+    if not names:
+        return []
+    matrix = np.column_stack([np.asarray(baseline_scores, dtype=np.float64)]
+                             + [np.asarray(scores_by_probe[name], dtype=np.float64) for name in names])
+
+    def margins(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        values = [METRIC_COLUMNS[metric](y, scores) for metric in metrics]
+        return np.concatenate([value[1:] - value[0] for value in values])
+
+    interval = _interval(labels, matrix, groups, folds, margins, n_resamples, seed, level)
+    return [MarginInterval(name, metric, float(interval.point[k]), float(interval.low[k]), float(interval.high[k]),
+                           interval.n_valid)
+            for k, (metric, name) in enumerate((m, n) for m in metrics for n in names)]
 
 
 @dataclass(frozen=True)
@@ -99,44 +96,30 @@ def bootstrap_intervals(
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    folds: np.ndarray | None = None,
 ) -> list[MetricInterval]:
     """Each scorer's metric with a percentile interval from ``n_resamples`` draws of whole groups.
 
-    The unpaired sibling of ``bootstrap_margins`` (same draws for the same groups and seed): used
-    where a metric is reported on its own, e.g. the needle probe's AUROC over test documents.
+    The unpaired sibling of ``bootstrap_margins`` (same draws for the same groups and seed).
     Single-class resamples are dropped and counted; fewer than two usable ones give a NaN interval.
     """
-    labels = np.asarray(labels)
-    draws = group_draws(groups, n_resamples, seed)
     names = list(scores_by_probe)
-    score_matrix = np.column_stack([np.asarray(scores_by_probe[name], dtype=np.float64) for name in names])
-    alpha = (1.0 - level) / 2.0
-    results = []
-    for metric in metrics:
-        metric_columns = METRIC_COLUMNS[metric]
-        point = metric_columns(labels, score_matrix)
-        resampled = np.array([metric_columns(labels[rows], score_matrix[rows]) for rows in draws])
-        resampled = resampled.reshape(len(draws), score_matrix.shape[1])
-        for column, name in enumerate(names):
-            values = resampled[:, column]
-            values = values[np.isfinite(values)]
-            low, high = np.quantile(values, [alpha, 1.0 - alpha]) if values.size >= 2 else (np.nan, np.nan)
-            results.append(MetricInterval(name, metric, float(point[column]), float(low), float(high), values.size))
-    return results
+    if not names:
+        return []
+    matrix = np.column_stack([np.asarray(scores_by_probe[name], dtype=np.float64) for name in names])
+
+    def values(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        return np.concatenate([METRIC_COLUMNS[metric](y, scores) for metric in metrics])
+
+    interval = _interval(labels, matrix, groups, folds, values, n_resamples, seed, level)
+    return [MetricInterval(name, metric, float(interval.point[k]), float(interval.low[k]), float(interval.high[k]),
+                           interval.n_valid)
+            for k, (metric, name) in enumerate((m, n) for m in metrics for n in names)]
 
 
-def group_draws(groups: np.ndarray, n_resamples: int, seed: int) -> list[np.ndarray]:
-    """Row positions of ``n_resamples`` resamples, each drawing as many groups as there are, with replacement."""
-    rows_by_group = _rows_by_group(groups)
-    rng = np.random.default_rng(seed)
-    n_groups = len(rows_by_group)
-    return [
-        np.concatenate([rows_by_group[g] for g in rng.integers(0, n_groups, n_groups)])
-        for _ in range(n_resamples if n_groups else 0)
-    ]
-
-
-def _rows_by_group(groups: np.ndarray) -> list[np.ndarray]:
-    """Row positions of each distinct group, groups in sorted order (so draws depend on the seed only)."""
-    _, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    return [np.flatnonzero(codes == code) for code in range(codes.max() + 1)] if codes.size else []
+def _interval(labels, matrix, groups, folds, statistic, n_resamples, seed, level):
+    groups = np.asarray(groups).astype(str)
+    folds = np.full(groups.size, "all") if folds is None else np.asarray(folds)
+    rows = SeedRows(seed, np.asarray(labels), groups, fold_columns(matrix, folds, groups))
+    return seed_averaged_interval([rows], per_fold_statistic(statistic), n_resamples=n_resamples, seed=seed,
+                                  level=level, unit="problem")

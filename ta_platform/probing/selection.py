@@ -6,6 +6,10 @@ Why this module exists (what the first summary got wrong):
   leave-problems-out, each fold) picks its (layer, probe) by the validation PR-AUC recorded when
   the probes were fitted (``ProbeSuiteResult.selection``), and only the picked candidate's test
   predictions are scored;
+- under leave-problems-out it pooled the decision values of the fold models (each with its own C,
+  so its own scale) into one PR-AUC. Here every PR-AUC is computed within a fold, on one model's
+  scores, and a seed's value is the mean over its folds weighted by their test problems
+  (``unit_bootstrap.per_fold_statistic``; with holdout there is one fold and nothing changes);
 - it averaged the bootstrap endpoints of the seeds: an average of intervals is not an interval.
   Here the reported statistic is the seed-averaged margin (probe minus baseline on the same rows),
   and its interval comes from resampling TEST PROBLEMS and recomputing that seed-averaged margin
@@ -26,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import pr_auc_columns
-from .unit_bootstrap import SeedRows, seed_averaged_interval
+from .unit_bootstrap import SeedRows, fold_columns, per_fold_statistic, seed_averaged_interval
 
 CANDIDATES = ("linear_probe", "mlp_probe", "activations_plus_position")
 BASELINES = ("position_baseline", "text_baseline")
@@ -48,6 +52,12 @@ class SeedEvaluation:
     scores: np.ndarray  # [rows, 1 + len(BASELINES)]: chosen probe, then each baseline
     choices: list[tuple[str, str]]  # (layer, probe) per fold
     problem_set: frozenset[str] = frozenset()
+    folds: np.ndarray | None = None  # fold of each row (``holdout`` or ``fold<k>``); None: one fold
+
+    def score_columns(self) -> np.ndarray:
+        """The scores with fold and unit-weight columns: the input of ``per_fold_statistic``."""
+        folds = self.folds if self.folds is not None else np.full(self.labels.size, "holdout")
+        return fold_columns(self.scores, folds, self.problems)
 
 
 def choose_per_fold(selection: pd.DataFrame, candidates=CANDIDATES) -> dict[str, tuple[str, str]]:
@@ -78,14 +88,15 @@ def evaluate_seed(predictions: pd.DataFrame, selection: pd.DataFrame, seed: int,
         if wide.empty or any(name not in wide for name in needed):
             continue
         parts.append(wide[["trace_key", "chunk_idx", "problem_id", "label", *needed]]
-                     .set_axis(["trace_key", "chunk_idx", "problem_id", "label", "probe", *baselines], axis=1))
+                     .set_axis(["trace_key", "chunk_idx", "problem_id", "label", "probe", *baselines], axis=1)
+                     .assign(fold=fold))
     if not parts:
         return None
     rows = pd.concat(parts, ignore_index=True).sort_values(["problem_id", "trace_key", "chunk_idx"])
     return SeedEvaluation(seed, rows["label"].to_numpy(dtype=int), rows["problem_id"].astype(str).to_numpy(),
                           rows[["probe", *baselines]].to_numpy(dtype=np.float64),
                           [choices[fold] for fold in sorted(choices)],
-                          frozenset(rows["problem_id"].astype(str)))
+                          frozenset(rows["problem_id"].astype(str)), rows["fold"].astype(str).to_numpy())
 
 
 def margin_statistic(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -98,16 +109,18 @@ def summarise_cell(evaluations: list[SeedEvaluation], *, n_resamples: int, seed:
                    level: float = 0.95) -> dict:
     """Point estimates (seed means) and problem-bootstrap intervals of the margins over each baseline.
 
-    The interval is ``unit_bootstrap.seed_averaged_interval`` of ``margin_statistic``: the one
-    implementation every study uses (resample problems, recompute the seed-averaged margin).
+    The interval is ``unit_bootstrap.seed_averaged_interval`` of ``margin_statistic`` scored per fold:
+    the one implementation every study uses (resample problems, recompute the seed-averaged margin).
     """
     interval = seed_averaged_interval(
-        [SeedRows(e.seed, e.labels, e.problems, e.scores) for e in evaluations], margin_statistic,
+        [SeedRows(e.seed, e.labels, e.problems, e.score_columns()) for e in evaluations],
+        per_fold_statistic(margin_statistic),
         n_resamples=n_resamples, seed=seed, level=level, unit="problem",
-        statistic_name="seed-averaged test PR-AUC margin (probe - baseline)")
+        statistic_name="seed-averaged test PR-AUC margin (probe - baseline), per fold")
     point, low, high = interval.point, interval.low, interval.high
     n_baselines = evaluations[0].scores.shape[1] - 1
-    probe_values = [pr_auc_columns(e.labels, e.scores[:, :1])[0] for e in evaluations]
+    probe_pr_auc = per_fold_statistic(pr_auc_columns)
+    probe_values = [probe_pr_auc(e.labels, e.score_columns()[:, [0, -2, -1]])[0] for e in evaluations]
     result = {"probe_pr_auc": float(point[0]),
               "probe_std": float(np.std(probe_values, ddof=1)) if len(probe_values) >= 2 else float("nan"),
               "n_resamples": int(interval.n_valid)}

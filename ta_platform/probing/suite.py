@@ -4,10 +4,19 @@ The seed picks the problem-level split (unless ``split_source="stored"``) and ev
 initialisation, so seeds measure split variance and not just MLP init noise -- the pilot's seeds
 all shared one split, which is why its linear probe had a standard deviation of exactly 0.
 Only ``in_label_set`` rows are used (the dropped last chunk has no label).
+
+Small datasets (the scheme adapts to the number of problems, never a crash): leave-problems-out
+uses ``min(n_folds, problems)`` folds, and inside each fold the training problems are split into
+train and an inner validation split; with only two training problems that is one each (the
+validation problem chooses C, layer and probe, then both are refit). Below ``MIN_PROBLEMS``
+problems there is no honest split -- nothing to validate a choice on -- and ``TooFewProblems``
+says so, naming the minimum, before anything is fitted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,12 +25,13 @@ import pandas as pd
 from .bootstrap import bootstrap_margins
 from .config import ProbeConfig
 from .features import ProbeInputs
-from .metrics import importance_target, ranking_metrics
+from .metrics import auroc_columns, importance_target, pr_auc_columns, ranking_metrics, spearman
 from .models import probe_specs, select_and_fit
-from .splits import leave_problems_out_folds, problem_level_split, rows_split
+from .splits import hash_order, leave_problems_out_folds, problem_level_split, rows_split
+from .unit_bootstrap import fold_columns, per_fold_statistic
 
-__all__ = ["ProbeConfig", "ProbeSuiteResult", "dataset_assignment", "evaluation_scheme", "labelled_inputs", "resolve_split",
-           "run_probe_suite"]
+__all__ = ["MIN_PROBLEMS", "ProbeConfig", "ProbeSuiteResult", "TooFewProblems", "check_enough_problems",
+           "dataset_assignment", "evaluation_scheme", "labelled_inputs", "resolve_split", "run_probe_suite"]
 
 REQUIRED_COLUMNS = ("trace_key", "problem_id", "chunk_idx", "n_chunks", "rel_position", "text", "anchor")
 METRIC_COLUMNS = ["seed", "probe", "metric", "value"]
@@ -29,6 +39,21 @@ PREDICTION_COLUMNS = ["trace_key", "chunk_idx", "problem_id", "probe", "score", 
 SELECTION_COLUMNS = ["seed", "probe", "fold", "hyperparameter", "value", "val_pr_auc"]
 HOLDOUT_FOLD = "holdout"
 MARGIN_COLUMNS = ["seed", "probe", "metric", "margin", "ci_low", "ci_high", "n_valid_resamples"]
+# One problem to test, one to train on and one to validate on (choose C, layer and probe), in every fold.
+MIN_PROBLEMS = 3
+
+
+class TooFewProblems(ValueError):
+    """The data hold too few problems for a split that tests on problems it never trained or chose on."""
+
+
+def check_enough_problems(n_problems: int, what: str) -> None:
+    """Raise ``TooFewProblems`` naming ``what``, its problem count and the minimum, below ``MIN_PROBLEMS``."""
+    if n_problems < MIN_PROBLEMS:
+        raise TooFewProblems(
+            f"{what} holds {n_problems} problem(s); the probes need at least {MIN_PROBLEMS}: each problem is "
+            "scored by a model that never saw it (leave-problems-out), and each such model needs one problem to "
+            "train on and another to validate its choices on. Add problems to the data source.")
 
 
 @dataclass(frozen=True)
@@ -99,46 +124,40 @@ def dataset_assignment(problem_ids, seed: int, config: ProbeConfig) -> dict[str,
 
 def run_probe_suite(
     frame: pd.DataFrame, X: np.ndarray, seed: int, config: ProbeConfig | None = None,
-    assignment: dict[str, str] | None = None,
+    assignment: dict[str, str] | None = None, fixed: Mapping[tuple[str, str], float] | None = None,
 ) -> ProbeSuiteResult:
     """Fit every configured probe, score the evaluation rows, bootstrap margins over the baseline.
 
     ``assignment`` (from ``dataset_assignment``) fixes the split or folds; by default they are
-    computed from this slice's own problems.
+    computed from this slice's own problems. ``fixed`` maps (probe, fold) to a hyperparameter value
+    used instead of choosing one on validation (a null re-running a real run's exact models).
     """
     config = config or ProbeConfig()
     inputs, labels = labelled_inputs(frame, X)
+    check_enough_problems(inputs.frame["problem_id"].nunique(), "this slice")
     if assignment is None:
         assignment = dataset_assignment(inputs.frame["problem_id"], seed, config) \
             if config.split_source == "seed" else resolve_split(inputs.frame, seed, config)
     if not any(value.startswith("fold") for value in assignment.values()):
         split = assignment
         row_split = rows_split(inputs.frame["problem_id"], split)
-        scores, weights, selection = _fit_holdout(inputs, labels, row_split, seed, config)
+        scores, weights, selection = _fit_holdout(inputs, labels, row_split, seed, config, fixed or {})
         evaluated = row_split == "test"
         folds = np.full(len(inputs), HOLDOUT_FOLD, dtype=object)
     else:
         split, row_split, scores, weights, selection = _fit_leave_problems_out(inputs, labels, seed, config,
-                                                                               assignment)
+                                                                               assignment, fixed or {})
         evaluated = np.ones(len(inputs), dtype=bool)
         folds = rows_split(inputs.frame["problem_id"], split)
     selection_rows = [(seed, probe, f"selected_{hyper}", value) for _, probe, fold, hyper, value, _ in selection
                       if fold == HOLDOUT_FOLD]
     selection_rows += [(seed, probe, "val_pr_auc", val) for _, probe, fold, _, _, val in selection
                        if fold == HOLDOUT_FOLD]
-    metrics = (
-        _metric_rows(
-            inputs.frame[evaluated],
-            labels[evaluated],
-            {p: s[evaluated] for p, s in scores.items()},
-            seed,
-            config,
-        )
-        + selection_rows
-    )
-    margins = _margin_rows(
-        inputs.frame[evaluated], labels[evaluated], {p: s[evaluated] for p, s in scores.items()}, seed, config
-    )
+    evaluated_scores = {p: s[evaluated] for p, s in scores.items()}
+    metrics = _metric_rows(inputs.frame[evaluated], labels[evaluated], evaluated_scores, folds[evaluated], seed,
+                           config) + selection_rows
+    margins = _margin_rows(inputs.frame[evaluated], labels[evaluated], evaluated_scores, folds[evaluated], seed,
+                           config)
     return ProbeSuiteResult(
         metrics=pd.DataFrame(metrics, columns=METRIC_COLUMNS),
         predictions=_prediction_rows(inputs.frame, scores, row_split, folds),
@@ -150,14 +169,22 @@ def run_probe_suite(
     )
 
 
-def _fit_holdout(inputs, labels, row_split, seed, config):
+def _spec(spec, fold: str, fixed: Mapping[tuple[str, str], float]):
+    """``spec`` with its grid reduced to the fixed value for (probe, fold), if one is given."""
+    value = fixed.get((spec.name, fold))
+    return spec if value is None or not np.isfinite(value) else dataclasses.replace(spec, grid=(float(value),))
+
+
+def _fit_holdout(inputs, labels, row_split, seed, config, fixed):
     """Select on val, refit, score every labelled row (train/val rows are reported, not evaluated)."""
     train, val = row_split == "train", row_split == "val"
+    if not train.any():
+        raise TooFewProblems(f"the holdout split leaves no training problem among "
+                             f"{inputs.frame['problem_id'].nunique()} problem(s)")
     scores, weights, selection = {}, {}, []
     for name, spec in probe_specs(config).items():
-        chosen = select_and_fit(
-            spec, inputs.take(train), labels[train], inputs.take(val), labels[val], seed, config
-        )
+        chosen = select_and_fit(_spec(spec, HOLDOUT_FOLD, fixed), inputs.take(train), labels[train],
+                                inputs.take(val), labels[val], seed, config)
         scores[name] = chosen.probe.predict_score(inputs)
         if chosen.probe.weights():
             weights[name] = chosen.probe.weights()
@@ -165,7 +192,7 @@ def _fit_holdout(inputs, labels, row_split, seed, config):
     return scores, weights, selection
 
 
-def _fit_leave_problems_out(inputs, labels, seed, config, assignment):
+def _fit_leave_problems_out(inputs, labels, seed, config, assignment, fixed):
     """Out-of-fold scores for every row: fold k's problems are scored by a model that never saw them.
 
     Inside each fold the remaining problems are split into train/val (same fractions, test share
@@ -179,14 +206,19 @@ def _fit_leave_problems_out(inputs, labels, seed, config, assignment):
     weights, split, selection = {}, {}, []
     for fold, held_out in enumerate(folds):
         test = np.isin(problem_ids, held_out)
-        inner = problem_level_split(problem_ids[~test], seed, inner_fractions)
+        remaining = sorted(set(problem_ids[~test]))
+        if len(remaining) < MIN_PROBLEMS - 1:
+            raise TooFewProblems(
+                f"{fold_names[fold]} holds out {len(set(problem_ids[test]))} of this slice's "
+                f"{len(set(problem_ids))} problem(s) and leaves {len(remaining)} to train and validate on; at least "
+                f"{MIN_PROBLEMS - 1} are needed (the slice needs at least {MIN_PROBLEMS} problems, spread over folds)")
+        inner = inner_split(remaining, seed, inner_fractions)
         inner_rows = np.array([inner.get(pid, "test") for pid in problem_ids], dtype=object)
         train, val = ~test & (inner_rows == "train"), ~test & (inner_rows == "val")
         split.update({pid: fold_names[fold] for pid in held_out if pid in set(problem_ids)})
         for name, spec in probe_specs(config).items():
-            chosen = select_and_fit(
-                spec, inputs.take(train), labels[train], inputs.take(val), labels[val], seed, config
-            )
+            chosen = select_and_fit(_spec(spec, fold_names[fold], fixed), inputs.take(train), labels[train],
+                                    inputs.take(val), labels[val], seed, config)
             scores[name][test] = chosen.probe.predict_score(inputs.take(test))
             if chosen.probe.weights():
                 weights[f"{name}@fold{fold}"] = chosen.probe.weights()
@@ -196,26 +228,53 @@ def _fit_leave_problems_out(inputs, labels, seed, config, assignment):
     return split, row_split, scores, weights, selection
 
 
+def inner_split(problem_ids: list[str], seed: int, fractions: tuple[float, float, float]) -> dict[str, str]:
+    """Train/val assignment of a fold's training problems: ``problem_level_split`` from three problems;
+    with two, one of each (chosen by ``hash_order``), so every fold has a validation problem."""
+    if len(problem_ids) == 2:
+        first, second = hash_order(problem_ids, seed)
+        return {first: "val", second: "train"}
+    return problem_level_split(problem_ids, seed, fractions)
+
+
 def _inner_fractions(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
     train, val, _ = fractions
     return (train / (train + val), val / (train + val), 0.0)
 
 
-def _metric_rows(frame, labels, scores, seed, config) -> list[tuple]:
+# Metrics that compare scores across rows: under leave-problems-out they are computed within each fold
+# (one model's scores) and averaged over folds weighted by their problems. Top-k is per trace already.
+PER_FOLD_METRICS = ("pr_auc", "auroc", "spearman")
+
+
+def _metric_rows(frame, labels, scores, folds, seed, config) -> list[tuple]:
     importance = (
         importance_target(frame["counterfactual_importance"].to_numpy(), config.importance_mode)
         if "counterfactual_importance" in frame
         else np.full(len(frame), np.nan)
     )
     groups = frame["trace_key"].to_numpy()  # top-k unit: within a setting slice, one trace = one problem
+    problems = frame["problem_id"].astype(str).to_numpy()
+    several_folds = len(set(folds)) > 1
     rows = []
     for name, probe_scores in scores.items():
         values = ranking_metrics(labels, probe_scores, importance, groups, config.k_list)
+        if several_folds:
+            values.update(per_fold_metrics(labels, probe_scores, importance, folds, problems))
         rows += [(seed, name, metric, value) for metric, value in values.items()]
     return rows
 
 
-def _margin_rows(frame, labels, scores, seed, config) -> list[tuple]:
+def per_fold_metrics(labels, scores, importance, folds, problems) -> dict[str, float]:
+    """PR-AUC, AUROC and Spearman within each fold, averaged over folds weighted by their problems."""
+    columns = fold_columns(np.column_stack([scores, importance]), folds, problems)
+    ranking = per_fold_statistic(lambda y, s: np.concatenate([pr_auc_columns(y, s[:, :1]), auroc_columns(y, s[:, :1])]))
+    correlation = per_fold_statistic(lambda y, s: np.array([spearman(s[:, 0], s[:, 1])]))
+    pr, roc = ranking(np.asarray(labels), columns)
+    return {"pr_auc": float(pr), "auroc": float(roc), "spearman": float(correlation(np.asarray(labels), columns)[0])}
+
+
+def _margin_rows(frame, labels, scores, folds, seed, config) -> list[tuple]:
     if config.baseline not in scores:
         return []
     others = {name: values for name, values in scores.items() if name != config.baseline}
@@ -227,6 +286,7 @@ def _margin_rows(frame, labels, scores, seed, config) -> list[tuple]:
         n_resamples=config.bootstrap_resamples,
         seed=seed,
         level=config.ci_level,
+        folds=folds,
     )
     return [(seed, m.probe, m.metric, m.margin, m.ci_low, m.ci_high, m.n_valid_resamples) for m in intervals]
 

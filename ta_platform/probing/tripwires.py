@@ -225,24 +225,29 @@ def random_label_null(
     config = config or ProbeConfig()
     if not np.isfinite(np.asarray(X)).all():
         return [_failed(name, "non_finite", "activations hold NaN/inf") for name in names]
-    # One holdout fit per permutation: leave-problems-out would multiply the cost by the fold count
-    # without changing what the null tests (the reference is calibrated on the evaluated rows).
-    linear = _linear_only(replace(config, cv_mode="holdout"))
+    # The study's own scheme (auto: leave-problems-out below ~67 problems). A forced holdout left ONE test
+    # problem on 6 real problems: a null and a signal check with one unit behind them. Leave-problems-out
+    # scores every problem once; the cost is one fit per fold and permutation (small data only: large
+    # datasets are holdout under ``auto``).
+    linear = _linear_only(config)
     real_run = run_probe_suite(frame, X, seed, replace(linear, probes=("linear_probe", *NULL_BASELINES)))
     real = real_run.metric("linear_probe", "pr_auc")
-    # Null probes reuse the real run's L2 choice: selection only sees val labels, so it cannot change
-    # the null distribution, and skipping it makes each permutation one fit instead of len(grid) + 1.
-    chosen_c = real_run.metric("linear_probe", "selected_C")
-    null_config = replace(linear, l2_c_grid=(chosen_c,)) if np.isfinite(chosen_c) else linear
+    # Null probes re-run the real run's exact models: its split or folds and, per fold, the L2 strength it
+    # chose on validation. A null that used one C for every fold would be a weaker procedure than the real
+    # run's per-fold choice (a bias towards "signal"); re-choosing C per permutation would cost
+    # len(grid) + 1 fits per fold instead of one.
+    chosen = {(row.probe, str(row.fold)): float(row.value) for row in real_run.selection.itertuples()
+              if row.probe == "linear_probe"}
     rng = np.random.default_rng([seed, 7919])
     groups = position_groups(frame, config.null_position_bins)
     null_scores, reference_means, reference_vars, reference_draws = [], [], [], []
     for _ in range(config.null_permutations):
         permuted = _permute_within_groups(frame, groups, rng)
-        run = run_probe_suite(permuted, X, seed, null_config)
+        run = run_probe_suite(permuted, X, seed, linear, assignment=real_run.split, fixed=chosen)
         null_scores.append(run.metric("linear_probe", "pr_auc"))
-        labels, scores, evaluated_groups = _evaluated_rows(permuted, X, run, groups)
-        reference = _within_group_reference(labels, scores, evaluated_groups, config.null_reference_draws, rng)
+        labels, scores, evaluated_groups, folds, problems = _evaluated_rows(permuted, X, run, groups)
+        reference = _within_group_reference(labels, scores, evaluated_groups, config.null_reference_draws, rng,
+                                            folds, problems)
         reference_means.append(reference.mean())
         reference_vars.append(reference.var())
         reference_draws.append(reference)
@@ -425,30 +430,44 @@ def _permute_within_groups(frame: pd.DataFrame, groups: np.ndarray, rng: np.rand
 
 
 def _evaluated_rows(frame: pd.DataFrame, X: np.ndarray, run, groups: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, linear-probe scores, groups) of the rows a suite run evaluated (its test rows)."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, linear-probe scores, groups, folds, problems) of the rows a suite run evaluated."""
     _, labels = labelled_inputs(frame, X)
     keep = frame["in_label_set"].to_numpy(dtype=bool) if "in_label_set" in frame else np.ones(len(frame), bool)
     predictions = run.predictions[run.predictions["probe"] == "linear_probe"]
     scores = predictions["score"].to_numpy()
     evaluated = (predictions["split"] == "test").to_numpy()
-    return labels[evaluated], scores[evaluated], groups[keep][evaluated]
+    return (labels[evaluated], scores[evaluated], groups[keep][evaluated],
+            predictions["fold"].astype(str).to_numpy()[evaluated],
+            predictions["problem_id"].astype(str).to_numpy()[evaluated])
 
 
 def _within_group_reference(
-    labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, draws: int, rng: np.random.Generator
+    labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, draws: int, rng: np.random.Generator,
+    folds: np.ndarray | None = None, problems: np.ndarray | None = None,
 ) -> np.ndarray:
     """PR-AUC of ``labels`` against ``scores`` shuffled within each group, ``draws`` times.
 
     Shuffling scores within groups is the same in distribution as shuffling labels within groups,
-    and lets one vectorised sort score every draw.
+    and lets one vectorised sort score every draw. With ``folds`` the PR-AUC is the suite's: within
+    each fold, averaged over folds weighted by their problems (groups lie inside one problem, so a
+    shuffle never crosses folds).
     """
     _, codes = np.unique(groups, return_inverse=True)
     canonical = np.argsort(codes, kind="stable")  # rows grouped by group, in row order
     shuffled_order = np.argsort(codes[:, None] + rng.random((codes.size, draws)), axis=0)
     shuffled = np.empty((codes.size, draws))
     shuffled[canonical] = scores[shuffled_order]
-    return pr_auc_columns(labels, shuffled)
+    if folds is None or len(set(folds)) <= 1:
+        return pr_auc_columns(labels, shuffled)
+    values, weights = [], []
+    for fold in sorted(set(folds)):
+        rows = folds == fold
+        value = pr_auc_columns(labels[rows], shuffled[rows])
+        if np.all(np.isfinite(value)):
+            values.append(value)
+            weights.append(len(set(problems[rows])))
+    return np.average(np.vstack(values), axis=0, weights=weights) if values else np.full(draws, np.nan)
 
 
 def _linear_only(config: ProbeConfig) -> ProbeConfig:

@@ -12,6 +12,14 @@ per-seed interval endpoints instead is not an interval of anything: it ignores t
 evaluation sets overlap and reuse the same units (a test plants two seeds with different test
 draws and sees the difference).
 
+``per_fold_statistic`` scores cross-fitted predictions fold by fold: under leave-problems-out each
+fold's rows are scored by a different model (its own hyperparameter, its own scale of decision
+values), so one PR-AUC over the pooled rows would rank one model's scores against another's. The
+statistic is computed within each fold and averaged over folds weighted by the units each fold
+holds; inside a bootstrap draw the weights are the DRAWN units (with multiplicity), so a fold of
+one problem drawn twice counts twice -- without that, repeating a problem would change nothing
+(a metric on duplicated rows is the same metric) and the interval would be too narrow.
+
 ``stratified_permutation_p_value`` is the one permutation null that respects the design: labels are
 permuted only within strata (a prompt, a problem), so a between-stratum offset cannot read as signal.
 """
@@ -89,6 +97,47 @@ def seed_averaged_interval(
     else:
         low, high = np.full(point.size, np.nan), np.full(point.size, np.nan)
     return UnitInterval(point, low, high, int(len(finite)), int(union.size), unit, statistic_name)
+
+
+def fold_columns(scores, folds, units) -> np.ndarray:
+    """``scores`` ([rows, k]) with two columns appended: the row's fold code and ``1 / rows of its unit``.
+
+    The input ``per_fold_statistic`` reads: summed over a fold's (drawn) rows, the second column
+    counts the fold's (drawn) units. A unit must sit in one fold (raises otherwise).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[:, None] if scores.ndim == 1 else scores
+    folds, units = np.asarray(folds).astype(str), np.asarray(units).astype(str)
+    if not (scores.shape[0] == folds.shape[0] == units.shape[0]):
+        raise ValueError(f"{scores.shape[0]} score rows, {folds.shape[0]} folds and {units.shape[0]} units differ")
+    pairs = np.unique(np.column_stack([units, folds]), axis=0) if units.size else np.empty((0, 2))
+    unit_names, n_folds = np.unique(pairs[:, 0], return_counts=True)
+    if np.any(n_folds > 1):
+        raise ValueError(f"units in several folds: {unit_names[n_folds > 1][:10].tolist()}")
+    _, fold_codes = np.unique(folds, return_inverse=True)
+    _, unit_codes, unit_rows = np.unique(units, return_inverse=True, return_counts=True)
+    return np.column_stack([scores, fold_codes.astype(np.float64), 1.0 / unit_rows[unit_codes]])
+
+
+def per_fold_statistic(statistic: Callable[[np.ndarray, np.ndarray], np.ndarray]
+                       ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``statistic`` computed within each fold of ``fold_columns`` input, averaged over the folds
+    weighted by their (drawn) units. A fold whose value is not finite (its drawn rows hold one class)
+    is left out of that average; with no fold left the result is NaN. One fold: ``statistic`` itself."""
+    def per_fold(labels: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        scores, fold, weight = columns[:, :-2], columns[:, -2], columns[:, -1]
+        values, weights = [], []
+        for code in np.unique(fold):
+            rows = fold == code
+            value = np.atleast_1d(np.asarray(statistic(labels[rows], scores[rows]), dtype=np.float64))
+            if np.all(np.isfinite(value)):
+                values.append(value)
+                weights.append(weight[rows].sum())
+        if not values:
+            return np.full(np.atleast_1d(statistic(labels[:0], scores[:0])).shape, np.nan)
+        return np.average(np.vstack(values), axis=0, weights=np.asarray(weights))
+
+    return per_fold
 
 
 def stratified_permutation(values, strata, rng: np.random.Generator) -> np.ndarray:
