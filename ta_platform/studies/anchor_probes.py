@@ -24,7 +24,12 @@ from ta_platform.common.hashing import code_version, stable_json_hash
 from ta_platform.common.parquet_io import write_parquet
 from ta_platform.common.threads import single_blas_thread
 from ta_platform.probing.config import ProbeConfig
-from ta_platform.probing.suite import dataset_assignment, evaluation_scheme, run_probe_suite
+from ta_platform.probing.suite import (
+    check_enough_problems,
+    dataset_assignment,
+    evaluation_scheme,
+    run_probe_suite,
+)
 from ta_platform.probing.tripwires import run_tripwires
 from ta_platform.studies.activation_slices import ProbeSlice
 
@@ -59,8 +64,11 @@ def run_seed(seed: int, slices: Iterable[ProbeSlice], config: ProbeConfig, out_d
     One split (or one set of folds) per seed for the whole dataset (``problem_ids``: every labelled
     problem), so a problem sits in the same split in every model, layer and setting; it is recorded
     with the predictions (``split``/``fold`` per row, and ``split.json``), which is what the
-    split-leakage check reads.
+    split-leakage check reads. Fewer than ``MIN_PROBLEMS`` labelled problems stop here, before any
+    fit, with a message naming the minimum (``TooFewProblems``).
     """
+    problem_ids = sorted({str(pid) for pid in problem_ids})
+    check_enough_problems(len(problem_ids), "the labelled dataset")
     assignment = dataset_assignment(problem_ids, seed, config)
     with single_blas_thread():
         return _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log)
@@ -203,7 +211,3 @@ def _slice_tripwire_rows(probe_slice: ProbeSlice, config: ProbeConfig, seed: int
     log(f"tripwires {probe_slice.model_key}/{probe_slice.layer_key}/{probe_slice.setting}: "
         f"{len(results) - len(failed)}/{len(results)} pass {failed or ''}")
     return [_tripwire_row(r.name, r.passed, r.reason_code, r.detail, r.metrics, probe_slice.scope) for r in results]
-
-
-def seed_data_version(provenance: dict) -> str:
-    return stable_json_hash({k: v for k, v in provenance.items() if k != "code_version"})

@@ -3,9 +3,12 @@
 Plain Python (no Dagster): ``defs/probes/summary.py`` builds the summary, and the release gate
 (``defs/gate/checks.py``) re-stamps the same report with its final verdict, so the two share this.
 
-Which seeds count: only seed folders made under the current probe config (``config_hash``) AND on
-the activations stored now (their recorded fingerprints equal the partitions' manifests). Any
-other seed is listed as excluded, with the reason, in the report: never silently averaged in.
+Which seeds count: only seed folders made under the current probe config (``config_hash``), on
+the activations stored now (their recorded fingerprints equal the partitions' manifests) AND against
+the labels stored now (their recorded labels provenance equals the labels file's, code version
+aside: a new anchor percentile relabels sentences, and a seed trained on the old labels must not be
+scored against the new ones). Any other seed is listed as excluded, with the reason, in the report:
+never silently averaged in.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from pathlib import Path
 import pandas as pd
 
 from ta_platform.common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ta_platform.common.parquet_io import read_provenance
 from ta_platform.common.paths import storage_path
 from ta_platform.probing.report import markdown_report, matrix_png
 from ta_platform.probing.selection import probe_cells
+from ta_platform.store import artifacts
 
 REPORT_NAME = "scaling_summary"
 
@@ -35,9 +40,40 @@ class SeedResults:
     excluded: list[str] = field(default_factory=list)
 
 
+def labels_identity(provenance: dict) -> dict:
+    """What identifies a labels artifact: its provenance without the code version (a code change that
+    leaves the label config and the snapshot alone makes the same labels)."""
+    return {key: value for key, value in (provenance or {}).items() if key != "code_version"}
+
+
+def labels_difference(recorded: dict, current: dict) -> str:
+    """The labels provenance fields that differ, e.g. ``label_config.percentile 90.0 -> 80.0``; '' if none."""
+    def flat(record: dict, prefix: str = "") -> dict:
+        items = {}
+        for key, value in labels_identity(record).items():
+            if isinstance(value, dict):
+                items.update(flat(value, f"{prefix}{key}."))
+            else:
+                items[f"{prefix}{key}"] = value
+        return items
+
+    before, after = flat(recorded), flat(current)
+    return ", ".join(f"{key} {before.get(key, 'unrecorded')} -> {after.get(key, 'absent')}"
+                     for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key))
+
+
+def stale_labels_reason(seed, provenance: dict, current_labels: dict) -> str | None:
+    """Why a seed folder was trained on other labels than the current ones (None: the same labels)."""
+    difference = labels_difference(provenance.get("labels", {}), current_labels)
+    return f"seed {seed}: trained on other labels ({difference})" if difference else None
+
+
 def load_current_seeds(out_dir: Path, config_hash: str, fingerprints: dict[str, str],
-                       labels: pd.DataFrame) -> SeedResults:
-    """Seed folders of this config on these activations, predictions joined to their labels by key."""
+                       labels: pd.DataFrame, labels_provenance: dict | None = None) -> SeedResults:
+    """Seed folders of this config on these activations and these labels, predictions joined to their
+    labels by key. ``labels_provenance``: the current labels file's (read from the store when None)."""
+    if labels_provenance is None:
+        labels_provenance = read_provenance(artifacts.thought_anchor_file(artifacts.LABELS))
     predictions, selection, seeds, excluded = [], [], [], []
     for path in sorted(out_dir.glob("seed_*/provenance.json")):
         provenance = json.loads(path.read_text())
@@ -50,6 +86,10 @@ def load_current_seeds(out_dir: Path, config_hash: str, fingerprints: dict[str, 
                        if fingerprints.get(part) != fp)
         if stale:
             excluded.append(f"seed {seed}: trained on activations since replaced ({', '.join(stale)})")
+            continue
+        other_labels = stale_labels_reason(seed, provenance, labels_provenance)
+        if other_labels:
+            excluded.append(other_labels)
             continue
         predictions.append(pd.read_parquet(path.parent / "predictions.parquet").assign(seed=int(seed)))
         selection.append(pd.read_parquet(path.parent / "selection.parquet"))

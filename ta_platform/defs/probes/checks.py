@@ -135,9 +135,12 @@ def metrics_finite(probe_settings: ProbeSettings, metadata_store: MetadataStoreR
 
 @dg.asset_check(asset=probes, blocking=True,
                 description="Each current seed was trained on the activations stored now (its recorded activation "
-                            "fingerprints equal the partitions' manifests).")
+                            "fingerprints equal the partitions' manifests) and on the labels stored now (its recorded "
+                            "labels provenance equals the labels file's, code version aside); stale seeds are named.")
 def provenance_matches_activations(probe_settings: ProbeSettings, compute: ComputeResource) -> dg.AssetCheckResult:
+    from ta_platform.common.parquet_io import read_provenance
     from ta_platform.studies.activation_slices import activation_partitions
+    from ta_platform.studies.anchor_summary import stale_labels_reason
 
     seeds, stale = current_seed_folders(probe_settings)
     if not seeds:
@@ -151,4 +154,10 @@ def provenance_matches_activations(probe_settings: ProbeSettings, compute: Compu
                  if current.get(part) != recorded]
     differing += [f"seed {seed}: {part} stored but not trained on" for seed, provenance in sorted(seeds.items())
                   for part in sorted(set(current) - set(provenance["activation_fingerprints"]))]
-    return _result(not differing, "stale_activations", differing=differing[:50], seeds=sorted(seeds))
+    labels_now = read_provenance(artifacts.thought_anchor_file(artifacts.LABELS))
+    stale_labels = [reason for seed, provenance in sorted(seeds.items())
+                    if (reason := stale_labels_reason(seed, provenance, labels_now))]
+    reasons = ",".join(name for name, found in (("stale_activations", differing), ("stale_labels", stale_labels))
+                       if found)
+    return _result(not differing and not stale_labels, reasons, differing=differing[:50],
+                   stale_labels=stale_labels[:50], seeds=sorted(seeds))
