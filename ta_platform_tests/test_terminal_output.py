@@ -29,7 +29,8 @@ class Clock:
 def test_counts_are_read_from_the_platforms_progress_lines_only():
     assert parse_count(count_line("tiny-llama", 17, 48, "traces", 5.0)) == (17, 48, "traces")
     assert parse_count("seed 0: tiny-llama/L2/correct (1741 sentences)") is None  # a path, not a count
-    assert parse_count("ratio 3/2 chains") is None  # done > total is not progress
+    assert parse_count("ratio 3/2 chains (1.0 chains/s)") is None  # done > total is not progress
+    assert parse_count("tripwires tiny-llama/L2/correct: 5/5 pass") is None  # no rate: not a progress count
     assert parse_count("labelled 6540 sentences") is None
 
 
@@ -58,11 +59,11 @@ def test_the_next_models_count_gets_its_own_rate_and_eta():
     with StageProgress("activations", 1, out=out, live=False, interval=1000.0, clock=clock) as stage:
         stage.step_started("sentence_activations")
         clock.now = 10.0
-        stage.note("tiny-llama: 48/48 traces")  # the first model: 4.8 traces/s
+        stage.note(count_line("tiny-llama", 48, 48, "traces", 10.0))  # the first model: 4.8 traces/s
         clock.now = 20.0
-        stage.note("tiny-qwen2: 6/48 traces")  # the second model starts its own clock here
+        stage.note(count_line("tiny-qwen2", 6, 48, "traces", 1.0))  # the second model starts its own clock here
         clock.now = 30.0
-        stage.note("tiny-qwen2: 16/48 traces")  # 10 traces in 10 s
+        stage.note(count_line("tiny-qwen2", 16, 48, "traces", 11.0))  # 10 traces in 10 s
         clock.now = 35.0  # a tick 5 s after the latest count
         assert stage.status() == ("16/48 traces", "1.0 traces/s", "ETA 27s")
 
@@ -72,7 +73,7 @@ def test_a_long_stage_spaces_its_lines_out():
     with StageProgress("activations", 1, out=out, live=False, interval=10.0, clock=clock) as stage:
         for second in range(3600):  # an hour of a line a second: every 10 s would be 360 lines
             clock.now = float(second)
-            stage.note(f"tiny: {second}/3600 traces")
+            stage.note(count_line("tiny", second, 3600, "traces", second + 1.0))
     assert 10 <= len(out.getvalue().splitlines()) <= 30
 
 
@@ -81,7 +82,7 @@ def test_a_terminal_gets_a_live_bar_and_the_same_start_and_end_lines():
     with StageProgress("data", 2, out=out, live=True, interval=10.0) as stage:
         stage.start_line()
         stage.step_started("problem_index")
-        stage.note("tiny-llama: 3/10 traces (1.0 traces/s)", "problem_index")
+        stage.note(count_line("tiny-llama", 3, 10, "traces", 3.0), "problem_index")
         stage._bar.refresh()
         drawn = out.getvalue()
         stage.step_finished("problem_index")

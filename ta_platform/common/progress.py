@@ -9,8 +9,9 @@ the terminal. On a terminal (a TTY) it draws a ``rich`` progress bar (steps or t
 log) it prints a plain line every ``interval`` seconds, spaced out to a quarter of the stage's age
 once that is longer, so a long run stays a short log.
 
-Counts: a line of the form ``"<what>: 17/48 traces (3.4 traces/s)"`` (``count_line``) is read as
-progress of the current step; other lines are shown as the latest news and never parsed further.
+Counts: a line of the form ``"<what>: 17/48 traces (3.4 traces/s)"`` (``count_line``; the rate in
+parentheses is part of the form, so "5/5 pass" is not a count) is read as progress of the current
+step; other lines are shown as the latest news and never parsed further.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TextIO
 
 INTERVAL_ENV = "TA_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 15.0
-_COUNT = re.compile(r"(?<![\w.])(\d+)/(\d+) ([A-Za-z][\w-]*)")
+_COUNT = re.compile(r"(?<![\w.])(\d+)/(\d+) ([A-Za-z][\w-]*) \([\d.]+ \3/s\)")
 
 _current: StageProgress | None = None
 
@@ -36,7 +37,7 @@ def count_line(what: str, done: int, total: int, unit: str, elapsed: float) -> s
 
 
 def parse_count(line: str) -> tuple[int, int, str] | None:
-    """(done, total, unit) of the first ``done/total unit`` in ``line`` with done <= total, else None."""
+    """(done, total, unit) of the first ``done/total unit (rate unit/s)`` in ``line`` with done <= total."""
     for match in _COUNT.finditer(line):
         done, total = int(match.group(1)), int(match.group(2))
         if 0 <= done <= total and total > 0:
