@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 DEFAULT_BLOCK_ROWS = 8192
+BLOCK_BYTES = 64 * 1024**2  # a block never exceeds this (rows are capped for wide layers)
 
 
 def engine_device(device: str | torch.device | None = None) -> torch.device:
@@ -64,9 +65,13 @@ class RowSource:
 
     def blocks(self, indices: np.ndarray, block_rows: int = DEFAULT_BLOCK_ROWS,
                dtype=np.float32) -> Iterator[tuple[slice, np.ndarray]]:
-        """(positions within ``indices``, rows) for consecutive blocks of ``indices``."""
+        """(positions within ``indices``, rows) for consecutive blocks of ``indices``.
+
+        At most ``block_rows`` rows and ``BLOCK_BYTES`` bytes per block: at 4,096-5,376 dims a float64
+        block of 8,192 rows would be ~300 MB, and the scaler and Gram passes hold a few temporaries of it.
+        """
         indices = np.asarray(indices, dtype=np.int64)
-        block_rows = max(int(block_rows), 1)
+        block_rows = max(min(int(block_rows), BLOCK_BYTES // (np.dtype(dtype).itemsize * max(self.dims, 1))), 1)
         if not isinstance(self.data, np.ndarray) and not hasattr(self.data, "rows"):
             start = 0
             for item in self.data.iter_blocks(indices, block_rows):
