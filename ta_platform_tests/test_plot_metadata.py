@@ -53,7 +53,7 @@ def test_the_terminal_gets_a_short_log_and_the_headline_table(two_summaries):
     lines = first.stdout.splitlines()
     assert len(lines) <= 40, first.stdout
     assert not any(" - DEBUG - " in line or "STEP_START" in line for line in lines + first.stderr.splitlines())
-    assert any(line.startswith("[backtracking-probes] done in") for line in lines), first.stdout
+    assert any(line.startswith("[backtracking-probes] run ") and " succeeded in " in line for line in lines), first.stdout
     table = [line for line in lines if line.startswith("backtracking ")]
     assert len(table) == 1 and "span AUROC margin over the best baseline" in table[0] and "PASS" in table[0], lines
     logs = list((storage / "logs").glob("materialize-*.log"))

@@ -37,17 +37,17 @@ def test_counts_are_read_from_the_platforms_progress_lines_only():
 def test_plain_output_is_one_start_line_a_line_per_interval_and_one_end_line():
     clock, out = Clock(), io.StringIO()
     with StageProgress("probes", 4, out=out, live=False, interval=10.0, clock=clock) as stage:
-        stage.start_line("probes_job")
+        stage.start_line("probes_job", "partitions 0...2")
         stage.step_started("probes")
         for done in range(1, 49):  # 48 platform lines in 24 s: two interval lines, not 48
             clock.now += 0.5
             stage.note(count_line("tiny-llama", done, 48, "traces", clock.now))
         stage.step_finished("probes")
         clock.now += 1.0
-        stage.finish(True, ["probes:split_leakage"])
+        stage.finish(True, ["probes:split_leakage"], "1a2b")
     lines = out.getvalue().splitlines()
-    assert lines[0] == "[probes] started: 4 steps; probes_job"
-    assert lines[-1] == "[probes] done in 25s; failed checks: probes:split_leakage"
+    assert lines[0] == "[probes] running probes_job: 4 steps; partitions 0...2"
+    assert lines[-1] == "[probes] run 1a2b succeeded in 25.0s; failed checks: probes:split_leakage"
     middle = lines[1:-1]
     assert len(middle) == 2, middle
     assert middle[0].startswith("[probes] 20/48 traces, 2.0 traces/s, ETA 14s, 10s so far")
@@ -80,7 +80,7 @@ def test_a_long_stage_spaces_its_lines_out():
 def test_a_terminal_gets_a_live_bar_and_the_same_start_and_end_lines():
     out = io.StringIO()
     with StageProgress("data", 2, out=out, live=True, interval=10.0) as stage:
-        stage.start_line()
+        stage.start_line("data_job")
         stage.step_started("problem_index")
         stage.note(count_line("tiny-llama", 3, 10, "traces", 3.0), "problem_index")
         stage._bar.refresh()
@@ -88,8 +88,8 @@ def test_a_terminal_gets_a_live_bar_and_the_same_start_and_end_lines():
         stage.step_finished("problem_index")
         stage.finish(False, [])
     text = out.getvalue()
-    assert "[data] started: 2 steps" in text and "[data] FAILED in" in text
-    assert "[data]" in drawn.replace("[data] started: 2 steps", "") and "3/10" in drawn  # the bar names its stage
+    assert "[data] running data_job: 2 steps" in text and "[data] FAILED in" in text
+    assert "[data]" in drawn.replace("[data] running data_job: 2 steps", "") and "3/10" in drawn  # the bar names its stage
 
 
 @dg.asset

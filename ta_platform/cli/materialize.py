@@ -104,10 +104,10 @@ def _run_stage(instance, guard, defs, stage, args: argparse.Namespace, log_file)
     job = defs.resolve_job_def(stage.job_name)
     tags = stage.partition_tags(job, seeds=args.seeds)
     span = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
-    detail = f"{stage.job_name}" + (f", partitions {span[0]}...{span[1]}" if tags else "")
+    detail = f"partitions {span[0]}...{span[1]}" if tags else ""
     run_id = str(uuid.uuid4())
     with StageProgress(stage.name, len(job.graph.nodes)) as display:
-        display.start_line(detail)
+        display.start_line(stage.job_name, detail)
         guard.before(f"[{stage.name}] ", job)
         with guard.watch(f"[{stage.name}] ", job, run_id):
             result = job.execute_in_process(
@@ -118,7 +118,7 @@ def _run_stage(instance, guard, defs, stage, args: argparse.Namespace, log_file)
             for e in result.all_events
             if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
         ]
-        display.finish(result.success, failed_checks, extra=f"; run {run_id[:8]}")
+        display.finish(result.success, failed_checks, run_id)
     if not result.success:
         for line in _failure_lines(result, log_file):
             print(f"[{stage.name}] {line}", file=sys.stderr, flush=True)

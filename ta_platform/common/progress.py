@@ -145,15 +145,18 @@ class StageProgress:
         if _current is self:
             _current = None
 
-    def start_line(self, detail: str = "") -> None:
+    def start_line(self, job: str, detail: str = "") -> None:
+        """``[stage] running <job>: N steps; <detail>`` (the form scripts and tests wait for)."""
         steps = f"{self.n_steps} step{'s' if self.n_steps != 1 else ''}"
-        self._print(f"[{self.name}] started: {steps}{'; ' + detail if detail else ''}")
+        self._print(f"[{self.name}] running {job}: {steps}{'; ' + detail if detail else ''}")
 
-    def finish(self, ok: bool, failed_checks: list[str], extra: str = "") -> None:
-        """The stage's one end line: outcome, time, failed checks."""
+    def finish(self, ok: bool, failed_checks: list[str], run_id: str = "") -> None:
+        """The stage's one end line, ``[stage] run <id> succeeded in 12.5s; failed checks: none``: the
+        form ``ta-platform bench scale`` and the tests read (seconds, so a script can add them up)."""
         checks = ", ".join(failed_checks) if failed_checks else "none"
-        self._print(f"[{self.name}] {'done' if ok else 'FAILED'} in {duration(self.clock() - self.started)}; "
-                    f"failed checks: {checks}{extra}")
+        run = f" run {run_id}" if run_id else ""
+        self._print(f"[{self.name}]{run} {'succeeded' if ok else 'FAILED'} in {self.clock() - self.started:.1f}s; "
+                    f"failed checks: {checks}")
 
     # -- events ----------------------------------------------------------------------------------
     def step_started(self, step: str) -> None:
