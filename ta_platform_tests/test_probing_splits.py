@@ -1,5 +1,6 @@
 """Problem-level splits: deterministic, disjoint, complete, non-empty, and traces of a problem together."""
 
+import pandas as pd
 import pytest
 
 from ta_platform.probing.splits import leave_problems_out_folds, problem_level_split, rows_split
@@ -38,11 +39,17 @@ def test_tiny_inputs():
 
 
 def test_correct_and_incorrect_traces_land_together():
+    """The correct folder's ids parsed as integers, the incorrect folder's as strings (what two readers of
+    one problem may produce): a problem is one unit whatever the type of its id, so both land together."""
     frame, _ = make_synthetic_probe_data(0, n_problems=10, sentences=(5, 8), dims=4)
-    frame["data_split"] = rows_split(frame["problem_id"], problem_level_split(frame["problem_id"], seed=5))
-    per_problem = frame.groupby("problem_id")["data_split"].nunique()
-    assert (per_problem == 1).all()
     assert frame.groupby("problem_id")["setting"].nunique().eq(2).all()
+    mixed = frame["problem_id"].astype(object).where(frame["setting"] == "incorrect",
+                                                     frame["problem_id"].astype(int))
+    assignment = problem_level_split(mixed, seed=5)
+    assert sorted(assignment) == sorted(frame["problem_id"].astype(str).unique())  # 10 units, not 20
+    splits = pd.Series(rows_split(mixed, assignment), index=frame.index)
+    assert splits.groupby(frame["problem_id"].astype(str)).nunique().eq(1).all()
+    assert set(splits) == {"train", "val", "test"}
 
 
 def test_rows_split_rejects_unknown_problem():
