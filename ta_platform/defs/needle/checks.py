@@ -109,26 +109,25 @@ def _per_slice(name: str, check, needle_settings: NeedleSettings, compute: Compu
                             "to validation (mean validation AUROC within max(4 SE, 0.05) of 0.5): a training document "
                             "copied into validation, renamed or not, makes them so; seed 0 of every (model, layer).")
 def permutation_null(needle_settings: NeedleSettings, compute: ComputeResource) -> dg.AssetCheckResult:
-    from threadpoolctl import threadpool_limits
-
-    from ta_platform.needle.tripwires import permutation_null as check
-
-    with threadpool_limits(limits=needle_settings.blas_threads):
-        results = _per_slice("permutation_null", lambda frame, X: check(frame, X, 0, needle_settings.probe_config()),
-                             needle_settings, compute)
-    return _result(results, len(results), "slices")
+    return _slice_tripwire("permutation_null", needle_settings, compute)
 
 
 @dg.asset_check(asset=needle_probes, blocking=True,
                 description="ceil(sqrt(dims)) features, each the needle label plus N(0, 0.1^2), are recovered through "
                             "the same fit/evaluate path (test AUROC >= 0.95); seed 0 of every (model, layer).")
 def planted_signal(needle_settings: NeedleSettings, compute: ComputeResource) -> dg.AssetCheckResult:
+    return _slice_tripwire("planted_signal", needle_settings, compute)
+
+
+def _slice_tripwire(name: str, needle_settings: NeedleSettings, compute: ComputeResource) -> dg.AssetCheckResult:
+    """The tripwire ``ta_platform.needle.tripwires.<name>`` on seed 0 of every stored (model, layer)."""
     from threadpoolctl import threadpool_limits
 
-    from ta_platform.needle.tripwires import planted_signal as check
+    from ta_platform.needle import tripwires
 
+    check = getattr(tripwires, name)
     with threadpool_limits(limits=needle_settings.blas_threads):
-        results = _per_slice("planted_signal", lambda frame, X: check(frame, X, 0, needle_settings.probe_config()),
+        results = _per_slice(name, lambda frame, X: check(frame, X, 0, needle_settings.probe_config()),
                              needle_settings, compute)
     return _result(results, len(results), "slices")
 
