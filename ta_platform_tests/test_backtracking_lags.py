@@ -172,12 +172,14 @@ def test_a_chain_missing_from_the_recorded_split_is_a_clear_error():
 def test_permuting_the_test_labels_changes_no_fit_choice_or_validation_score():
     """Selection never sees test: permute the labels of the test chains' tokens (both targets, across all
     test rows) and every fitted coefficient, chosen C, validation score and best-baseline choice stays
-    exactly the same, while the test metrics move (the permutation did reach what is reported)."""
+    exactly the same, while the test metrics move (the permutation did reach what is reported). Planted
+    fault seen failing: C selected on validation + test rows (the coefficients differ)."""
     tokens = token_frame(30, 60)
-    X = np.random.default_rng(7).normal(size=(len(tokens), 6))
-    X[:, 0] += 1.5 * tokens["in_backtracking"].to_numpy()
+    X = np.random.default_rng(7).normal(size=(len(tokens), 40))
+    X[:, 0] += 0.7 * tokens["in_backtracking"].to_numpy()  # weak enough that the choice of C matters
     split = split_of(tokens, 3)
-    before = run_lag_slice(tokens, X, split, FAST)
+    config = LagConfig(lags=(-4, 0, 4), c_grid=(1e-4, 1e-3, 1e-2, 1e-1, 1.0))
+    before = run_lag_slice(tokens, X, split, config)
     test = split.splits_of(tokens["chain_id"]) == "test"
     order = np.random.default_rng(0).permutation(np.flatnonzero(test))
     permuted = tokens.copy()
@@ -185,7 +187,7 @@ def test_permuting_the_test_labels_changes_no_fit_choice_or_validation_score():
         values = permuted[column].to_numpy().copy()
         values[test] = values[order]
         permuted[column] = values
-    after = run_lag_slice(permuted, X, split, FAST)
+    after = run_lag_slice(permuted, X, split, config)
     for lag, arrays in before.weights.items():
         assert arrays.keys() == after.weights[lag].keys()
         for name, array in arrays.items():
