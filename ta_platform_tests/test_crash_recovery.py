@@ -235,10 +235,12 @@ def _outputs(storage: Path) -> dict[str, object]:
     from ta_platform.store.metadata_store import MetadataStore
 
     found: dict[str, object] = {}
-    for path in sorted((storage / "activations").glob("*/*/embeddings.npy")):  # the stage that was killed
-        found[str(path.relative_to(storage))] = np.load(path)
-        index = path.with_name("index.parquet")
-        found[str(index.relative_to(storage))] = pd.read_parquet(index)
+    from ta_platform.extraction.store import load_partition
+
+    for manifest in sorted((storage / "activations").glob("*/*/manifest.json")):  # the stage that was killed
+        partition = load_partition(manifest.parent)
+        found[f"rows:{manifest.parent.relative_to(storage)}"] = np.asarray(partition.embeddings)
+        found[f"index:{manifest.parent.relative_to(storage)}"] = partition.index
     for path in sorted((storage / "probes").glob("seed_*/predictions.parquet")):
         found[str(path.relative_to(storage))] = pd.read_parquet(path)
     for path in sorted((storage / "probes").glob("seed_*/weights.npz")):
@@ -310,7 +312,7 @@ def test_main_job_killed_during_activations_then_probes_recovers_with_identical_
     assert use.claimed == {} and use.assigned == {} and use.waiting == {}, use
 
     expected, actual = _outputs(baseline), _outputs(storage)
-    assert actual.keys() == expected.keys() and any(k.startswith("activations/") for k in expected), actual.keys()
+    assert actual.keys() == expected.keys() and any(k.startswith("rows:activations/") for k in expected), actual.keys()
     for name in expected:
         _assert_same(actual[name], expected[name], name)
     instance.dispose()

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from ta_platform.common import progress
+    from ta_platform.common.paths import storage_root
+    from ta_platform.common.storage_lock import hold_storage
     from ta_platform.definitions import MAIN_STAGES, STUDY_STAGES, defs
     from ta_platform.defs.run_recovery import StageGuard
 
@@ -67,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     wanted = args.stage or [stage.name for stage in stages]
     log_file = run_output.new_log_file()
     cli_defs = run_output.with_cli_loggers(defs)
-    with dg.DagsterInstance.get() as instance:
+    # One writer per storage: a second command waits here, naming the holder (common/storage_lock.py)
+    with hold_storage(storage_root(), what="ta-platform materialize " + " ".join(sys.argv[1:]), log=progress.say), \
+            dg.DagsterInstance.get() as instance:
         print(f"Dagster instance {home}; full event log {log_file}", flush=True)
         guard = StageGuard(instance, log=progress.say)  # crash safety: run_recovery.py
         failed, skipped = None, []
@@ -126,13 +130,15 @@ def _run_stage(instance, guard, defs, stage, args: argparse.Namespace, log_file)
 
 
 def _failure_lines(result, log_file) -> list[str]:
-    """Each failed step and its error's message (the innermost cause: the study's own words), the
+    """Each failed step and its error's message (the first cause under Dagster's wrappers: the study's own words), the
     run's failure when no step failed, and where the full log is. Never the traceback."""
     lines = []
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
-            while error is not None and error.cause is not None:
+            # the first error that is not Dagster's own wrapper: the study's words (a deeper cause, e.g. the
+            # OSError under NoSpaceError, would drop the path the study's error names)
+            while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
                 error = error.cause
             message = (error.message if error is not None else "no error recorded").strip().splitlines()
             shown = message[:8] + ([f"... ({len(message) - 8} more lines in the log)"] if len(message) > 8 else [])
@@ -165,11 +171,12 @@ def _print_headlines(instance, defs, study: str | None) -> None:
 def _report_gate(instance, study: str | None) -> int:
     """Print the release gate's verdict (the whole code location, or one study's checks) and return
     the exit status: 1 when a gated check failed, is missing, or was evaluated on older data."""
+    from ta_platform.common import progress
     from ta_platform.definitions import GATED_CHECK_KEYS, STUDY_CHECK_KEYS
     from ta_platform.defs.gate.checks import current_gate_verdict
 
     keys = STUDY_CHECK_KEYS[study] if study else GATED_CHECK_KEYS
-    verdict, n_checks = current_gate_verdict(instance, keys)
+    verdict, n_checks = current_gate_verdict(instance, keys, wait=True, log=progress.say)
     scope = f"study {study!r}" if study else "all studies"
     print(f"[gate] {scope}: {verdict.summary()} over {n_checks} checks", flush=True)
     for label, items in (("FAILING", verdict.failing), ("MISSING", verdict.missing), ("warning", verdict.warnings)):

@@ -183,9 +183,15 @@ class ProbeData:
     y_eval: np.ndarray
     topics_eval: np.ndarray
 
-    def demeaned(self) -> ProbeData:
+    def demeaned(self, eval_parts: Sequence[np.ndarray] = ()) -> ProbeData:
+        """Topic-demeaned targets. ``eval_parts`` (e.g. the selection and report halves) are demeaned
+        each on its own: a topic mean taken over both halves would carry the report half's values into
+        the selection half's targets, so the alpha chosen there would depend on the reported tasks."""
+        y_eval = topic_demean(self.y_eval, self.topics_eval) if not len(eval_parts) else np.full(len(self.y_eval), np.nan)
+        for part in eval_parts:
+            y_eval[part] = topic_demean(self.y_eval[part], self.topics_eval[part])
         return ProbeData(self.x_train, topic_demean(self.y_train, self.topics_train), self.topics_train,
-                         self.x_eval, topic_demean(self.y_eval, self.topics_eval), self.topics_eval)
+                         self.x_eval, y_eval, self.topics_eval)
 
 
 def evaluate_features(name: str, data: ProbeData, *, seed: int = 0, alphas: Sequence[float] = ALPHAS,
@@ -196,7 +202,7 @@ def evaluate_features(name: str, data: ProbeData, *, seed: int = 0, alphas: Sequ
     topic) is one engine ridge path with two targets; alpha is still chosen per target.
     """
     select, report = split_halves(len(data.y_eval), seed)
-    targets = (("raw", data), ("demeaned", data.demeaned()))
+    targets = (("raw", data), ("demeaned", data.demeaned((select, report))))
     y_train = np.column_stack([d.y_train for _, d in targets])
     y_eval = np.column_stack([d.y_eval for _, d in targets])
     fits = {"": fit_ridge_probes(data.x_train, y_train, data.x_eval[select], y_eval[select], alphas=alphas, seed=seed)}

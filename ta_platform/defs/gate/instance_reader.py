@@ -57,3 +57,49 @@ def latest_evaluations(instance: dg.DagsterInstance, check_keys) -> list[CheckEv
             status = "stale"
         evaluations.append(CheckEvaluation(name, status, severity, record.run_id, reason))
     return evaluations
+
+
+IN_FLIGHT = ("NOT_STARTED", "QUEUED", "STARTING", "STARTED", "CANCELING")
+
+
+def in_flight_evaluations(instance: dg.DagsterInstance, check_keys, own_run_id: str | None = None) -> dict[str, list[str]]:
+    """run id -> the gated checks that run has planned and not yet evaluated (runs still in progress only)."""
+    waiting: dict[str, list[str]] = {}
+    for key in check_keys:
+        record = instance.get_latest_asset_check_evaluation_record(key)
+        if record is None or getattr(record.status, "value", str(record.status)) != "PLANNED":
+            continue
+        if record.run_id == own_run_id:
+            continue
+        run = instance.get_run_by_id(record.run_id)
+        if run is not None and run.status.value in IN_FLIGHT:
+            waiting.setdefault(record.run_id, []).append(key.to_user_string())
+    return waiting
+
+
+def wait_for_in_flight_evaluations(instance: dg.DagsterInstance, check_keys, *, own_run_id: str | None = None,
+                                   log=print, timeout_s: float = 3600.0, poll_s: float = 2.0) -> None:
+    """Wait while another run (the UI's, a second command's) is re-evaluating gated checks.
+
+    Why: reading the gate while another run has re-materialised an asset and not yet run its checks
+    reads those checks as "planned" = missing, a false red (two `--study needle` commands two seconds
+    apart did exactly that). The gate waits for such runs, naming them, up to ``timeout_s``; a run
+    killed meanwhile is failed by the next command's recovery (``run_recovery``), and after the timeout
+    its checks count as missing, as before.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    announced: set[str] = set()
+    while time.monotonic() < deadline:
+        waiting = in_flight_evaluations(instance, check_keys, own_run_id)
+        if not waiting:
+            return
+        for run_id, checks in waiting.items():
+            if run_id not in announced:
+                run = instance.get_run_by_id(run_id)
+                job = run.job_name if run is not None else "?"
+                log(f"[gate] waiting for run {run_id[:8]} ({job}) to evaluate {len(checks)} gated check(s): "
+                    f"{', '.join(checks[:3])}{' ...' if len(checks) > 3 else ''}")
+                announced.add(run_id)
+        time.sleep(poll_s)

@@ -1,0 +1,146 @@
+"""A full disk during extraction and during the metadata write: a clear "no space" error naming the
+path, nothing written before lost or changed, no temporary file left, and after space is freed the
+rerun finishes with the gate passing and outputs identical to an uninterrupted run.
+
+The storage lives on a size-limited tmpfs the test mounts (and unmounts); the disk is filled by a
+ballast file leaving a few kilobytes, exactly as another process filling a shared disk would. The
+Dagster instance stays on the ordinary disk (DAGSTER_HOME apart from TA_STORAGE), as on a lab
+machine whose data volume fills while the home directory does not. Skipped, with the reason, where
+the test cannot mount a tmpfs (not root, or no mount namespace rights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ta_platform.common.instance import prepare_dagster_home
+from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, project_env, run_cli
+
+ANCHORS = ["ta-platform", "materialize", "--study", "anchors", "--seeds", "0...0"]
+BALLAST = "ballast.bin"
+
+
+@contextlib.contextmanager
+def small_filesystem(where: Path, size: str = "256m"):
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {mounted.stderr.strip() or mounted.stdout.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(where: Path, leave_bytes: int) -> Path:
+    """Write a ballast file until only ``leave_bytes`` remain free on ``where``'s filesystem."""
+    ballast = where / BALLAST
+    free = shutil.disk_usage(where).free
+    with open(ballast, "wb") as handle:
+        remaining = max(free - leave_bytes, 0)
+        chunk = b"\0" * (1 << 20)
+        while remaining > 0:
+            written = handle.write(chunk[: min(len(chunk), remaining)])
+            remaining -= written
+    return ballast
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != BALLAST and "logs" not in p.parts}
+
+
+def temporary_files(root: Path) -> list[str]:
+    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name.endswith((".tmp", ".partial"))]
+
+
+def outputs(storage: Path) -> dict[str, object]:
+    """Every declared metadata table (sorted) and every activation partition's rows and index."""
+    from ta_platform.extraction.store import load_partition
+    from ta_platform.store.metadata_store import MetadataStore
+    from ta_platform.store.tables import TABLES
+
+    store = MetadataStore(storage / "metadata.duckdb")
+    existing = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
+    found: dict[str, object] = {}
+    for name in sorted(set(TABLES) & existing):
+        frame = store.read_table(name).drop(columns=["fit_seconds"], errors="ignore")
+        keys = [c for c in frame.columns if frame[c].dtype == object or frame[c].dtype.kind in "iub"]
+        found[name] = frame.sort_values(keys or list(frame.columns)).reset_index(drop=True)
+    for manifest in sorted((storage / "activations").glob("*/*/manifest.json")):
+        partition = load_partition(manifest.parent)
+        where = manifest.parent.relative_to(storage)
+        found[f"rows:{where}"] = np.asarray(partition.embeddings)
+        found[f"index:{where}"] = partition.index
+    return found
+
+
+def env_for(storage: Path, home: Path, registry: Path) -> dict[str, str]:
+    env = project_env(storage, TA_DATA_SOURCE="embedded", TA_MODEL_REGISTRY=str(registry))
+    shutil.rmtree(storage / "dagster_home", ignore_errors=True)  # the instance lives on the ordinary disk
+    env["DAGSTER_HOME"] = str(prepare_dagster_home(home))
+    return env
+
+
+def assert_no_space_error(result: subprocess.CompletedProcess, storage: Path) -> None:
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text[-4000:]
+    assert "no space left on device while writing" in text and str(storage) in text, text[-6000:]
+    assert "Traceback" not in result.stdout, result.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_disk_full_in_extraction_and_in_the_metadata_write_loses_nothing_and_the_rerun_matches(tmp_path):
+    registry = tmp_path / "models.toml"
+    registry.write_text(ONE_TINY_MODEL_REGISTRY)
+
+    reference_storage = tmp_path / "reference"
+    reference = run_cli(ANCHORS, env_for(reference_storage, tmp_path / "reference_home", registry))
+    assert reference.returncode == 0, reference.stdout[-4000:] + reference.stderr[-4000:]
+
+    with small_filesystem(tmp_path / "small") as small:
+        storage = small / "storage"
+        env = env_for(storage, tmp_path / "home", registry)
+        data = run_cli([*ANCHORS, "--stage", "data"], env)
+        assert data.returncode == 0, data.stdout[-4000:] + data.stderr[-4000:]
+
+        # 1. the disk fills during extraction
+        before = file_hashes(storage)
+        ballast = fill(small, leave_bytes=64 * 1024)
+        extraction = run_cli([*ANCHORS, "--stage", "activations"], env)
+        assert_no_space_error(extraction, storage)
+        after = file_hashes(storage)
+        assert {k: after.get(k) for k in before} == before, "an output written before the full disk changed"
+        assert temporary_files(storage) == []
+        ballast.unlink()
+
+        # 2. the disk fills while the data stage rewrites the metadata tables
+        assert run_cli([*ANCHORS, "--stage", "activations"], env).returncode == 0
+        before = file_hashes(storage)
+        ballast = fill(small, leave_bytes=4 * 1024)
+        metadata = run_cli([*ANCHORS, "--stage", "data"], env)
+        assert_no_space_error(metadata, storage)
+        after = file_hashes(storage)
+        assert {k: after.get(k) for k in before} == before, "an output written before the full disk changed"
+        assert temporary_files(storage) == []
+        ballast.unlink()
+
+        # 3. space freed: the whole study completes, its gate passes, outputs equal the uninterrupted run's
+        rerun = run_cli(ANCHORS, env)
+        assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
+        expected, actual = outputs(reference_storage), outputs(storage)
+        assert actual.keys() == expected.keys(), sorted(set(actual) ^ set(expected))
+        for name, value in expected.items():
+            if isinstance(value, pd.DataFrame):
+                pd.testing.assert_frame_equal(actual[name], value, check_exact=True, obj=name)
+            else:
+                np.testing.assert_array_equal(actual[name], value, err_msg=name)
