@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 INTERVAL_ENV = "TA_PROGRESS_SECONDS"
-DEFAULT_INTERVAL = 15.0
+DEFAULT_INTERVAL = 20.0
 _COUNT = re.compile(r"(?<![\w.])(\d+)/(\d+) ([A-Za-z][\w-]*) \([\d.]+ \3/s\)")
 
 _current: StageProgress | None = None
@@ -56,7 +56,7 @@ def duration(seconds: float) -> str:
 
 
 def interval_seconds() -> float:
-    """Seconds between plain progress lines (``TA_PROGRESS_SECONDS``, default 15)."""
+    """Seconds between plain progress lines (``TA_PROGRESS_SECONDS``, default 20)."""
     try:
         return max(0.5, float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL)))
     except ValueError:
