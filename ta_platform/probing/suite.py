@@ -61,7 +61,8 @@ class ProbeSuiteResult:
     """Everything one suite run produces; the lead adds model_key / layer_key / setting columns.
 
     ``metrics``: long rows (seed, probe, metric, value) on the evaluation rows (test split, or all
-    out-of-fold rows in leave-problems-out mode). ``predictions``: one score per labelled sentence
+    out-of-fold rows in leave-problems-out mode, where PR-AUC, AUROC and Spearman are computed per
+    fold and averaged over folds weighted by their problems). ``predictions``: one score per labelled sentence
     and probe with the split it belonged to. ``weights``: probe -> arrays (linear probes only; keyed
     ``probe@fold<k>`` in leave-problems-out mode). ``margins``: probe - baseline with a problem
     bootstrap interval, per metric (empty with ``bootstrap_resamples=0``). ``split``: problem id ->
