@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 MAX_ROWS = 60  # rows shown per table; the full table stays in the metadata store
+MAX_TEXT = 60  # characters shown of a text cell
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,28 @@ def _section(section: Section) -> str:
                      f"<code>ta-platform materialize --study {html.escape(section.key)}</code>).</p>")
     parts += [f"<p>{html.escape(note)}</p>" for note in section.notes]
     for caption, frame in section.tables:
-        shown = frame.head(MAX_ROWS)
+        shown, common = _split_constant_text(frame.head(MAX_ROWS))
         more = f" (first {MAX_ROWS} of {len(frame)} rows)" if len(frame) > MAX_ROWS else ""
-        parts.append(f"<h3>{html.escape(caption)}{more}</h3>"
-                     + shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0))
+        parts.append(f"<h3>{html.escape(caption)}{more}</h3>")
+        parts += [f'<p class="common">{html.escape(name)}: {html.escape(str(value))}</p>' for name, value in common]
+        parts.append(shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0))
     for caption, png in section.images:
         encoded = base64.b64encode(png).decode()
         parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     return "\n".join([*parts, "</section>"])
+
+
+def _split_constant_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, object]]]:
+    """Text columns with one value on every row (a unit, a statistic's definition) said once above the
+    table instead of in every row, so a long definition does not make every row tall."""
+    constant = [c for c in frame.columns if len(frame) > 1 and frame[c].dtype == object
+                and frame[c].astype(str).nunique() == 1]
+    shown = frame.drop(columns=constant).copy()
+    for column in shown.select_dtypes(include="object").columns:  # a long text cell is cut (the store keeps it)
+        shown[column] = shown[column].map(lambda v: f"{v[:MAX_TEXT]}..." if isinstance(v, str) and len(v) > MAX_TEXT
+                                          else v)
+    return shown, [(c, frame[c].iloc[0]) for c in constant]
 
 
 def _provenance(provenance: dict[str, object]) -> str:
