@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ta_platform.chains.intervals import margin_auroc_statistic, margin_summary
+from ta_platform.chains.intervals import margin_summary
 from ta_platform.chains.lag_probes import PROBE, LagConfig
 from ta_platform.chains.report import beats_baselines, layer_lag_table
 from ta_platform.chains.splits import dataset_split
+from ta_platform.probing.metrics import auroc_columns
 from ta_platform.probing.unit_bootstrap import SeedRows, seed_averaged_interval
 from ta_platform.sql_models import SQL_DIR, load_models
 from ta_platform.store.metadata_store import MetadataStore
@@ -78,7 +79,11 @@ def test_margin_summary_is_the_seed_averaged_margin_with_a_chain_problem_interva
     seeds = [SeedRows(seed, part["span"].to_numpy(), part["unit_id"].to_numpy(),
                       part[[PROBE, "token_identity", "position", "persistence", "lag0_probe"]].to_numpy())
              for seed, part in cell.groupby("seed")]
-    direct = seed_averaged_interval(seeds, margin_auroc_statistic, n_resamples=CONFIG.bootstrap_resamples, seed=0)
+    def repeated_rows_statistic(labels, scores):  # the plain reference: AUROC of repeated rows, re-sorted per draw
+        values = auroc_columns(labels, scores)
+        return np.concatenate([values[0] - values[1:], values])
+
+    direct = seed_averaged_interval(seeds, repeated_rows_statistic, n_resamples=CONFIG.bootstrap_resamples, seed=0)
     rows = stored[(stored["layer"] == "L12") & (stored["lag"] == 4) & (stored["target"] == "span")].set_index("baseline")
     for j, name in enumerate(["token_identity", "position", "persistence", "lag0_probe"]):
         assert (rows.loc[name, "ci_low"], rows.loc[name, "ci_high"]) == pytest.approx((direct.low[j], direct.high[j]))

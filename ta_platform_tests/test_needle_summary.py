@@ -85,16 +85,3 @@ def test_without_predictions_the_interval_is_missing_not_made_up():
     seeds = [_seed(0, ["a", "b", "c"], rng)]
     summary = summarise(_metrics(seeds)).set_index(["probe", "split", "metric"])
     assert np.isnan(summary.loc[("linear_probe", "test", "auroc"), "ci_low"])
-
-
-def test_auroc_of_ranks_equals_auroc_on_the_scores_with_ties_and_repeated_rows():
-    from ta_platform.needle.summary import auroc_of_ranks, dense_ranks
-
-    rng = np.random.default_rng(3)
-    labels = rng.random(500) < 0.2
-    scores = np.column_stack([rng.normal(size=500) + labels, np.round(rng.normal(size=500), 1), np.zeros(500)])
-    ranks = dense_ranks(scores)
-    np.testing.assert_allclose(auroc_of_ranks(labels, ranks), auroc_columns(labels, scores))
-    rows = rng.integers(0, 500, 800)  # a bootstrap draw: rows repeated, ranks kept from the full set
-    np.testing.assert_allclose(auroc_of_ranks(labels[rows], ranks[rows]), auroc_columns(labels[rows], scores[rows]))
-    assert np.isnan(auroc_of_ranks(np.zeros(5, bool), ranks[:5])).all()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ta_platform.probing.metrics import auroc_columns
+from ta_platform.probing.rank_auroc import auroc_of_ranks, dense_ranks
 from ta_platform.probing.unit_bootstrap import SeedRows, seed_averaged_interval
 
 from .baselines import applicable_baselines
@@ -33,9 +33,10 @@ STATISTIC = ("mean over seeds of test AUROC(probe) - AUROC(baseline), recomputed
              "problems (percentile interval)")
 
 
-def margin_auroc_statistic(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Columns [probe, baseline 1..m]: [AUROC(probe) - AUROC(b_j) for each j, AUROC of every column]."""
-    values = auroc_columns(labels, scores)
+def margin_auroc_statistic(labels: np.ndarray, ranks: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Columns [probe, baseline 1..m] as dense ranks (``probing.rank_auroc``), rows weighted by how often the
+    draw holds them: [AUROC(probe) - AUROC(b_j) for each j, AUROC of every column]."""
+    values = auroc_of_ranks(labels, ranks, weights)
     return np.concatenate([values[0] - values[1:], values])
 
 
@@ -67,10 +68,10 @@ def margin_summary(test_scores: pd.DataFrame, margins: pd.DataFrame, *, n_resamp
                 label = (span if target == "span" else onset)[keep]
                 columns = [PROBE, *baselines, best[key]]
                 seeds.append(SeedRows(int(seed_value), label, part["unit_id"].to_numpy()[keep],
-                                      part[columns].to_numpy(np.float64)[keep]))
+                                      dense_ranks(part[columns].to_numpy(np.float64)[keep])))
                 chosen.append(str(best[key]))
             interval = seed_averaged_interval(seeds, margin_auroc_statistic, n_resamples=n_resamples, seed=seed,
-                                              level=level, unit=UNIT, statistic_name=STATISTIC)
+                                              level=level, unit=UNIT, statistic_name=STATISTIC, weighted=True)
             names = [*baselines, "best_baseline"]
             n = len(names)
             for j, name in enumerate(names):
