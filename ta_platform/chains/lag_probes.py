@@ -4,8 +4,9 @@ metrics on test chains, the test rows' scores and the per-seed point margins.
 Science choices (what the seed's public version got wrong, done right here):
 - the split is the seed's ONE dataset-wide assignment by chain problem (``splits.DatasetSplit``,
   recorded once and read by every slice and model); no problem is in two splits;
-- the L2 strength is chosen on the validation chains (``probing.models.select_and_fit``, by val
-  PR-AUC, no refit on train + val so that the validation scores used for the threshold are honest);
+- every lag and every L2 strength are heads of ONE probe-engine fit (``probing.engine``): the lags
+  share the activations; the L2 strength is chosen per lag on the validation chains (by val PR-AUC,
+  no refit on train + val so that the validation scores used for the threshold are honest);
   the F1 threshold of every scorer is the one maximising F1 on validation
   (``probing.thresholds``); every reported number is on the test chains;
 - class weighting ``balanced`` (the probing package's logistic probe);
@@ -26,9 +27,8 @@ import numpy as np
 import pandas as pd
 
 from ta_platform.probing.config import ProbeConfig
-from ta_platform.probing.features import ProbeInputs
+from ta_platform.probing.engine import as_row_source, fit_logistic_heads
 from ta_platform.probing.metrics import auroc, pr_auc
-from ta_platform.probing.models import probe_specs, select_and_fit
 from ta_platform.probing.thresholds import best_f1_threshold, f1_at
 
 from .baselines import applicable_baselines, position_bins, rate_by_key
@@ -85,15 +85,20 @@ class SliceResult:
     test_scores: pd.DataFrame  # SCORE_COLUMNS: every test row of every lag, labels, unit and each scorer
 
 
-def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, split: DatasetSplit,
-                  config: LagConfig | None = None) -> SliceResult:
-    """Every lag of one slice. ``tokens`` (``token_labels`` rows, contiguous per chain) align with ``X``;
-    ``split`` is the seed's recorded dataset-wide split (its seed also seeds the probe fits)."""
+def run_lag_slice(tokens: pd.DataFrame, X, split: DatasetSplit, config: LagConfig | None = None) -> SliceResult:
+    """Every lag of one slice. ``tokens`` (``token_labels`` rows, contiguous per chain) align with the rows
+    of ``X`` (an array, or an on-demand row view such as ``store.PartitionRows``: the layer is never copied);
+    ``split`` is the seed's recorded dataset-wide split (its seed also seeds the probe fits).
+
+    Every lag and every C of the grid are heads of ONE engine fit over the training rows
+    (``probing.engine``): the lags share the activations, only their targets differ (a lag whose target
+    falls past the chain's end is masked). C is chosen per lag on validation PR-AUC, as ``select_and_fit``
+    chooses it (ties: the first, strongest-regularised value; no usable validation: the middle value).
+    """
     config = config or LagConfig()
-    seed = split.seed
-    X = np.asarray(X)
-    if X.shape[0] != len(tokens):
-        raise ValueError(f"{X.shape[0]} activation rows for {len(tokens)} token rows")
+    source = as_row_source(X)
+    if source.n_rows != len(tokens):
+        raise ValueError(f"{source.n_rows} activation rows for {len(tokens)} token rows")
     chains = tokens["chain_id"].astype(str).to_numpy()
     row_split = split.splits_of(chains)
     row_unit = split.units_of(chains)
@@ -101,26 +106,24 @@ def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, split: DatasetSplit,
     onset = tokens["backtrack_onset"].to_numpy(dtype=bool)
     token_id = tokens["token_id"].to_numpy()
     bins = position_bins(tokens["rel_position"].to_numpy(), config.position_bins)
-    probe_config = config.probe_config()
-    spec = probe_specs(probe_config)["linear_probe"]
     lags = sorted(set(config.lags), key=lambda k: (k != 0, k))  # lag 0 first: its scores are a baseline
-    lag0_scores = None
+    pairs = {lag: lag_pairs(tokens, lag) for lag in lags}
+    for lag, (src, tgt) in pairs.items():
+        part, y = row_split[src], in_bt[tgt]
+        counts = [int(y[part == name].sum()) for name in ("train", "val", "test")]
+        if min(counts) == 0:
+            raise ValueError(f"lag {lag}: a split has no backtracking token (train {counts[0]}, val {counts[1]}, "
+                             f"test {counts[2]}); too few chains")
+    chosen, decisions, heads = _fit_lag_heads(source, pairs, lags, in_bt, row_split, config)
+    lag0_scores = decisions[:, 0]  # lag 0 is the first head
     metrics, margins, weights, test_scores = [], [], {}, []
-    for lag in lags:
-        src, tgt = lag_pairs(tokens, lag)
+    for j, lag in enumerate(lags):
+        src, tgt = pairs[lag]
         part = row_split[src]
         y, y_onset, groups = in_bt[tgt], onset[tgt], chains[src]
         train, val, test = (part == "train"), (part == "val"), (part == "test")
-        if not (y[train].any() and y[val].any() and y[test].any()):
-            raise ValueError(f"lag {lag}: a split has no backtracking token (train {int(y[train].sum())}, "
-                             f"val {int(y[val].sum())}, test {int(y[test].sum())}); too few chains")
-        inputs = ProbeInputs(pd.DataFrame(index=range(src.size)), X[src])
-        selection = select_and_fit(spec, inputs.take(train), y[train].astype(int), inputs.take(val),
-                                   y[val].astype(int), seed, probe_config)
-        scores = {PROBE: selection.probe.predict_score(inputs)}
-        weights[lag] = selection.probe.weights()
-        if lag == 0:
-            lag0_scores = selection.probe.predict_score(ProbeInputs(pd.DataFrame(index=range(len(X))), X))
+        scores = {PROBE: decisions[src, j]}
+        weights[lag] = heads.head(j, chosen[j])
         scores["token_identity"] = rate_by_key(token_id[src][train], y[train], token_id[src], config.token_prior)
         scores["position"] = rate_by_key(bins[src][train], y[train], bins[src], config.token_prior)
         if "persistence" in applicable_baselines(lag):
@@ -135,7 +138,7 @@ def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, split: DatasetSplit,
                         (lag, name, "onset_auroc", auroc(y_onset[onset_rows], score[onset_rows])),
                         (lag, name, "onset_pr_auc", pr_auc(y_onset[onset_rows], score[onset_rows])),
                         (lag, name, "val_auroc", auroc(y[val], score[val]))]
-        metrics += [(lag, PROBE, "selected_C", selection.value),
+        metrics += [(lag, PROBE, "selected_C", heads.c_grid[chosen[j]]),
                     (lag, "labels", "prevalence", float(y[test].mean())),
                     (lag, "labels", "n_test_rows", float(test.sum())),
                     (lag, "labels", "n_test_onsets", float(y_onset[test].sum())),
@@ -145,6 +148,34 @@ def run_lag_slice(tokens: pd.DataFrame, X: np.ndarray, split: DatasetSplit,
     used = dict(zip(chains, row_split, strict=True))
     return SliceResult(pd.DataFrame(metrics, columns=METRIC_COLUMNS), pd.DataFrame(margins, columns=MARGIN_COLUMNS),
                        used, weights, pd.concat(test_scores, ignore_index=True))
+
+
+def _fit_lag_heads(source, pairs, lags, in_bt, row_split, config: LagConfig):
+    """One engine fit of (lags x C grid) heads on the training rows; per lag the C chosen on validation
+    PR-AUC; the chosen head's decision on every row: ``(chosen grid index per lag, [rows, lags], heads)``."""
+    n = source.n_rows
+    targets = np.zeros((n, len(lags)), dtype=np.int8)
+    present = np.zeros((n, len(lags)), dtype=bool)
+    for j, lag in enumerate(lags):
+        src, tgt = pairs[lag]
+        targets[src, j] = in_bt[tgt]
+        present[src, j] = True
+    train = np.flatnonzero(row_split == "train")
+    val = np.flatnonzero(row_split == "val")
+    heads = fit_logistic_heads(source, targets[train], rows=train, mask=present[train], c_grid=config.c_grid,
+                               max_iter=config.max_iter)
+    val_decision = heads.decision(source, val)  # [val rows, lags, grid]
+    chosen = []
+    for j in range(len(lags)):
+        keep = present[val, j]
+        labels = targets[val[keep], j]
+        usable = keep.any() and 0 < int(labels.sum()) < int(keep.sum())
+        scores = [pr_auc(labels, val_decision[keep, j, g]) if usable else np.nan for g in range(len(heads.c_grid))]
+        finite = [g for g, value in enumerate(scores) if np.isfinite(value)]
+        chosen.append(max(finite, key=lambda g: (scores[g], -g)) if finite else len(heads.c_grid) // 2)
+    every_head = heads.decision(source)  # ONE pass over the rows scores every (lag, C) head: [rows, lags, grid]
+    decisions = every_head[:, np.arange(len(lags)), chosen]
+    return chosen, decisions, heads
 
 
 def _margins(lag, y, y_onset, scores, val, test) -> list[tuple]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ta_platform.probing.engine_data import as_row_source, resolve_rows
 from ta_platform.probing.tripwires import OK, TripwireResult, planted_signal, random_label_null
 
 from .lag_probes import LagConfig
@@ -115,9 +116,10 @@ def anchor_frame(tokens: pd.DataFrame, max_chains: int | None = None) -> tuple[p
     return frame, keep
 
 
-def probe_tripwires(tokens: pd.DataFrame, X: np.ndarray, seed: int, config: LagConfig) -> list[TripwireResult]:
+def probe_tripwires(tokens: pd.DataFrame, X, seed: int, config: LagConfig) -> list[TripwireResult]:
     """Permutation null, signal beats null and planted signal on the lag-0 probe of one slice."""
     frame, keep = anchor_frame(tokens, config.tripwire_max_chains)
-    X = np.asarray(X)[keep]
+    source = as_row_source(X)  # an array or an on-demand row view: only the kept chains' rows are read
+    X = source.rows(resolve_rows(source, keep))
     probe_config = config.probe_config()
     return [*random_label_null(frame, X, seed, probe_config), planted_signal(frame, X, seed, probe_config)]

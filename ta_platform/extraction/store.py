@@ -387,6 +387,40 @@ class Partition:
             return mapped
 
 
+class PartitionRows:
+    """Some rows of a partition, in a study's order (e.g. the tokens joined to their labels), read on demand.
+
+    Why: a study selects and reorders rows (chains with labels, one setting's sentences); copying them
+    out of the partition holds a second copy of the layer, the thing paper scale cannot afford. This
+    view gives the probe engine ``shape`` and ``rows(indices)`` (``probing/engine_data.RowSource``) and
+    ``np.asarray`` materialises it only where a small slice is wanted whole.
+    """
+
+    def __init__(self, partition: Partition, rows: Any):
+        self.partition = partition
+        self.index_rows = partition._indices(rows)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.index_rows.size), self.partition.dims
+
+    def __len__(self) -> int:
+        return int(self.index_rows.size)
+
+    def rows(self, row_indices: Any, columns: Any = None) -> np.ndarray:
+        """Float32 rows at positions ``row_indices`` of this view (indices, a slice or a boolean mask)."""
+        if isinstance(row_indices, slice):
+            picked = self.index_rows[row_indices]
+        else:
+            positions = np.asarray(row_indices)
+            picked = self.index_rows[np.flatnonzero(positions) if positions.dtype == bool else positions]
+        return self.partition.rows(picked, columns)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        block = self.rows(slice(None))
+        return block if dtype is None else block.astype(dtype, copy=False)
+
+
 def load_partition(folder: str | os.PathLike[str], *, verify_hashes: bool = True) -> Partition:
     """Open a partition: manifest present and of this layout, every shard present with its size, the
     index hashed and of ``n_rows`` rows. Shard hashes are checked lazily (see the module docstring);

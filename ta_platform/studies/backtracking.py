@@ -23,7 +23,7 @@ from ta_platform.common.parquet_io import read_provenance  # noqa: F401 (re-expo
 from ta_platform.common.paths import storage_dir, storage_path
 from ta_platform.extraction.extractor import TraceInput
 from ta_platform.extraction.registry import layer_key
-from ta_platform.extraction.store import load_partition, partition_folder
+from ta_platform.extraction.store import PartitionRows, load_partition, partition_folder
 
 Log = Callable[[str], None]
 EMBEDDED_CHAINS = 32  # the main job's budget: ~32 chains of ~150 tokens read by three models
@@ -73,7 +73,7 @@ class Slice:
     model_key: str
     layer: int
     tokens: pd.DataFrame  # rows aligned with X
-    X: np.ndarray
+    X: PartitionRows  # the partition's rows in token order, read on demand (never a copy of the layer)
     fingerprint: str
 
 
@@ -85,7 +85,7 @@ def load_slice(model_key: str, layer: int, tokens: pd.DataFrame, root: Path | No
     joined = tokens.merge(index, on=["chain_id", "position"], how="inner", validate="one_to_one")
     complete = joined.groupby("chain_id")["token_idx"].transform("size") == joined["n_tokens"]
     joined = joined[complete].sort_values(["chain_id", "token_idx"], kind="stable").reset_index(drop=True)
-    return Slice(model_key, layer, joined.drop(columns=["row"]), partition.embeddings[joined["row"].to_numpy()],
+    return Slice(model_key, layer, joined.drop(columns=["row"]), PartitionRows(partition, joined["row"].to_numpy()),
                  str(partition.manifest.get("fingerprint")))
 
 
