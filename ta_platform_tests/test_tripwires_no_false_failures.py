@@ -48,3 +48,19 @@ def test_no_blocking_tripwire_fails_in_20_seeds(dims):
             keep = (frame["setting"] == ("correct", "incorrect")[seed % 2]).to_numpy()
             failures += blocking_failures(frame[keep].reset_index(drop=True), X[keep], seed)
     assert failures == []
+
+
+@pytest.mark.parametrize("n_problems", [3, 4])
+def test_no_blocking_tripwire_fails_in_20_seeds_on_the_smallest_datasets(n_problems):
+    """3 and 4 problems (the minimum and the real folder that once crashed) under the study's own scheme
+    (auto: leave-problems-out, one problem per fold, the null re-running each fold's model): the null's
+    per-fold reference and the planted signal stay calibrated when every fold holds a single problem."""
+    config = ProbeConfig(null_permutations=5)
+    assert config.scheme_for(n_problems) == "leave_problems_out"
+    failures = []
+    with single_blas_thread():
+        for seed in SEEDS:
+            frame, X = make_synthetic_probe_data(seed, n_problems=n_problems, dims=576, sentences=(20, 60))
+            keep = (frame["setting"] == ("correct", "incorrect")[seed % 2]).to_numpy()
+            failures += blocking_failures(frame[keep].reset_index(drop=True), X[keep], seed, config)
+    assert failures == []
