@@ -32,6 +32,7 @@ from ta_platform.needle.probe import (
     token_metrics,
 )
 from ta_platform.probing.bootstrap import bootstrap_intervals
+from ta_platform.probing.engine_data import as_row_source
 from ta_platform.probing.features import ProbeInputs
 
 METRIC_COLUMNS = ["probe", "split", "metric", "value"]
@@ -43,7 +44,7 @@ class StaleActivationsError(ValueError):
     """Label rows without a stored activation: the activations predate the labels or another seed set."""
 
 
-def align(labels: pd.DataFrame, keep: np.ndarray, X: np.ndarray, index: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+def align(labels: pd.DataFrame, keep: np.ndarray, X, index: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """The label rows in ``keep`` and their activation rows (by ``doc_id, position`` = ``trace_key, chunk_idx``)."""
     wanted = labels[keep].reset_index(drop=True)
     row_of = pd.Series(np.arange(len(index)), index=pd.MultiIndex.from_arrays(
@@ -56,10 +57,10 @@ def align(labels: pd.DataFrame, keep: np.ndarray, X: np.ndarray, index: pd.DataF
         raise StaleActivationsError(
             f"{missing.size} of {len(wanted)} label rows have no stored activation (first: {first['doc_id']} token "
             f"{int(first['position'])}); re-materialise needle_token_activations")
-    return wanted, np.asarray(X)[rows.astype(np.int64)]
+    return wanted, as_row_source(X).rows(rows.astype(np.int64))  # only the seed's rows; a partition is read on demand
 
 
-def seed_slice(labels: pd.DataFrame, X: np.ndarray, index: pd.DataFrame, seed: int,
+def seed_slice(labels: pd.DataFrame, X, index: pd.DataFrame, seed: int,
                label_config: TokenLabelConfig) -> tuple[pd.DataFrame, np.ndarray]:
     """The seed's rows with their activations; a seed whose negatives were not stored is a clear error."""
     if label_config.negatives_per_doc != ALL and seed not in label_config.seeds:

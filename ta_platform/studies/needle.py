@@ -163,7 +163,7 @@ def run_seed(seed: int, model_key: str, layer: int, config: NeedleDatasetConfig,
 
     labels, label_config, label_provenance = read_labels(config, model_key)
     partition = load_partition(partition_folder(activations_root(), model_key, layer_key(layer)))
-    frame, X = seed_slice(labels, partition.embeddings, partition.index, seed, label_config)
+    frame, X = seed_slice(labels, partition, partition.index, seed, label_config)
     started = time.monotonic()
     result = evaluate_slice(frame, X, seed, probe_config)
     folder = probe_dir(config, model_key)

@@ -97,7 +97,7 @@ def _per_slice(name: str, check, needle_settings: NeedleSettings, compute: Compu
         try:
             labels, label_config, _ = read_labels(config, model_key)
             partition = load_partition(activations_root() / model_key / f"L{layer}")
-            frame, X = seed_slice(labels, partition.embeddings, partition.index, 0, label_config)
+            frame, X = seed_slice(labels, partition, partition.index, 0, label_config)
             results.append(_named(check(frame, X), where))
         except Exception as error:  # a check that crashes must still fail the gate, naming the slice
             results.append(errored(name, f"{where}: {type(error).__name__}: {error}"))
