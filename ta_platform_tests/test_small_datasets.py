@@ -148,6 +148,26 @@ def test_below_the_minimum_the_probes_stop_naming_it(tmp_path):
     assert not (tmp_path / "probes").exists()
 
 
+def test_a_slice_that_keeps_one_problem_stops_naming_the_slice(tmp_path):
+    """The crash as it was reproduced: 4 real problems in the dataset, a slice (a model whose other traces
+    were over its context) keeping one of them; its fold had no training row (``Found array with 0
+    sample(s)`` from sklearn). Now the slice and the minimum are named, nothing is written."""
+    from ta_platform.probing.config import ProbeConfig
+    from ta_platform.studies.activation_slices import ProbeSlice
+    from ta_platform.studies.anchor_probes import run_seed
+
+    traces, _ = load_traces(LocalRolloutSource(real_subset(tmp_path / "rollouts", 4)))
+    labels = build_label_table(traces, AnchorLabelConfig(), {t.problem_id: "train" for t in traces})
+    kept = labels[(labels["model"] == "deepseek-r1-distill-qwen-14b") & (labels["setting"] == "correct")]
+    kept = kept[kept["problem_id"] == kept["problem_id"].iloc[0]].reset_index(drop=True)
+    X = np.random.default_rng(0).normal(size=(len(kept), 8)).astype(np.float32)
+    piece = ProbeSlice("m", "L4", "correct", kept, X, kept[["trace_key", "chunk_idx"]], {})
+    with pytest.raises(TooFewProblems, match=r"slice m/L4/correct: this slice holds 1 problem\(s\); the probes "
+                                             r"need at least 3"):
+        run_seed(0, [piece], ProbeConfig(), tmp_path / "probes", {}, labels["problem_id"], log=lambda line: None)
+    assert not (tmp_path / "probes").exists()
+
+
 def test_three_real_problems_give_every_fold_an_inner_validation_problem(tmp_path):
     """The case that had no validation at all: each fold trains on one problem and chooses on another."""
     traces, _ = load_traces(LocalRolloutSource(real_subset(tmp_path / "rollouts", 3)))

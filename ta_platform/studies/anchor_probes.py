@@ -25,6 +25,7 @@ from ta_platform.common.parquet_io import write_parquet
 from ta_platform.common.threads import single_blas_thread
 from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.suite import (
+    TooFewProblems,
     check_enough_problems,
     dataset_assignment,
     evaluation_scheme,
@@ -85,6 +86,15 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
                                       .to_numpy()).all())
 
 
+def _run_suite(probe_slice: ProbeSlice, seed: int, config: ProbeConfig, assignment: dict[str, str]):
+    """``run_probe_suite`` on one slice; a slice with too few problems is named in the error."""
+    try:
+        return run_probe_suite(probe_slice.frame, probe_slice.X, seed, config, assignment=assignment)
+    except TooFewProblems as error:
+        where = f"{probe_slice.model_key}/{probe_slice.layer_key}/{probe_slice.setting}"
+        raise TooFewProblems(f"slice {where}: {error}") from None
+
+
 def _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log):
     metrics, predictions, selection, manifests = [], [], [], {}
     weights: dict[str, dict[str, np.ndarray]] = {}
@@ -99,13 +109,13 @@ def _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log)
         key = (probe_slice.model_key, probe_slice.setting)
         reused = baselines.get(key)
         if reused is not None and activation_only.probes and _same_rows(reused[3], probe_slice.frame):
-            result = run_probe_suite(probe_slice.frame, probe_slice.X, seed, activation_only, assignment=assignment)
+            result = _run_suite(probe_slice, seed, activation_only, assignment)
             result = replace(result, **{
                 name: pd.concat([base, own], ignore_index=True)
                 for name, base, own in zip(("metrics", "predictions", "selection"), reused[:3],
                                            (result.metrics, result.predictions, result.selection), strict=True)})
         else:
-            result = run_probe_suite(probe_slice.frame, probe_slice.X, seed, config, assignment=assignment)
+            result = _run_suite(probe_slice, seed, config, assignment)
             baselines[key] = _baselines_of(result, probe_slice.frame)
         metrics.append(_with_scope(result.metrics, probe_slice))
         predictions.append(_with_scope(result.predictions, probe_slice))
