@@ -136,7 +136,8 @@ def plan_model(spec: ModelSpec, traces: Sequence[Any], activations_root: Path, *
 
     Entries are (trace, layer) pairs of the per-trace cache; a trace over the context is never an
     entry (the run skips it). Disk: the entries to compute, plus the partitions of the layers whose
-    fingerprint is not current (a partition is rewritten whole, cached rows included), float32.
+    fingerprint is not current (a partition is rewritten whole, cached rows included): cache entries in
+    float32, partitions in the model's ``storage_dtype``.
     """
     from ta_platform.extraction.device import select_dtype_name
     from ta_platform.extraction.provenance import (
@@ -147,6 +148,7 @@ def plan_model(spec: ModelSpec, traces: Sequence[Any], activations_root: Path, *
     )
     from ta_platform.extraction.registry import layer_key
     from ta_platform.extraction.resumable import run_provenance
+    from ta_platform.extraction.storage_dtypes import word_dtype
     from ta_platform.extraction.store import cache_dir, partition_folder, read_entry
     from ta_platform.studies.sentence_extraction import recorded_fingerprint
 
@@ -185,8 +187,10 @@ def plan_model(spec: ModelSpec, traces: Sequence[Any], activations_root: Path, *
     else:
         to_compute = sum(fits) * len(layers)
         rows_to_compute = fitting_rows * len(layers)
-    rows_written = rows_to_compute + fitting_rows * (len(layers) - len(current))
-    disk = rows_written * int(hidden) * 4 / 2**30 if hidden else None  # stored as float32
+    # Cache entries are float32 rows; partitions store the registry's storage dtype (bfloat16: 2 bytes a value).
+    partition_rows = fitting_rows * (len(layers) - len(current))
+    disk = ((rows_to_compute * 4 + partition_rows * word_dtype(spec.storage_dtype).itemsize) * int(hidden) / 2**30
+            if hidden else None)
     weights = parameters * BYTES_PER_PARAMETER[dtype_name] / 2**30 if parameters else None
     return ModelPlan(
         key=spec.key, source=spec.source, dtype=dtype_name, parameters=parameters,

@@ -137,6 +137,9 @@ def extract_stale_layers(loaded: LoadedModel, traces: Sequence[TraceInput], laye
     return ExtractionOutcome({layer_key(x): f for x, f in wanted.items()}, reused, summary)
 
 
+BFLOAT16_RELATIVE = 2.0 ** -8  # bfloat16 keeps 8 significant bits: rounding moves a value by at most 2^-8 of it
+
+
 def spot_check_rows(loaded: LoadedModel, traces: Sequence[TraceInput], stored: Mapping[int, tuple], *,
                     pooling: str, n_traces: int = 2) -> tuple[bool, dict]:
     """Recompute the first ``n_traces`` traces (by key) and compare with the stored rows of each layer.
@@ -144,7 +147,9 @@ def spot_check_rows(loaded: LoadedModel, traces: Sequence[TraceInput], stored: M
     Why: key checks cannot see rows whose keys are right but whose vectors belong to another
     sentence (a shifted span, a reordered write). Recomputing a deterministic sample catches that,
     and any corruption or stale partition, at the cost of a forward pass over two traces.
-    ``stored`` maps layer index -> (embeddings, index) of the partition.
+    ``stored`` maps layer index -> (embeddings, index) of the partition; ``embeddings`` is a matrix or
+    a ``store.Partition`` (only the sampled rows are read from its maps). Rows stored as bfloat16 are
+    rounded to 8 significant bits, so their tolerance grows by 2^-8 of the row's largest value.
     """
     import numpy as np
 
@@ -157,7 +162,7 @@ def spot_check_rows(loaded: LoadedModel, traces: Sequence[TraceInput], stored: M
         return False, {"reason_code": "no_traces"}
     result = extract_sentence_embeddings(loaded.model, loaded.tokenizer, sample, list(stored), pooling=pooling,
                                          token_budget=0, max_length=loaded.max_length)
-    tolerance = 1e-3 if loaded.dtype_name == "float32" else 5e-2
+    compute_tolerance = 1e-3 if loaded.dtype_name == "float32" else 5e-2
     details, passed = {}, True
     keys = list(zip(result.index["trace_key"], result.index["chunk_idx"].astype(int), strict=True))
     for layer, (embeddings, index) in stored.items():
@@ -168,7 +173,10 @@ def spot_check_rows(loaded: LoadedModel, traces: Sequence[TraceInput], stored: M
             passed = False
             details[layer_key(layer)] = {"reason_code": "misaligned", "missing_rows": missing[:10]}
             continue
-        stored_rows = embeddings[[row_of[k] for k in keys]].astype(np.float64)
+        wanted = [row_of[k] for k in keys]
+        stored_rows = (embeddings.rows(wanted) if hasattr(embeddings, "rows") else embeddings[wanted]).astype(np.float64)
+        tolerance = compute_tolerance + (BFLOAT16_RELATIVE if str(getattr(embeddings, "dtype", "")) == "bfloat16"
+                                         else 0.0)
         fresh = result.embeddings[layer].astype(np.float64)
         scale = np.maximum(np.abs(fresh).max(axis=1, keepdims=True), 1e-6)
         error = (np.abs(stored_rows - fresh) / scale).max(axis=1)

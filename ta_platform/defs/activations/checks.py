@@ -71,7 +71,10 @@ def _partition_check(name: str, description: str, evaluate: PartitionCheck) -> d
             if model_key not in registry:
                 continue
             try:
-                embeddings, index, manifest = load_partition(folder)
+                # The Partition itself, not .embeddings: the checks stream it block by block (a paper-scale
+                # layer is larger than memory), and its index and manifest are read without the rows.
+                partition = load_partition(folder)
+                embeddings, index, manifest = partition, partition.index, partition.manifest
             except PartitionError as error:
                 failing[f"{model_key}/{layer_key}"] = {"error": str(error)}
                 continue
@@ -143,8 +146,8 @@ def rows_match_recomputed_sample(compute: ComputeResource) -> dg.AssetCheckResul
     by_model: dict[str, dict[int, tuple]] = {}
     for model_key, layer_key, folder in activation_partitions(activations_root()):
         if model_key in registry:
-            embeddings, index, _ = load_partition(folder)
-            by_model.setdefault(model_key, {})[int(layer_key[1:])] = (embeddings, index)
+            partition = load_partition(folder)  # spot_check_rows reads only the sampled rows from its maps
+            by_model.setdefault(model_key, {})[int(layer_key[1:])] = (partition, partition.index)
     if not by_model:
         return dg.AssetCheckResult(passed=False, metadata={"reason_code": "no_partitions"})
     results, all_passed = {}, True

@@ -136,13 +136,13 @@ def judge_partition_key(registry, settings: PreferenceSettings) -> str:
 def _load_prompt_matrix(pool: pd.DataFrame, model_key: str, layer: str) -> np.ndarray:
     from ta_platform.extraction.store import load_partition
 
-    embeddings, index, _ = load_partition(prompt_root() / model_key / layer)
-    row_of = {key: row for row, key in enumerate(index["trace_key"])}
+    partition = load_partition(prompt_root() / model_key / layer)
+    row_of = {key: row for row, key in enumerate(partition.index["trace_key"])}
     missing = [t for t in pool["task_id"] if t not in row_of]
     if missing:
         raise ValueError(f"prompt activations {model_key}/{layer} lack {len(missing)} tasks (e.g. {missing[:3]}); "
                          "materialise prompt_activations")
-    return embeddings[[row_of[t] for t in pool["task_id"]]]
+    return partition.rows([row_of[t] for t in pool["task_id"]])  # only the pool's rows, decoded from the maps
 
 
 @dg.asset(group_name=GROUP, deps=[task_pool, ALL_PROMPT_ACTIVATIONS], kinds={"duckdb", "parquet"})
