@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "thurstone": ("ta_platform.cli.bench_thurstone", "platform Thurstonian fit vs the Adam reference"),
     "judge": ("ta_platform.cli.bench_judge", "platform logit judge vs generate-and-parse, same pairs and model"),
     "scale": ("ta_platform.cli.bench_scale", "each stage's time at three dataset sizes and its growth exponent"),
+    "paper-scale": ("ta_platform.cli.bench_paper_scale", "each study's probe stage at the seeds' scale: time, memory, recovery"),
 }
 
 

@@ -1,0 +1,96 @@
+"""``ta-platform bench paper-scale``: each study's probe stage at the seeds' own scale, time and memory.
+
+Why: the seeds ran at 4,096-5,376 dims and tens to hundreds of thousands of rows; the embedded default
+is 100-1000x smaller. This runs ``ta_platform.benchmarks.paper_scale`` (synthetic low-rank activations
+with a planted signal, written through the activation store in bf16, then the study's own probe code)
+per study and fraction, each stage in its own interpreter, and prints rows, dims, layers, heads, seconds
+per stage, peak RSS, bytes on disk and planted vs recovered AUROC (or r). With three or more fractions
+it fits ``time = a * rows ** b`` and the same for peak memory (``bench scale``'s fit). With
+``--extraction-traces N`` it also measures extraction's peak memory at N and 4N traces
+(``extraction.store_memory``). The last line is JSON: ``{"fraction": F, "studies": {...}}`` (the
+largest fraction; with several, ``runs`` and ``growth`` beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ta_platform.benchmarks.paper_scale import STUDIES, run_study
+from ta_platform.cli.bench_scale import fit_power_law
+
+JSON_KEYS = ("rows", "dims", "layers", "heads", "seconds", "peak_rss_gb", "disk_gb", "planted", "recovered")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", action="append", choices=STUDIES,
+                        help=f"a study to run (repeat for several; default all: {', '.join(STUDIES)})")
+    parser.add_argument("--fraction", action="append", type=float,
+                        help="fraction of the seed's units (rows), dims unchanged; repeat for growth exponents "
+                             "(default 1.0)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="probe seeds per study (default: the seed's own, 20 for anchors)")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/torch threads of each stage's process")
+    parser.add_argument("--work-dir", default=None, help="where the synthetic partitions go (deleted after each run)")
+    parser.add_argument("--keep", action="store_true", help="keep the synthetic partitions")
+    parser.add_argument("--extraction-traces", type=int, default=0,
+                        help="also measure extraction peak memory at N and 4N traces (0: skip)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+
+
+def _line(study: str, r: dict) -> str:
+    return (f"{study:<12}{r['rows']:>9} rows x {r['dims']} dims, {r['layers']} layers, {r['seeds']} seeds, "
+            f"{r['heads']} heads: generate+write {r['generate_seconds']:.1f}s ({r['generate_peak_rss_gb']:.2f} GB), "
+            f"probe stage {r['probe_seconds']:.1f}s ({r['probe_peak_rss_gb']:.2f} GB), disk {r['disk_gb']:.2f} GB; "
+            f"{r['metric']} planted {r['planted']:.4f} vs recovered {r['recovered']:.4f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    studies = args.study or list(STUDIES)
+    fractions = sorted(set(args.fraction or [1.0]))
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="ta-bench-paper-"))
+    if not args.json:
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    runs = {}
+    for fraction in fractions:
+        runs[fraction] = {}
+        for study in studies:
+            result = run_study(study, fraction, work, seeds=args.seeds, threads=args.threads, keep=args.keep)
+            runs[fraction][study] = result
+            if not args.json:
+                print(f"[fraction {fraction:g}] " + _line(study, result), flush=True)
+    last = fractions[-1]
+    record = {"fraction": last, "studies": {s: {k: runs[last][s][k] for k in JSON_KEYS} for s in studies}}
+    if len(fractions) >= 3:
+        growth = {}
+        for study in studies:
+            rows = [runs[f][study]["rows"] for f in fractions]
+            growth[study] = {
+                what: round(fit_power_law(rows, [runs[f][study][key] for f in fractions])[1], 3)
+                for what, key in (("seconds", "seconds"), ("probe_seconds", "probe_seconds"),
+                                  ("peak_rss_gb", "peak_rss_gb"))}
+            if not args.json:
+                print(f"growth {study}: time ~ rows^{growth[study]['seconds']:.2f} (probe stage "
+                      f"^{growth[study]['probe_seconds']:.2f}), peak RSS ~ rows^{growth[study]['peak_rss_gb']:.2f}")
+        record["growth"] = growth
+        record["runs"] = {str(f): {s: {k: runs[f][s][k] for k in JSON_KEYS} for s in studies} for f in fractions}
+    if args.extraction_traces:
+        from ta_platform.extraction.store_memory import measure_extraction_memory
+
+        memory = measure_extraction_memory(args.extraction_traces, factor=4, storage_dtype="bfloat16")
+        record["extraction_memory"] = memory
+        if not args.json:
+            small, large = memory["small"], memory["large"]
+            print(f"extraction peak above baseline: {small['n_traces']} traces ({small['rows']} rows) "
+                  f"{small['extract_peak_above_baseline_mb']} MB, {large['n_traces']} traces ({large['rows']} rows) "
+                  f"{large['extract_peak_above_baseline_mb']} MB; one float32 layer grew by "
+                  f"{memory['layer_float32_growth_mb']} MB, the peak by {memory['peak_growth_mb']['extract']} MB")
+    if not args.work_dir and not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(record))
+    return 0
