@@ -56,7 +56,7 @@ def fill(where: Path, leave_bytes: int) -> Path:
 
 def file_hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != BALLAST and "logs" not in p.parts}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != BALLAST and not {"logs", "locks"} & set(p.relative_to(root).parts)}
 
 
 def temporary_files(root: Path) -> list[str]:
