@@ -18,6 +18,7 @@ import pandas as pd
 
 from ta_platform.common.faults import DataFault, FaultRecord
 from ta_platform.common.hashing import stable_json_hash
+from ta_platform.common.text_files import MAX_JSON_LINE_BYTES, read_text_strict
 
 from .alignment import align_segments
 from .tags import parse_annotated
@@ -36,17 +37,36 @@ def chains_source(spec: str | None = None) -> str:
 
 
 def read_records(path: str | os.PathLike[str]) -> list[Any]:
-    """The records of an ``all_annotated_chains.json`` file (a JSON list); errors name the file."""
+    """The records of an ``all_annotated_chains.json`` file (a JSON list); errors name the file.
+
+    Whole-file faults raise (``DataFault``, a ``ValueError``): not UTF-8, empty, a runaway line, not
+    JSON, not a list, no record, or a ``task_id`` given to two records (which one is meant cannot be
+    told, so the file is refused rather than a chain silently dropped). Faults of one record (missing
+    key, wrong type, unknown label...) are left to ``build_chain_table``, which records and skips it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: chains file not found ({SOURCE_ENV} must be 'embedded' or a path to "
                                 "an all_annotated_chains.json file)")
+    text = read_text_strict(path, what="chains file", max_line_bytes=MAX_JSON_LINE_BYTES)
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+        raise DataFault(str(path), f"not valid JSON (line {error.lineno} column {error.colno}: {error.msg})",
+                        kind="invalid_json") from None
     if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of chain records, got {type(records).__name__}")
+        raise DataFault(str(path), f"expected a JSON list of chain records, got {type(records).__name__}",
+                        kind="invalid")
+    if not records:
+        raise DataFault(str(path), "the list of chain records is empty", kind="empty")
+    first: dict[str, int] = {}
+    for number, record in enumerate(records):
+        task_id = record.get("task_id") if isinstance(record, Mapping) else None
+        if isinstance(task_id, str | int) and not isinstance(task_id, bool):
+            if str(task_id) in first:
+                raise DataFault(str(path), f"record {number} (chain {str(task_id)!r}): duplicate task_id, also record "
+                                f"{first[str(task_id)]}", kind="duplicate")
+            first[str(task_id)] = number
     return records
 
 
@@ -84,15 +104,21 @@ def _item(record: Any, number: int) -> str:
     return str(task_id) if isinstance(task_id, str | int) and str(task_id) else f"record[{number}]"
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _chain_row(item: str, record: Any, min_coverage: float) -> dict[str, Any]:
     if not isinstance(record, Mapping):
         raise DataFault(item, f"record is a {type(record).__name__}, not an object", kind="invalid")
     missing = [key for key in REQUIRED_KEYS if key not in record]
     if missing:
         raise DataFault(item, f"record lacks key(s) {missing} (required: {list(REQUIRED_KEYS)})", kind="missing_key")
-    wrong = [key for key in REQUIRED_KEYS if not isinstance(record[key], str)]
+    wrong = [f"{key} is {_shown(record[key])} ({type(record[key]).__name__})" for key in REQUIRED_KEYS
+             if not isinstance(record[key], str)]
     if wrong:
-        raise DataFault(item, f"key(s) {wrong} are not strings", kind="invalid")
+        raise DataFault(item, f"wrong type: {'; '.join(wrong)}; expected strings", kind="invalid")
     text = record["reasoning_chain"]
     if not text.strip():
         raise DataFault(item, "reasoning_chain is empty", kind="empty")

@@ -1,4 +1,4 @@
-"""``ta-platform check-data PATH|hf://OWNER/NAME[@REV]``: validate a math-rollouts dataset.
+"""``ta-platform check-data PATH|hf://OWNER/NAME[@REV]``: validate a math-rollouts dataset or a study's input file.
 
 PATH is a local folder in the Hub's folder layout; ``hf://...`` reads the Hub repo (``HF_ENDPOINT`` when
 set) and first says which layout the pinned commit holds: ``folder`` (one file per trace file),
@@ -6,6 +6,14 @@ set) and first says which layout the pinned commit holds: ``folder`` (one file p
 Prints per trace: sentences, aligned sentences, anchors and faults (each naming its file).
 Exit status 0 only when every trace passes, 1 when any has a fault or the Hub stays unreachable;
 never a traceback for bad data.
+
+``--kind chains|needle|registry|prompts|outcomes FILE`` (or a file whose extension says it: ``.json``
+chains, ``.jsonl`` needle, ``.csv``/``.parquet`` outcomes) validates one input file with the very
+parser the pipeline uses (``chains/records.py``, ``needle/dataset.py``, ``extraction/registry.py``,
+``preferences/ood.py``, ``preferences/outcomes_io.py``), so a file is checked in a second and not
+minutes into a run. A whole-file fault prints ``error: <file>: <problem>``; the record-level faults
+the chains and needle studies skip and record are printed one a line, each naming file, record and
+problem. Writes nothing; exit 0 only when the file has no fault.
 """
 
 from __future__ import annotations
@@ -15,10 +23,14 @@ import json
 import sys
 from pathlib import Path
 
+FILE_KINDS = ("chains", "needle", "registry", "prompts", "outcomes")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="folder laid out like uzaymacar/math-rollouts, or hf://<owner>/<name>[@revision]")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per trace")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per trace (or per fault)")
+    parser.add_argument("--kind", choices=FILE_KINDS, default=None,
+                        help="validate PATH as a study input file of this kind (default: by extension)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from ta_platform.rollouts.sources import HF_SCHEME, LocalRolloutSource
 
     spec = str(args.path)
+    if args.kind or (not spec.startswith(HF_SCHEME) and Path(spec).is_file()):
+        from ta_platform.cli.check_file import check_file
+
+        return check_file(spec, args.kind, as_json=args.json)
     if spec.startswith(HF_SCHEME):
         source = _hub_source(spec)
         if source is None:

@@ -57,7 +57,13 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    return int(_load(args._module).run(args) or 0)
+    from ta_platform.common.faults import DataFault
+
+    try:
+        return int(_load(args._module).run(args) or 0)
+    except DataFault as fault:  # bad input (e.g. a malformed TA_MODEL_REGISTRY read at import): one line, no traceback
+        print(f"error: {fault}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ta_platform.common.faults import DataFault
+from ta_platform.common.text_files import read_text_strict
 from ta_platform.extraction.storage_dtypes import DEFAULT_STORAGE_DTYPE, check_storage_dtype
 
 DEFAULT_REGISTRY = Path(__file__).with_name("models.toml")
@@ -34,8 +36,16 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-class RegistryError(ValueError):
-    """A malformed registry file or entry (the message names the file and the key)."""
+class RegistryError(DataFault):
+    """A malformed registry file or entry (the message names the file and the key).
+
+    A ``DataFault`` (so the CLI reports it as bad input, never a traceback) built from one message
+    ``"<file>: <problem>"``; ``str()`` is that message."""
+
+    def __init__(self, message: str):
+        path, _, problem = str(message).partition(": ")
+        super().__init__(path, problem, kind="registry")
+        self.args = (str(message),)  # str() is the message as given, whatever its shape
 
 
 LayerRef = int | float | str
@@ -160,6 +170,12 @@ def _trace_models(raw: dict[str, Any], where: str) -> tuple[str, ...]:
 
 def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
     where = f"{origin}: model {key!r}"
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where}: expected a table of settings ([models.{key}]), got {type(raw).__name__} {raw!r}")
+    missing = [name for name in ("source", "num_layers") if name not in raw]
+    if missing:
+        raise RegistryError(f"{where}: missing key(s) {missing} (every model needs source and num_layers)")
+    _check_types(raw, where)
     known = {"source", "num_layers", "layers", "trace_model", "trace_models", "revision", "dtype", "id", "path", "arch",
              "max_length", "max_problems", "package", "file", "storage_dtype"}
     source = raw.get("source")
@@ -176,7 +192,10 @@ def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
         storage_dtype = check_storage_dtype(raw.get("storage_dtype", DEFAULT_STORAGE_DTYPE), where)
     except ValueError as exc:
         raise RegistryError(str(exc)) from exc
-    layers = tuple(raw.get("layers", [0.5]))
+    layers = raw.get("layers", [0.5])
+    if not isinstance(layers, list) or not layers:
+        raise RegistryError(f"{where}: layers must be a non-empty list of indices or fractions, got {layers!r}")
+    layers = tuple(layers)
     try:
         resolve_layers(list(layers), num_layers, model_key=key)
     except ValueError as exc:
@@ -212,6 +231,20 @@ def _parse_spec(key: str, raw: dict[str, Any], origin: Path) -> ModelSpec:
     )
 
 
+# optional settings and the types they must have (checked before use: a wrong type is named, not a traceback)
+_TYPES: dict[str, tuple[type, ...]] = {"revision": (str,), "id": (str,), "path": (str,), "arch": (str,),
+                                       "max_length": (int,), "package": (str,), "file": (str,), "dtype": (str,),
+                                       "storage_dtype": (str,), "source": (str,)}
+
+
+def _check_types(raw: dict[str, Any], where: str) -> None:
+    for name, types in _TYPES.items():
+        value = raw.get(name)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise RegistryError(f"{where}: {name} must be {' or '.join(t.__name__ for t in types)}, got "
+                                f"{type(value).__name__} {value!r}")
+
+
 def registry_file() -> Path:
     """The registry in force: ``$TA_MODEL_REGISTRY`` if set, else the packaged ``models.toml``."""
     configured = os.environ.get(REGISTRY_ENV)
@@ -226,16 +259,22 @@ def load_registry(profile: str | None = None, path: str | os.PathLike[str] | Non
     """
     origin = Path(path).expanduser().resolve() if path is not None else registry_file()
     try:
-        data = tomllib.loads(origin.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(read_text_strict(origin, what="model registry"))
+    except DataFault as fault:  # missing, empty, not UTF-8, a runaway line
+        raise RegistryError(str(fault)) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:  # TOML errors give the line (a key given twice included)
         raise RegistryError(f"{origin}: cannot read model registry: {exc}") from exc
     if "profiles" in data:
         name = profile or os.environ.get(PROFILE_ENV) or data.get("default_profile", "embedded")
-        if name not in data["profiles"]:
-            raise RegistryError(f"{origin}: unknown profile {name!r} (known: {sorted(data['profiles'])})")
-        models = data["profiles"][name].get("models", {})
+        if not isinstance(data["profiles"], dict) or name not in data["profiles"]:
+            known = sorted(data["profiles"]) if isinstance(data["profiles"], dict) else []
+            raise RegistryError(f"{origin}: unknown profile {name!r} (known: {known})")
+        table = data["profiles"][name]
+        models = table.get("models", {}) if isinstance(table, dict) else None
     else:
         models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise RegistryError(f"{origin}: models must be a table of [models.<key>] tables, got {type(models).__name__}")
     if not models:
         raise RegistryError(f"{origin}: no models defined")
     return {key: _parse_spec(key, raw, origin) for key, raw in models.items()}

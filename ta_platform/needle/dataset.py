@@ -14,7 +14,8 @@ never straddle train and test.
 
 A user-supplied file in the same schema replaces the generator with one switch (``TA_NEEDLE_SOURCE``
 or the ``source`` setting); every line is validated and a bad one is skipped with a fault naming the
-file, line and problem (offsets outside the text, overlapping spans, missing keys...).
+file, line and problem (offsets outside the text, overlapping spans, missing keys...). Faults of the
+whole file (not UTF-8, empty, a runaway line, a doc_id given twice) refuse it: see ``read_jsonl``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 
 from ta_platform.common.atomic import atomic_write_text
 from ta_platform.common.faults import DataFault, FaultRecord
+from ta_platform.common.text_files import read_text_strict
 from ta_platform.needle.families import FAMILIES
 from ta_platform.probing.splits import SPLIT_NAMES, problem_level_split
 
@@ -211,34 +213,46 @@ def validate_record(record: Any, where: str) -> NeedleDocument:
                           str(record.get("source", "")))
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (write a number, or leave the key out)")
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[NeedleDocument], list[FaultRecord]]:
     """Every valid document of the file, and a fault per bad line (skipped; the rest still load).
 
-    Beyond per-line problems: a repeated ``doc_id`` (the later line is skipped) and a group spread
-    over several splits (all its documents are skipped: they would leak between splits) are faults.
-    A missing file raises ``FileNotFoundError`` naming it.
+    Per-line faults (not JSON, NaN, missing key, wrong type, span outside the text...) are recorded
+    and the line skipped; so is a group spread over several splits (all its documents: they would
+    leak between splits). Whole-file faults raise ``DataFault`` naming the file and line: not UTF-8,
+    empty, a line over ``MAX_LINE_BYTES``, a ``doc_id`` given twice (which document is meant cannot
+    be told). A missing file raises ``FileNotFoundError`` naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"needle dataset {path} does not exist")
+    text = read_text_strict(path, what="needle JSONL file")
     docs: list[NeedleDocument] = []
     faults: list[FaultRecord] = []
-    seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    seen: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
             try:
-                record = json.loads(line)
+                record = json.loads(line, parse_constant=_no_constant)
             except json.JSONDecodeError as error:
                 raise DataFault(where, f"not valid JSON ({error.msg} at column {error.colno})", kind="invalid_json") from None
+            except ValueError as error:  # NaN / Infinity: Python reads them, JSON has no such value
+                raise DataFault(where, str(error), kind="invalid_json") from None
             doc = validate_record(record, where)
-            if doc.doc_id in seen:
-                raise DataFault(where, f"duplicate doc_id {doc.doc_id!r}", kind="duplicate")
-            seen.add(doc.doc_id)
+            if doc.doc_id in seen:  # the file is ambiguous, not one line bad: refuse it whole
+                raise DataFault(str(path), f"line {number} (doc {doc.doc_id}): duplicate doc_id, first at line "
+                                f"{seen[doc.doc_id]}", kind="duplicate")
+            seen[doc.doc_id] = number
             docs.append(doc)
         except DataFault as fault:
+            if fault.kind == "duplicate":
+                raise
             faults.append(FaultRecord.from_fault(STAGE, where, fault))
     splits_of: dict[str, set[str]] = {}
     for doc in docs:

@@ -24,6 +24,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
 from ta_platform.common.faults import DataFault
+from ta_platform.common.text_files import read_text_strict
 from ta_platform.preferences.judges import PairwiseJudge, Task
 from ta_platform.probing.unit_bootstrap import stratified_permutation_p_value
 
@@ -51,34 +52,49 @@ class OodPrompt:
 def load_prompt_set(path: str | Path, topics: Iterable[str]) -> list[OodPrompt]:
     """Read and validate a prompt-set TOML; every error is a ``DataFault`` naming the file and the prompt.
 
-    Checked: parseable TOML with a ``prompts`` list; unique non-empty ids; known experiment; a
-    non-empty system prompt, unique in the file (after trimming and case-folding); targets naming
-    known topics with direction +1 or -1.
+    Checked: a UTF-8 file, not empty, no runaway line (``common/text_files.py``); parseable TOML (a key
+    given twice is a TOML error with its line) with a ``prompts`` list of tables; unique non-empty
+    string ids; known experiment; a non-empty system prompt, unique in the file (after trimming and
+    case-folding); targets naming known topics with direction +1 or -1 (integers: not true, 1.5 or nan).
+    Any fault refuses the whole set: a study half of whose prompts were dropped would answer another
+    question.
     """
     source = str(path)
     try:
-        raw = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataFault(source, "prompt set file not found", kind="missing") from None
+        raw = tomllib.loads(read_text_strict(path, what="prompt set file"))
     except tomllib.TOMLDecodeError as error:
         raise DataFault(source, f"cannot parse TOML: {error}", kind="parse") from error
     entries = raw.get("prompts")
     if not isinstance(entries, list) or not entries:
         raise DataFault(source, "no [[prompts]] entries", kind="empty")
     known = set(map(str, topics))
-    prompts, seen_ids, seen_text = [], set(), {}
+    prompts, seen_ids, seen_text = [], {}, {}
     for number, entry in enumerate(entries, start=1):
-        name = str(entry.get("id", "")).strip()
+        if not isinstance(entry, dict):
+            raise DataFault(source, f"prompt {number}: expected a [[prompts]] table, got {type(entry).__name__} "
+                            f"{entry!r}", kind="type")
+        name = entry.get("id", "")
+        if not isinstance(name, str):
+            raise DataFault(source, f"prompt {number} ({name!r}): id must be a string, got {type(name).__name__}",
+                            kind="type")
+        name = name.strip()
         where = f"prompt {number} ({name or 'no id'})"
         if not name:
             raise DataFault(source, f"{where}: missing id", kind="invalid")
         if name in seen_ids:
-            raise DataFault(source, f"{where}: duplicate id {name!r}", kind="invalid")
-        experiment = str(entry.get("experiment", ""))
+            raise DataFault(source, f"{where}: duplicate id {name!r} (first at prompt {seen_ids[name]})",
+                            kind="duplicate")
+        missing = [key for key in ("experiment", "system_prompt", "targets") if key not in entry]
+        if missing:
+            raise DataFault(source, f"{where}: missing key(s) {missing}", kind="missing_key")
+        experiment = entry.get("experiment", "")
         if experiment not in EXPERIMENTS:
             raise DataFault(source, f"{where}: experiment {experiment!r} is not one of {list(EXPERIMENTS)}",
                             kind="invalid")
         text = entry.get("system_prompt")
+        if text is not None and not isinstance(text, str):
+            raise DataFault(source, f"{where}: system_prompt must be a string, got {type(text).__name__} {text!r}",
+                            kind="type")
         if not isinstance(text, str) or not text.strip():
             raise DataFault(source, f"{where}: empty system prompt", kind="invalid")
         folded = " ".join(text.split()).casefold()
@@ -92,10 +108,10 @@ def load_prompt_set(path: str | Path, topics: Iterable[str]) -> list[OodPrompt]:
         if unknown:
             raise DataFault(source, f"{where}: unknown target topic(s) {unknown} (task pool topics: {sorted(known)})",
                             kind="invalid")
-        bad = {t: d for t, d in targets.items() if d not in (1, -1)}
+        bad = {t: d for t, d in targets.items() if isinstance(d, bool) or not isinstance(d, int) or d not in (1, -1)}
         if bad:
             raise DataFault(source, f"{where}: target directions must be +1 or -1, got {bad}", kind="invalid")
-        seen_ids.add(name)
+        seen_ids[name] = number
         seen_text[folded] = name
         prompts.append(OodPrompt(name, experiment, text.strip(), {str(t): float(d) for t, d in targets.items()}))
     return prompts
