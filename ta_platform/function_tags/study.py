@@ -22,7 +22,12 @@ from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.metrics import pr_auc_columns
 from ta_platform.probing.suite import dataset_assignment, run_probe_suite
 from ta_platform.probing.tripwires import planted_signal, random_label_null
-from ta_platform.probing.unit_bootstrap import SeedRows, seed_averaged_interval
+from ta_platform.probing.unit_bootstrap import (
+    SeedRows,
+    fold_columns,
+    per_fold_statistic,
+    seed_averaged_interval,
+)
 from ta_platform.studies.activation_slices import ProbeSlice
 
 PROBES = ("linear_probe", "position_baseline", "text_baseline")  # score columns, probe first
@@ -89,13 +94,17 @@ def summarise(predictions: pd.DataFrame, labels: pd.DataFrame, tag: str, n_resam
     for scope, part in predictions.groupby(["model_key", "layer_key", "setting"]):
         seeds = []
         for seed, rows_of_seed in part.groupby("seed"):
-            wide = rows_of_seed.pivot_table(index=["trace_key", "chunk_idx", "problem_id"], columns="probe",
+            wide = rows_of_seed.pivot_table(index=["trace_key", "chunk_idx", "problem_id", "fold"], columns="probe",
                                             values="score").reset_index()
             y = truth.loc[list(zip(wide["trace_key"], wide["chunk_idx"], strict=True))].to_numpy()
-            seeds.append(SeedRows(int(seed), y, wide["problem_id"].to_numpy(), wide[list(PROBES)].to_numpy(float)))
-        point = np.nanmean([pr_auc_columns(s.labels, s.scores) for s in seeds], axis=0)
-        margins = seed_averaged_interval(seeds, lambda y, s: pr_auc_columns(y, s)[0] - pr_auc_columns(y, s)[1:],
-                                         n_resamples=n_resamples, statistic_name="probe - baseline PR-AUC")
+            # scored fold by fold: under leave-problems-out each fold's model has its own C and scale
+            columns = fold_columns(wide[list(PROBES)].to_numpy(float), wide["fold"], wide["problem_id"])
+            seeds.append(SeedRows(int(seed), y, wide["problem_id"].to_numpy(), columns))
+        by_fold = per_fold_statistic(lambda y, s: pr_auc_columns(y, s))
+        point = np.nanmean([by_fold(s.labels, s.scores) for s in seeds], axis=0)
+        margins = seed_averaged_interval(seeds, per_fold_statistic(lambda y, s: pr_auc_columns(y, s)[0]
+                                                                   - pr_auc_columns(y, s)[1:]),
+                                         n_resamples=n_resamples, statistic_name="probe - baseline PR-AUC, per fold")
         rows.append([*scope, tag, len(seeds), margins.n_units, *point,
                      margins.point[0], margins.low[0], margins.high[0], margins.point[1], margins.low[1], margins.high[1]])
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
