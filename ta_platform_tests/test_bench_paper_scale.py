@@ -31,7 +31,9 @@ def test_units_round_trip_through_the_store_in_bfloat16(tmp_path):
 
 
 def test_bench_paper_scale_small_fraction(tmp_path, capsys):
-    code = main(["bench", "paper-scale", "--study", "anchors", "--fraction", "0.05", "--seeds", "1",
+    # Rank 16: ~900 training rows (fraction 0.05, leave-problems-out over 6 problems) estimate 16 directions
+    # well; at the default rank 64 the probe falls ~0.05 short of the planted AUROC at this size.
+    code = main(["bench", "paper-scale", "--study", "anchors", "--fraction", "0.05", "--seeds", "1", "--rank", "16",
                  "--work-dir", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out.strip().splitlines()

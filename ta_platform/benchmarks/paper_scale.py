@@ -11,6 +11,10 @@ dtype (bfloat16), and runs the functions the study's asset runs on them:
 - ``anchors``: ``studies.activation_slices.iter_probe_slices`` + ``studies.anchor_probes.run_seed``
   (problem-level split, position and text baselines, the linear probe with its C grid chosen on
   validation), one call per seed, with the asset's ``ProbeSettings`` defaults;
+- ``backtracking``: ``studies.backtracking.load_slice`` + ``run_seed`` (the seed's split by chain problem,
+  every lag and C a head of one engine fit per layer, token-identity and position baselines, C chosen
+  on validation) and the chain-problem bootstrap of the margins (``chains.intervals.margin_summary``,
+  what ``backtracking_margin_summary`` runs), with ``BacktrackingSettings``' chains-file config;
 - ``preferences``: ``preferences.utility_probes.utility_probe_report`` (10-alpha sweep on half the
   eval tasks, raw and topic-demeaned mu, hold-one-topic-out folds, bootstrap intervals) over every
   layer's prompt-last rows read from the store the way the asset reads them.
@@ -58,11 +62,17 @@ SHAPES: dict[str, StudyShape] = {
     # R1-Distill-Qwen-14B: ~240 trace folders (a correct and an incorrect trace per problem), ~150 sentences each.
     "anchors": StudyShape("qwen14b-synthetic", 5120, (16, 32, 47), 240, 12, 20, "C grid x setting"),
     # Gemma-3-27B: 10k train + 3k eval tasks, prompt-last token, 9 layers (every 10% of 62).
+    # Llama-3.1-8B: 1,000 chains of ~516 tokens (4 chains per problem), every token, layers 8-16, 7 lags.
+    "backtracking": StudyShape("llama8b-synthetic", 4096, (8, 10, 12, 14, 16), 1_000, 20, 1,
+                               "7 lags x 3 C values"),
     "preferences": StudyShape("gemma27b-synthetic", 5376, tuple(round(62 * k / 10) for k in range(1, 10)),
                               13_000, 80, 1, "10 alphas x 2 targets x (1 + topics) folds"),
 }
 STUDIES = tuple(SHAPES)
 N_TOPICS = 10
+# Effective dimension of the synthetic activations (real residual streams: a few hundred). The probe must
+# estimate this many directions: at fraction 0.05 (~900 anchors training rows) rank 64 costs ~0.05 AUROC.
+DEFAULT_RANK = 64
 
 
 def _peak_rss_gb() -> float:
@@ -79,12 +89,12 @@ def _anchor_units(n_traces: int, seed: int) -> list[tuple[str, int, str, str]]:
              ("correct", "incorrect")[t % 2]) for t in range(n_traces)]
 
 
-def _generate_anchors(shape: StudyShape, fraction: float, work: Path, seed: int) -> dict[str, Any]:
+def _generate_anchors(shape: StudyShape, fraction: float, work: Path, seed: int, rank: int) -> dict[str, Any]:
     from ta_platform.benchmarks.synthetic_activations import LowRankActivations, noisy_labels, write_units
 
     n_traces = max(shape.min_units, 2 * round(shape.units * fraction / 2))
     units = _anchor_units(n_traces, seed)
-    generator = LowRankActivations(shape.dims, shape.layers, seed=seed)
+    generator = LowRankActivations(shape.dims, shape.layers, rank=rank, seed=seed)
     written = write_units(work / "activations", shape.model_key, generator, [(u[0], u[1]) for u in units],
                           storage_dtype=STORAGE_DTYPE)
     meta = pd.DataFrame(units, columns=["trace_key", "n_chunks", "problem_id", "setting"])
@@ -140,13 +150,13 @@ def _probe_anchors(shape: StudyShape, work: Path, seeds: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- preferences
 
 
-def _generate_preferences(shape: StudyShape, fraction: float, work: Path, seed: int) -> dict[str, Any]:
+def _generate_preferences(shape: StudyShape, fraction: float, work: Path, seed: int, rank: int) -> dict[str, Any]:
     from ta_platform.benchmarks.synthetic_activations import LowRankActivations, write_units
     from ta_platform.preferences.tasks import TOPICS
 
     n_tasks = max(shape.min_units, round(shape.units * fraction))
     n_train = round(n_tasks * 10 / 13)
-    generator = LowRankActivations(shape.dims, shape.layers, seed=seed)
+    generator = LowRankActivations(shape.dims, shape.layers, rank=rank, seed=seed)
     ids = [f"task{t:05d}" for t in range(n_tasks)]
     written = write_units(work / "activations", shape.model_key, generator, [(i, 1) for i in ids],
                           storage_dtype=STORAGE_DTYPE)
@@ -181,8 +191,70 @@ def _probe_preferences(shape: StudyShape, work: Path, seeds: int) -> dict[str, A
             "heads": len(shape.layers) * folds * 2 * 10}
 
 
-GENERATE = {"anchors": _generate_anchors, "preferences": _generate_preferences}
-PROBE = {"anchors": _probe_anchors, "preferences": _probe_preferences}
+# --------------------------------------------------------------------------- backtracking
+
+
+def _generate_backtracking(shape: StudyShape, fraction: float, work: Path, seed: int, rank: int) -> dict[str, Any]:
+    from ta_platform.benchmarks.synthetic_activations import LowRankActivations, noisy_labels, write_units
+    from ta_platform.extraction.registry import layer_key
+
+    n_chains = max(shape.min_units, round(shape.units * fraction))
+    lengths = np.random.default_rng([seed, 37]).integers(300, 733, n_chains)  # mean ~516 tokens
+    ids = [f"chain{c:05d}" for c in range(n_chains)]
+    generator = LowRankActivations(shape.dims, shape.layers, rank=rank, seed=seed)
+    written = write_units(work / "activations", shape.model_key, generator, list(zip(ids, lengths.tolist(), strict=True)),
+                          storage_dtype=STORAGE_DTYPE, layer_key=layer_key)
+    rows = written.rows
+    n_tokens = rows.groupby("trace_key")["chunk_idx"].transform("size").to_numpy()
+    in_bt = noisy_labels(rows["planted"].to_numpy(), positive_rate=0.1, noise=0.5, seed=seed).astype(bool)
+    previous = np.r_[False, in_bt[:-1]] & (rows["chunk_idx"].to_numpy() > 0)
+    tokens = pd.DataFrame({
+        "chain_id": rows["trace_key"], "token_idx": rows["chunk_idx"], "position": rows["chunk_idx"],
+        "token_id": np.random.default_rng([seed, 41]).integers(0, 2000, len(rows)), "n_tokens": n_tokens,
+        "rel_position": rows["chunk_idx"] / (n_tokens - 1), "in_backtracking": in_bt,
+        "backtrack_onset": in_bt & ~previous, "section_index": 0, "planted": rows["planted"]})
+    tokens.to_parquet(work / "tokens.parquet")
+    pd.DataFrame({"chain_id": ids, "problem": [f"problem {c // 4}" for c in range(n_chains)]}).to_parquet(
+        work / "chains.parquet")
+    return {"rows": len(rows), "units": n_chains, "disk_bytes": written.disk_bytes}
+
+
+def backtracking_config():
+    """``BacktrackingSettings().lag_config()`` for a chains file (1,000 bootstrap draws), no Dagster import."""
+    from ta_platform.chains.lag_probes import LagConfig
+
+    return LagConfig(bootstrap_resamples=1000, null_permutations=5, tripwire_max_chains=60)
+
+
+def _probe_backtracking(shape: StudyShape, work: Path, seeds: int) -> dict[str, Any]:
+    from ta_platform.chains.intervals import margin_summary
+    from ta_platform.chains.splits import dataset_split
+    from ta_platform.probing.metrics import auroc
+    from ta_platform.studies.backtracking import load_slice, margin_table, run_seed
+
+    config = backtracking_config()
+    tokens = pd.read_parquet(work / "tokens.parquet")
+    chains = pd.read_parquet(work / "chains.parquet")
+    planted = tokens.pop("planted").to_numpy()
+    pairs, summaries = [], 0
+    for seed in range(seeds):
+        split = dataset_split(chains, seed, config.fractions)
+        slices = (load_slice(shape.model_key, layer, tokens, work / "activations") for layer in shape.layers)
+        result = run_seed(split, slices, config, log=lambda _: None)
+        summaries += len(margin_summary(result.test_scores, margin_table(result.margins),
+                                        n_resamples=config.bootstrap_resamples, level=config.ci_level))
+        test = split.splits_of(tokens["chain_id"].astype(str).to_numpy()) == "test"
+        planted_auroc = auroc(tokens["in_backtracking"].to_numpy()[test], planted[test])  # lag 0: every row a source
+        probe = result.metrics[(result.metrics["probe"] == "linear_probe") & (result.metrics["metric"] == "auroc")
+                               & (result.metrics["lag"] == 0)]
+        pairs += [(planted_auroc, float(value)) for value in probe["value"]]
+    planted_mean, recovered = np.mean(np.array(pairs), axis=0)
+    return {"planted": float(planted_mean), "recovered": float(recovered), "metric": "auroc (lag 0)",
+            "heads": seeds * len(shape.layers) * len(config.lags) * len(config.c_grid), "margin_rows": summaries}
+
+
+GENERATE = {"anchors": _generate_anchors, "backtracking": _generate_backtracking, "preferences": _generate_preferences}
+PROBE = {"anchors": _probe_anchors, "backtracking": _probe_backtracking, "preferences": _probe_preferences}
 
 
 # --------------------------------------------------------------------------- driver
@@ -196,7 +268,7 @@ def _child(options: dict[str, Any]) -> dict[str, Any]:
     shape, work = SHAPES[options["study"]], Path(options["work"])
     started = time.monotonic()
     if options["stage"] == "generate":
-        result = GENERATE[options["study"]](shape, options["fraction"], work, options["seed"])
+        result = GENERATE[options["study"]](shape, options["fraction"], work, options["seed"], options["rank"])
     else:
         result = PROBE[options["study"]](shape, work, options["seeds"])
     return {**result, "seconds": round(time.monotonic() - started, 2), "peak_rss_gb": round(_peak_rss_gb(), 3)}
@@ -212,13 +284,13 @@ def _run_child(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_study(study: str, fraction: float, work_dir: Path, *, seeds: int | None = None, seed: int = 0,
-              threads: int = 1, keep: bool = False) -> dict[str, Any]:
+              threads: int = 1, rank: int = DEFAULT_RANK, keep: bool = False) -> dict[str, Any]:
     """Generate + write, then the probe stage, each in its own interpreter; the bench's per-study record."""
     shape = SHAPES[study]
     work = Path(work_dir) / f"{study}-f{fraction:g}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    base = {"study": study, "fraction": fraction, "work": str(work), "seed": seed, "threads": threads,
+    base = {"study": study, "fraction": fraction, "work": str(work), "seed": seed, "threads": threads, "rank": rank,
             "seeds": shape.seeds if seeds is None else int(seeds)}
     try:
         generated = _run_child({**base, "stage": "generate"})

@@ -19,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ta_platform.benchmarks.paper_scale import STUDIES, run_study
+from ta_platform.benchmarks.paper_scale import DEFAULT_RANK, STUDIES, run_study
 from ta_platform.cli.bench_scale import fit_power_law
 
 JSON_KEYS = ("rows", "dims", "layers", "heads", "seconds", "peak_rss_gb", "disk_gb", "planted", "recovered")
@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 1.0)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="probe seeds per study (default: the seed's own, 20 for anchors)")
+    parser.add_argument("--rank", type=int, default=DEFAULT_RANK,
+                        help="effective dimension of the synthetic activations (the planted signal lives in it)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/torch threads of each stage's process")
     parser.add_argument("--work-dir", default=None, help="where the synthetic partitions go (deleted after each run)")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic partitions")
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     for fraction in fractions:
         runs[fraction] = {}
         for study in studies:
-            result = run_study(study, fraction, work, seeds=args.seeds, threads=args.threads, keep=args.keep)
+            result = run_study(study, fraction, work, seeds=args.seeds, threads=args.threads, rank=args.rank,
+                               keep=args.keep)
             runs[fraction][study] = result
             if not args.json:
                 print(f"[fraction {fraction:g}] " + _line(study, result), flush=True)
