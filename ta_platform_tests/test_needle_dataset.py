@@ -82,7 +82,6 @@ def _line(**overrides):
     (_line(doc_id="d2", has_needle=False), "invalid", "has_needle is False"),
     (_line(doc_id="d2", split="dev"), "invalid", "split must be one of"),
     ('{"doc_id": "d2", ', "invalid_json", "not valid JSON"),
-    (_line(), "duplicate", "duplicate doc_id"),
 ])
 def test_bad_lines_are_skipped_with_a_named_fault(tmp_path, bad, kind, words):
     path = tmp_path / "user.jsonl"
@@ -93,6 +92,16 @@ def test_bad_lines_are_skipped_with_a_named_fault(tmp_path, bad, kind, words):
     assert len(faults) == 1
     assert faults[0].kind == kind
     assert f"{path}:2" in faults[0].path and words in faults[0].problem
+
+
+def test_a_doc_id_given_twice_refuses_the_file(tmp_path):
+    """Which of two records with one id is meant cannot be told: the whole file is refused, naming both lines."""
+    from ta_platform.common.faults import DataFault
+
+    path = tmp_path / "user.jsonl"
+    path.write_text("\n".join([_line(), _line(text="Another text entirely. The vault code is 9.")]) + "\n")
+    with pytest.raises(DataFault, match=r"line 2 \(doc d1\): duplicate doc_id, first at line 1"):
+        read_jsonl(path)
 
 
 def test_a_group_in_two_splits_is_refused(tmp_path):
