@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     log_file = run_output.new_log_file()
     cli_defs = run_output.with_cli_loggers(defs)
     # One writer per storage: a second command waits here, naming the holder (common/storage_lock.py)
-    with hold_storage(storage_root(), what="ta-platform materialize " + " ".join(sys.argv[1:]), log=progress.say), \
+    with hold_storage(storage_root(), what="ta-platform " + " ".join(sys.argv[1:]), log=progress.say), \
             dg.DagsterInstance.get() as instance:
         print(f"Dagster instance {home}; full event log {log_file}", flush=True)
         guard = StageGuard(instance, log=progress.say)  # crash safety: run_recovery.py

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ta_platform.common.atomic import atomic_path
 from ta_platform.common.faults import DataFault
+from ta_platform.common.text_files import check_line_lengths, decode_utf8
 from ta_platform.preferences.thurstone import validate_outcomes
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -63,32 +64,13 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 def _check_csv_text(path: str | os.PathLike[str]) -> None:
     """UTF-8 throughout, no line over ``MAX_LINE_BYTES``, no column named twice in the header."""
     data = Path(path).read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise DataFault(str(path), f"line {line}{_row_of_line(line)}: not UTF-8 (byte 0x{data[error.start]:02x} "
-                        f"at column {column}); save the file as UTF-8", kind="encoding") from None
-    start = 0
-    for line, end in enumerate(_line_ends(data), 1):
-        if end - start > MAX_LINE_BYTES:
-            raise DataFault(str(path), f"line {line}{_row_of_line(line)} is {end - start} bytes long (limit "
-                            f"{MAX_LINE_BYTES}): not a comparison record", kind="format")
-        start = end + 1
+    decode_utf8(data, str(path), _row_of_line)
+    check_line_lengths(data, str(path), MAX_LINE_BYTES, "not a comparison record", _row_of_line)
     header = data[: data.find(b"\n")] if b"\n" in data else data
     names = [name.strip().strip('"') for name in header.decode("utf-8").rstrip("\r").split(",")]
     duplicated = sorted({name for name in names if names.count(name) > 1 and name})
     if duplicated:
         raise DataFault(str(path), f"line 1 (header): column(s) {duplicated} appear more than once", kind="format")
-
-
-def _line_ends(data: bytes):
-    position = data.find(b"\n")
-    while position != -1:
-        yield position
-        position = data.find(b"\n", position + 1)
-    yield len(data)
 
 
 def _row_of_line(line: int) -> str:
