@@ -61,11 +61,12 @@ def test_the_next_models_count_gets_its_own_rate_and_eta():
         clock.now = 10.0
         stage.note(count_line("tiny-llama", 48, 48, "traces", 10.0))  # the first model: 4.8 traces/s
         clock.now = 20.0
-        stage.note(count_line("tiny-qwen2", 6, 48, "traces", 1.0))  # the second model starts its own clock here
+        stage.note(count_line("tiny-qwen2", 6, 48, "traces", 10.0))  # its clock runs from the last count (t=10)
+        assert stage.status() == ("6/48 traces", "0.6 traces/s", "ETA 1m10s")  # a rate at once, not 0
         clock.now = 30.0
-        stage.note(count_line("tiny-qwen2", 16, 48, "traces", 11.0))  # 10 traces in 10 s
+        stage.note(count_line("tiny-qwen2", 16, 48, "traces", 20.0))  # 16 traces in 20 s
         clock.now = 35.0  # a tick 5 s after the latest count
-        assert stage.status() == ("16/48 traces", "1.0 traces/s", "ETA 27s")
+        assert stage.status() == ("16/48 traces", "0.8 traces/s", "ETA 35s")
 
 
 def test_a_long_stage_spaces_its_lines_out():

@@ -175,8 +175,9 @@ class StageProgress:
             self.step, self.step_began, self.count, self.count_base = step, self.clock(), None, 0
         found = parse_count(line)
         if found is not None and self.count is not None and (found[0] < self.count[0] or found[1:] != self.count[1:]):
-            # a new count within the step (the next model): its own rate, from this first count on
-            self.step_began, self.count_base = self.clock(), found[0]
+            # a new count within the step (the next model): its own rate, counted from the previous
+            # count's last report (when this one began, give or take a model load)
+            self.step_began, self.count_base = self.count_at, 0
         if found is not None:
             self.count_at = self.clock()  # rates are measured up to the latest count, not to a later tick
         self.count = found or self.count
