@@ -271,7 +271,9 @@ def _child(options: dict[str, Any]) -> dict[str, Any]:
         result = GENERATE[options["study"]](shape, options["fraction"], work, options["seed"], options["rank"])
     else:
         result = PROBE[options["study"]](shape, work, options["seeds"])
-    return {**result, "seconds": round(time.monotonic() - started, 2), "peak_rss_gb": round(_peak_rss_gb(), 3)}
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # CPU seconds: what a shared, loaded machine does not inflate
+    return {**result, "seconds": round(time.monotonic() - started, 2), "peak_rss_gb": round(_peak_rss_gb(), 3),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1)}
 
 
 def _run_child(options: dict[str, Any]) -> dict[str, Any]:
@@ -302,6 +304,7 @@ def run_study(study: str, fraction: float, work_dir: Path, *, seeds: int | None 
             "seeds": base["seeds"], "heads": probed["heads"],
             "seconds": round(generated["seconds"] + probed["seconds"], 1),
             "generate_seconds": generated["seconds"], "probe_seconds": probed["seconds"],
+            "generate_cpu_seconds": generated.get("cpu_seconds"), "probe_cpu_seconds": probed.get("cpu_seconds"),
             "peak_rss_gb": max(generated["peak_rss_gb"], probed["peak_rss_gb"]),
             "generate_peak_rss_gb": generated["peak_rss_gb"], "probe_peak_rss_gb": probed["peak_rss_gb"],
             "disk_gb": round(generated["disk_bytes"] / 2**30, 3), "metric": probed["metric"],

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _line(study: str, r: dict) -> str:
     return (f"{study:<12}{r['rows']:>9} rows x {r['dims']} dims, {r['layers']} layers, {r['seeds']} seeds, "
             f"{r['heads']} heads: generate+write {r['generate_seconds']:.1f}s ({r['generate_peak_rss_gb']:.2f} GB), "
-            f"probe stage {r['probe_seconds']:.1f}s ({r['probe_peak_rss_gb']:.2f} GB), disk {r['disk_gb']:.2f} GB; "
+            f"probe stage {r['probe_seconds']:.1f}s, {r['probe_cpu_seconds']} CPU s ({r['probe_peak_rss_gb']:.2f} GB), disk {r['disk_gb']:.2f} GB; "
             f"{r['metric']} planted {r['planted']:.4f} vs recovered {r['recovered']:.4f}")
 
 
