@@ -28,8 +28,8 @@ step() {
     exit "$rc"
   fi
 }
-if [ ! -x .venv/bin/python ]; then
-  step "create .venv with $PYTHON" "$PYTHON" -m venv .venv
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then  # absent, or left half-made by an interrupted set-up
+  step "create .venv with $PYTHON" "$PYTHON" -m venv --clear .venv
 fi
 PIP=(.venv/bin/pip install --disable-pip-version-check -q)
 # torch first and pinned: left free, pip resolves the newest build with several GB of CUDA wheels.
