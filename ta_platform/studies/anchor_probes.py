@@ -20,7 +20,7 @@ import pandas as pd
 
 from ta_platform.anchors.invariants import labels_match_recomputed
 from ta_platform.common.atomic import atomic_write_bytes, atomic_write_json
-from ta_platform.common.hashing import code_version, stable_json_hash
+from ta_platform.common.hashing import code_version, sha256_file, stable_json_hash
 from ta_platform.common.parquet_io import write_parquet
 from ta_platform.common.threads import single_blas_thread
 from ta_platform.probing.config import ProbeConfig
@@ -138,9 +138,32 @@ def _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log)
     write_parquet(pd.concat(selection, ignore_index=True), folder / "selection.parquet", provenance)
     atomic_write_json(folder / "split.json", assignment)
     atomic_write_bytes(folder / "weights.npz", _weights_npz(weights))
+    # the sha256 of every file of the folder: a truncated or bit-flipped one is named and never used
+    provenance = {**provenance, "files": {name: sha256_file(folder / name) for name in SEED_FILES}}
     atomic_write_json(folder / "provenance.json", provenance)  # last: a seed folder is complete when this exists
     log(f"seed {seed}: {n_slices} slices in {time.monotonic() - started:.1f}s")
     return pd.concat(metrics, ignore_index=True).assign(config_hash=provenance["config_hash"]), provenance
+
+
+SEED_FILES = ("predictions.parquet", "selection.parquet", "split.json", "weights.npz")
+
+
+def verify_seed_folder(provenance_path: Path) -> dict:
+    """The seed folder's provenance after checking each file against the sha256 it records.
+
+    Raises ``ValueError`` naming the bad file and how to recover: a probe artifact that no longer
+    matches what was written (truncated copy, bit flip, a hand edit) must never be scored.
+    """
+    provenance = json.loads(provenance_path.read_text(encoding="utf-8"))
+    seed = provenance.get("seed")
+    for name, expected in provenance.get("files", {}).items():
+        path = provenance_path.parent / name
+        found = sha256_file(path) if path.is_file() else "missing"
+        if found != expected:
+            raise ValueError(f"{path}: {'missing' if found == 'missing' else 'does not match the sha256 recorded in'} "
+                             f"{provenance_path.name} (truncated or corrupted); re-materialise this seed: "
+                             f"ta-platform materialize --stage probes --seeds {seed}...{seed}")
+    return provenance
 
 
 TRIPWIRE_COLUMNS = ["tripwire", "model_key", "layer_key", "setting", "passed", "reason_code", "detail", "metrics"]

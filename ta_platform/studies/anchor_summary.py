@@ -26,6 +26,7 @@ from ta_platform.common.paths import storage_path
 from ta_platform.probing.report import markdown_report, matrix_png
 from ta_platform.probing.selection import probe_cells
 from ta_platform.store import artifacts
+from ta_platform.studies.anchor_probes import verify_seed_folder
 
 REPORT_NAME = "scaling_summary"
 
@@ -76,7 +77,7 @@ def load_current_seeds(out_dir: Path, config_hash: str, fingerprints: dict[str, 
         labels_provenance = read_provenance(artifacts.thought_anchor_file(artifacts.LABELS))
     predictions, selection, seeds, excluded = [], [], [], []
     for path in sorted(out_dir.glob("seed_*/provenance.json")):
-        provenance = json.loads(path.read_text())
+        provenance = verify_seed_folder(path)  # a corrupt artifact is named, never scored
         seed = provenance.get("seed")
         if provenance.get("config_hash") != config_hash:
             excluded.append(f"seed {seed}: probe config {provenance.get('config_hash', 'unrecorded')} "

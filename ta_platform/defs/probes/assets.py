@@ -53,7 +53,7 @@ def probes(context: dg.AssetExecutionContext, probe_settings: ProbeSettings, com
         metrics, provenance = run_seed(seed, slices(compute), config, probes_dir(), labels_provenance,
                                        problem_ids, context.log.info)
         store.replace_slice("probe_metrics", metrics, {"seed": seed})
-        provenances[key] = {k: v for k, v in provenance.items() if k != "code_version"}
+        provenances[key] = {k: v for k, v in provenance.items() if k not in ("code_version", "files")}
     version = stable_json_hash(provenances)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
