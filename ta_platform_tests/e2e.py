@@ -150,3 +150,57 @@ layers = [0.5]
 dtype = "auto"
 trace_models = ["deepseek-r1-distill-qwen-14b"]
 """
+
+
+VOLATILE_COLUMNS = {"fit_seconds"}  # timings: the only declared columns that differ between identical runs
+
+
+def storage_outputs(storage: Path) -> dict[str, object]:
+    """What a rerun must reproduce exactly: every declared metadata table (sorted, timings dropped), every
+    activation partition's rows and index, and the probes' predictions, read through the platform's readers."""
+    import numpy as np
+    import pandas as pd
+
+    from ta_platform.extraction.store import load_partition
+    from ta_platform.store.metadata_store import MetadataStore
+    from ta_platform.store.tables import TABLES
+
+    store = MetadataStore(storage / "metadata.duckdb")
+    existing = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
+    found: dict[str, object] = {}
+    for name in sorted(set(TABLES) & existing):
+        frame = store.read_table(name).drop(columns=list(VOLATILE_COLUMNS), errors="ignore")
+        keys = [c for c in frame.columns if frame[c].dtype == object or frame[c].dtype.kind in "iub"]
+        found[f"table:{name}"] = frame.sort_values(keys or list(frame.columns)).reset_index(drop=True)
+    for manifest in sorted((storage / "activations").glob("*/*/manifest.json")):
+        partition = load_partition(manifest.parent)
+        where = manifest.parent.relative_to(storage)
+        found[f"rows:{where}"] = np.asarray(partition.embeddings)
+        found[f"index:{where}"] = partition.index
+    for path in sorted((storage / "probes").glob("seed_*/predictions.parquet")):
+        found[str(path.relative_to(storage))] = pd.read_parquet(path)
+    return found
+
+
+def assert_same_outputs(actual: dict[str, object], expected: dict[str, object], context: str) -> None:
+    """Every output of ``expected`` present in ``actual`` and exactly equal (frames and arrays)."""
+    import numpy as np
+    import pandas as pd
+
+    assert actual.keys() == expected.keys(), sorted(set(actual) ^ set(expected))
+    for name, value in expected.items():
+        if isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(actual[name], value, check_exact=True, obj=f"{name} {context}")
+        else:
+            np.testing.assert_array_equal(actual[name], value, err_msg=f"{name} {context}")
+
+
+def step_in_progress(instance, job_name: str) -> str | None:
+    """A STARTED run of ``job_name`` that has begun a step (killed there, it dies mid-step, not at its start)."""
+    import dagster as dg
+
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.STARTED]))
+    for record in records:
+        if instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START):
+            return record.dagster_run.run_id
+    return None

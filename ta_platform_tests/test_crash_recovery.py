@@ -29,7 +29,7 @@ import pytest
 from ta_platform.common.instance import prepare_dagster_home
 from ta_platform.common.process_identity import DEAD, ProcessIdentity
 from ta_platform.defs.run_recovery import IN_PROGRESS, PoolWaitWatch, StageGuard, pool_use, recover_dead_runs
-from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, REPO, project_env, run_cli
+from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, REPO, project_env, run_cli, step_in_progress
 
 GPU = "gpu"
 STEP = "sentence_activations"
@@ -210,15 +210,6 @@ def _open_instance(storage: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(storage / "dagster_home"))
 
 
-def _step_started(instance: dg.DagsterInstance, job_name: str) -> str | None:
-    records = instance.get_run_records(filters=dg.RunsFilter(job_name=job_name,
-                                                             statuses=[dg.DagsterRunStatus.STARTED]))
-    for record in records:
-        if instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START):
-            return record.dagster_run.run_id
-    return None
-
-
 def _mid_extraction(instance: dg.DagsterInstance, storage: Path) -> str | None:
     """The run whose ``sentence_activations`` step holds the gpu slot and has written part of its
     output (killed mid-step, not at its start)."""
@@ -290,7 +281,7 @@ def test_main_job_killed_during_activations_then_probes_recovers_with_identical_
     # 2. rerun: the dead run is failed and freed, activations complete; SIGKILL during probes
     second = _Command(env)
     second.wait_until(lambda: "[probes] running" in second.output, "the probes stage")
-    probes_run = second.wait_until(lambda: _step_started(instance, "probes_job"), "the probes step")
+    probes_run = second.wait_until(lambda: step_in_progress(instance, "probes_job"), "the probes step")
     second.kill()
     assert f"marked FAILED and freed run {activations_run} (activations_job, was STARTED) its slots in pool(s) gpu" \
         in second.output, second.output[-6000:]

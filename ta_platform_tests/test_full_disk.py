@@ -17,12 +17,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from ta_platform.common.instance import prepare_dagster_home
-from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, project_env, run_cli
+from ta_platform_tests.e2e import (
+    ONE_TINY_MODEL_REGISTRY,
+    assert_same_outputs,
+    project_env,
+    run_cli,
+    storage_outputs,
+)
 
 ANCHORS = ["ta-platform", "materialize", "--study", "anchors", "--seeds", "0...0"]
 BALLAST = "ballast.bin"
@@ -61,27 +65,6 @@ def file_hashes(root: Path) -> dict[str, str]:
 
 def temporary_files(root: Path) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name.endswith((".tmp", ".partial"))]
-
-
-def outputs(storage: Path) -> dict[str, object]:
-    """Every declared metadata table (sorted) and every activation partition's rows and index."""
-    from ta_platform.extraction.store import load_partition
-    from ta_platform.store.metadata_store import MetadataStore
-    from ta_platform.store.tables import TABLES
-
-    store = MetadataStore(storage / "metadata.duckdb")
-    existing = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
-    found: dict[str, object] = {}
-    for name in sorted(set(TABLES) & existing):
-        frame = store.read_table(name).drop(columns=["fit_seconds"], errors="ignore")
-        keys = [c for c in frame.columns if frame[c].dtype == object or frame[c].dtype.kind in "iub"]
-        found[name] = frame.sort_values(keys or list(frame.columns)).reset_index(drop=True)
-    for manifest in sorted((storage / "activations").glob("*/*/manifest.json")):
-        partition = load_partition(manifest.parent)
-        where = manifest.parent.relative_to(storage)
-        found[f"rows:{where}"] = np.asarray(partition.embeddings)
-        found[f"index:{where}"] = partition.index
-    return found
 
 
 def env_for(storage: Path, home: Path, registry: Path) -> dict[str, str]:
@@ -137,10 +120,4 @@ def test_disk_full_in_extraction_and_in_the_metadata_write_loses_nothing_and_the
         # 3. space freed: the whole study completes, its gate passes, outputs equal the uninterrupted run's
         rerun = run_cli(ANCHORS, env)
         assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
-        expected, actual = outputs(reference_storage), outputs(storage)
-        assert actual.keys() == expected.keys(), sorted(set(actual) ^ set(expected))
-        for name, value in expected.items():
-            if isinstance(value, pd.DataFrame):
-                pd.testing.assert_frame_equal(actual[name], value, check_exact=True, obj=name)
-            else:
-                np.testing.assert_array_equal(actual[name], value, err_msg=name)
+        assert_same_outputs(storage_outputs(storage), storage_outputs(reference_storage), "after the full disks")

@@ -22,14 +22,18 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import pytest
 
-from ta_platform_tests.e2e import REPO, project_env, run_cli
+from ta_platform_tests.e2e import (
+    REPO,
+    assert_same_outputs,
+    project_env,
+    run_cli,
+    step_in_progress,
+    storage_outputs,
+)
 
 WAIT_S = 1800
-VOLATILE_COLUMNS = {"fit_seconds"}
 MAIN = ["ta-platform", "materialize"]
 ENV = {"TA_DATA_SOURCE": "embedded", "TA_MODEL_PROFILE": "tiny"}
 
@@ -56,58 +60,12 @@ def _selected(stages: list[tuple[str, str]], wanted: str, today: int) -> list[tu
 SELECTED = _selected(STAGES, os.environ.get("TA_KILL_STAGES", ""), datetime.date.today().toordinal())
 
 
-def _outputs(storage: Path) -> dict[str, object]:
-    """Every declared metadata table (sorted, timings dropped), partitions' rows and index, predictions."""
-    from ta_platform.extraction.store import load_partition
-    from ta_platform.store.metadata_store import MetadataStore
-    from ta_platform.store.tables import TABLES
-
-    found: dict[str, object] = {}
-    store = MetadataStore(storage / "metadata.duckdb")
-    existing = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
-    for name in sorted(set(TABLES) & existing):
-        frame = store.read_table(name)
-        frame = frame.drop(columns=[c for c in frame.columns if c in VOLATILE_COLUMNS])
-        keys = [c for c in frame.columns if frame[c].dtype == object or frame[c].dtype.kind in "iub"]
-        found[f"table:{name}"] = frame.sort_values(keys or list(frame.columns)).reset_index(drop=True)
-    for manifest in sorted((storage / "activations").glob("*/*/manifest.json")):
-        partition = load_partition(manifest.parent)
-        found[f"partition:{manifest.parent.relative_to(storage)}"] = np.asarray(partition.embeddings)
-        found[f"index:{manifest.parent.relative_to(storage)}"] = partition.index
-    for path in sorted((storage / "probes").glob("seed_*/predictions.parquet")):
-        found[str(path.relative_to(storage))] = pd.read_parquet(path)
-    return found
-
-
-def _outputs_of(storage: Path) -> dict[str, object]:
-    """Read ``storage``'s outputs through the platform's own readers, in a process pointed at it."""
-    saved = {k: os.environ.get(k) for k in ("TA_STORAGE",)}
-    os.environ["TA_STORAGE"] = str(storage)
-    try:
-        return _outputs(storage)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict[str, object]:
     storage = tmp_path_factory.mktemp("uninterrupted")
     result = run_cli(MAIN, project_env(storage, **ENV), timeout=WAIT_S)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return _outputs_of(storage)
-
-
-def _step_in_progress(instance: dg.DagsterInstance, job_name: str) -> str | None:
-    records = instance.get_run_records(filters=dg.RunsFilter(job_name=job_name,
-                                                             statuses=[dg.DagsterRunStatus.STARTED]))
-    for record in records:
-        if instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START):
-            return record.dagster_run.run_id
-    return None
+    return storage_outputs(storage)
 
 
 def _kill_during(env: dict[str, str], storage: Path, job_name: str) -> str:
@@ -121,7 +79,7 @@ def _kill_during(env: dict[str, str], storage: Path, job_name: str) -> str:
     try:
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
-            run_id = _step_in_progress(instance, job_name)
+            run_id = step_in_progress(instance, job_name)
             if run_id:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -131,13 +89,6 @@ def _kill_during(env: dict[str, str], storage: Path, job_name: str) -> str:
         raise AssertionError(f"{job_name} never started within {WAIT_S}s")
     finally:
         instance.dispose()
-
-
-def _assert_same(actual: object, expected: object, name: str) -> None:
-    if isinstance(expected, pd.DataFrame):
-        pd.testing.assert_frame_equal(actual, expected, check_exact=True, obj=name)
-    else:
-        np.testing.assert_array_equal(actual, expected, err_msg=name)
 
 
 @pytest.mark.slow
@@ -159,10 +110,8 @@ def test_kill_mid_stage_then_rerun_completes_with_identical_outputs(stage, job_n
     gate = run_cli(["ta-platform", "gate"], env)
     assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:]
 
-    actual = _outputs_of(storage)
-    assert actual.keys() == uninterrupted.keys(), sorted(set(actual) ^ set(uninterrupted))
-    for name, expected in uninterrupted.items():
-        _assert_same(actual[name], expected, f"{name} after a kill in stage {stage}")
+    actual = storage_outputs(storage)
+    assert_same_outputs(actual, uninterrupted, f"after a kill in stage {stage}")
 
 
 def test_the_parametrised_set_covers_every_main_stage():
