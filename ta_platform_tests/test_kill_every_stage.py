@@ -38,16 +38,25 @@ MAIN = ["ta-platform", "materialize"]
 ENV = {"TA_DATA_SOURCE": "embedded", "TA_MODEL_PROFILE": "tiny"}
 
 
-def _main_stages() -> list[tuple[str, str]]:
-    from ta_platform.definitions import MAIN_STAGES
+def _main_stages() -> list[tuple[str, str, list[str]]]:
+    """(stage, its job, the command that runs it): the smallest ``--study`` whose stages include it (what
+    it needs upstream comes with it), so one CI case costs one study twice, not the whole main job; the
+    gate stage runs only in the main job."""
+    from ta_platform.definitions import MAIN_STAGES, STUDY_STAGES
 
-    return [(stage.name, stage.job_name) for stage in MAIN_STAGES]
+    stages = []
+    for stage in MAIN_STAGES:
+        studies = sorted((len(own), name) for name, own in STUDY_STAGES.items()
+                         if stage.name in [s.name for s in own])
+        command = [*MAIN, "--study", studies[0][1]] if studies else list(MAIN)
+        stages.append((stage.name, stage.job_name, command))
+    return stages
 
 
 STAGES = _main_stages()
 
 
-def _selected(stages: list[tuple[str, str]], wanted: str, today: int) -> list[tuple[str, str]]:
+def _selected(stages: list, wanted: str, today: int) -> list:
     """``wanted``: "all", a comma list of stage names, or "" for the stage of the day ``today``."""
     if wanted == "all":
         return stages
@@ -58,19 +67,23 @@ def _selected(stages: list[tuple[str, str]], wanted: str, today: int) -> list[tu
 
 
 SELECTED = _selected(STAGES, os.environ.get("TA_KILL_STAGES", ""), datetime.date.today().toordinal())
+_REFERENCES: dict[tuple[str, ...], dict[str, object]] = {}
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, object]:
-    storage = tmp_path_factory.mktemp("uninterrupted")
-    result = run_cli(MAIN, project_env(storage, **ENV), timeout=WAIT_S)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return storage_outputs(storage)
+def uninterrupted(command: list[str], tmp_path_factory) -> dict[str, object]:
+    """The outputs of ``command`` run once, uninterrupted, from an empty storage (cached per command)."""
+    key = tuple(command)
+    if key not in _REFERENCES:
+        storage = tmp_path_factory.mktemp("uninterrupted")
+        result = run_cli(command, project_env(storage, **ENV), timeout=WAIT_S)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        _REFERENCES[key] = storage_outputs(storage)
+    return _REFERENCES[key]
 
 
-def _kill_during(env: dict[str, str], storage: Path, job_name: str) -> str:
-    """Start the main job, SIGKILL its process group while ``job_name`` has a step in progress."""
-    proc = subprocess.Popen(MAIN, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+def _kill_during(command: list[str], env: dict[str, str], storage: Path, job_name: str) -> str:
+    """Start ``command``, SIGKILL its process group while ``job_name`` has a step in progress."""
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -92,14 +105,16 @@ def _kill_during(env: dict[str, str], storage: Path, job_name: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage,job_name", SELECTED, ids=[s[0] for s in SELECTED])
-def test_kill_mid_stage_then_rerun_completes_with_identical_outputs(stage, job_name, tmp_path, uninterrupted):
+@pytest.mark.parametrize("stage,job_name,command", SELECTED, ids=[s[0] for s in SELECTED])
+def test_kill_mid_stage_then_rerun_completes_with_identical_outputs(stage, job_name, command, tmp_path,
+                                                                    tmp_path_factory):
+    expected = uninterrupted(command, tmp_path_factory)
     storage = tmp_path / "killed"
     env = project_env(storage, **ENV)
     assert run_cli(["dagster", "instance", "info"], env).returncode == 0  # initialise the instance once
-    killed_run = _kill_during(env, storage, job_name)
+    killed_run = _kill_during(command, env, storage, job_name)
 
-    rerun = run_cli(MAIN, env, timeout=WAIT_S)
+    rerun = run_cli(command, env, timeout=WAIT_S)
     assert rerun.returncode == 0, rerun.stdout[-6000:] + rerun.stderr[-4000:]
     instance = dg.DagsterInstance.from_config(str(storage / "dagster_home"))
     try:
@@ -107,20 +122,23 @@ def test_kill_mid_stage_then_rerun_completes_with_identical_outputs(stage, job_n
             f"the killed {job_name} run was not marked failed"
     finally:
         instance.dispose()
-    gate = run_cli(["ta-platform", "gate"], env)
+    study = command[command.index("--study") + 1] if "--study" in command else None
+    gate = run_cli(["ta-platform", "gate", *(["--study", study] if study else [])], env)
     assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:]
 
     actual = storage_outputs(storage)
-    assert_same_outputs(actual, uninterrupted, f"after a kill in stage {stage}")
+    assert_same_outputs(actual, expected, f"after a kill in stage {stage}")
 
 
 def test_the_parametrised_set_covers_every_main_stage():
-    """The rotation is over the whole main job: no stage can drop out of the set unseen."""
-    names = [name for name, _ in STAGES]
+    """The rotation is over the whole main job: no stage can drop out of the set unseen; every stage but the
+    gate runs under a --study that contains it."""
+    names = [name for name, _, _ in STAGES]
     for required in ("data", "activations", "prompts", "probes", "tripwires", "summary", "gate"):
         assert required in names
     assert len(names) == len(set(names))
-    rotation = {_selected(STAGES, "", day)[0] for day in range(len(STAGES))}
-    assert rotation == set(STAGES), "some stage is never chosen by the daily rotation"
+    rotation = {_selected(STAGES, "", day)[0][0] for day in range(len(STAGES))}
+    assert rotation == set(names), "some stage is never chosen by the daily rotation"
     assert _selected(STAGES, "all", 0) == STAGES
-    assert _selected(STAGES, "probes,gate", 0) == [s for s in STAGES if s[0] in ("probes", "gate")]
+    assert all("--study" in command for name, _, command in STAGES if name != "gate")
+    assert [s[0] for s in _selected(STAGES, "probes,gate", 0)] == ["probes", "gate"]
