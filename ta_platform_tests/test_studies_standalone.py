@@ -25,7 +25,14 @@ def test_the_list_is_every_study():
     assert set(STUDY_STAGES) == set(STUDIES)
 
 
-@pytest.mark.parametrize("study", STUDIES)
+# In CI: the studies no other test runs alone from an empty storage. The others are run alone elsewhere in
+# CI (anchors: test_e2e_main_job; backtracking: test_backtracking_embedded; needle: test_needle_study;
+# function_tags: test_function_tags_study) and here in the release battery (TA_RELEASE_TESTS=1).
+ALSO_ALONE_ELSEWHERE = {"anchors", "backtracking", "needle", "function_tags"}
+
+
+@pytest.mark.parametrize("study", [pytest.param(s, marks=pytest.mark.release) if s in ALSO_ALONE_ELSEWHERE else s
+                                   for s in STUDIES])
 def test_study_runs_alone_from_an_empty_storage(study, tmp_path_factory):
     from ta_platform.definitions import STUDY_STAGES
 
