@@ -82,6 +82,7 @@ def assert_no_space_error(result: subprocess.CompletedProcess, storage: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.release  # three runs of the anchors study (~5-10 min): the release battery
 def test_disk_full_in_extraction_and_in_the_metadata_write_loses_nothing_and_the_rerun_matches(tmp_path):
     registry = tmp_path / "models.toml"
     registry.write_text(ONE_TINY_MODEL_REGISTRY)

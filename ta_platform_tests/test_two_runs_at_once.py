@@ -58,7 +58,7 @@ def _step_started(instance: dg.DagsterInstance, run_id_filter: set[str]) -> str 
     return None
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.release)])
 def test_two_commands_and_a_ui_style_run_on_one_storage_complete_and_the_gate_passes(kind, tmp_path):
     storage = tmp_path / "storage"
     with instance_config(kind, storage) as env:
