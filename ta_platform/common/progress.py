@@ -6,7 +6,7 @@ Why a module of its own, with no Dagster import: the studies report progress thr
 feeds it the step starts and ends and the platform's own lines; this module decides what reaches
 the terminal. On a terminal (a TTY) it draws a ``rich`` progress bar (steps or the latest
 "done/total unit" count, rate, ETA) that disappears when the stage ends; otherwise (a file, a CI
-log) it prints a plain line every ``interval`` seconds, spaced out to a quarter of the stage's age
+log) it prints a plain line every ``interval`` seconds, spaced out to a third of the stage's age
 once that is longer, so a long run stays a short log.
 
 Counts: a line of the form ``"<what>: 17/48 traces (3.4 traces/s)"`` (``count_line``; the rate in
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 INTERVAL_ENV = "TA_PROGRESS_SECONDS"
-DEFAULT_INTERVAL = 20.0
+DEFAULT_INTERVAL = 30.0
 _COUNT = re.compile(r"(?<![\w.])(\d+)/(\d+) ([A-Za-z][\w-]*) \([\d.]+ \3/s\)")
 
 _current: StageProgress | None = None
@@ -56,7 +56,7 @@ def duration(seconds: float) -> str:
 
 
 def interval_seconds() -> float:
-    """Seconds between plain progress lines (``TA_PROGRESS_SECONDS``, default 20)."""
+    """Seconds between plain progress lines (``TA_PROGRESS_SECONDS``, default 30)."""
     try:
         return max(0.5, float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL)))
     except ValueError:
@@ -216,9 +216,9 @@ class StageProgress:
             self._bar.update(self._task, completed=completed, total=total, rate=rate, eta=eta, news=news[:80])
             return
         now = self.clock()
-        # every interval, then more rarely as the stage goes on (a quarter of its age): an hours-long
+        # every interval, then more rarely as the stage goes on (a third of its age): an hours-long
         # stage writes tens of lines, not thousands
-        if now - self._last_print >= max(self.interval, (now - self.started) / 4):
+        if now - self._last_print >= max(self.interval, (now - self.started) / 3):
             self._last_print = now
             self._print(f"[{self.name}] {counts}, {rate}, {eta}, {duration(now - self.started)} so far: {news[:140]}")
 
