@@ -37,7 +37,7 @@ def study(tmp_path_factory):
 def test_study_runs_its_stages_and_the_gate(study):
     storage, out = study
     for stage in ("needle_data", "needle_activations", "needle_probes", "needle_summary"):
-        finished = re.search(rf"^\[{stage}\] run \S+ (succeeded|FAILED) in \S+; failed checks: ([^;]*)", out, re.M)
+        finished = re.search(rf"^\[{stage}\] run \S+ (succeeded|FAILED) in \S+; failed checks: ([^;\n]*)", out, re.M)
         assert finished and finished.group(1) == "succeeded" and finished.group(2).strip() == "none", out
     assert re.search(r"^\[gate\] .*gate passes", out, re.M), out
     assert (storage / "reports" / "needle_summary.png").stat().st_size > 1000
