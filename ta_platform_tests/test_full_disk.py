@@ -81,6 +81,17 @@ def assert_no_space_error(result: subprocess.CompletedProcess, storage: Path) ->
     assert "Traceback" not in result.stdout, result.stdout[-4000:]
 
 
+def fill_during(small: Path, storage: Path, env: dict[str, str], stage: str, *, leave_bytes: int) -> None:
+    """Fill the disk, run ``stage``: a named "no space" failure, earlier files intact, no temp file; then free it."""
+    before = file_hashes(storage)
+    ballast = fill(small, leave_bytes=leave_bytes)
+    assert_no_space_error(run_cli([*ANCHORS, "--stage", stage], env), storage)
+    after = file_hashes(storage)
+    assert {k: after.get(k) for k in before} == before, "an output written before the full disk changed"
+    assert temporary_files(storage) == []
+    ballast.unlink()
+
+
 @pytest.mark.slow
 @pytest.mark.release  # three runs of the anchors study (~5-10 min): the release battery
 def test_disk_full_in_extraction_and_in_the_metadata_write_loses_nothing_and_the_rerun_matches(tmp_path):
@@ -98,25 +109,10 @@ def test_disk_full_in_extraction_and_in_the_metadata_write_loses_nothing_and_the
         assert data.returncode == 0, data.stdout[-4000:] + data.stderr[-4000:]
 
         # 1. the disk fills during extraction
-        before = file_hashes(storage)
-        ballast = fill(small, leave_bytes=64 * 1024)
-        extraction = run_cli([*ANCHORS, "--stage", "activations"], env)
-        assert_no_space_error(extraction, storage)
-        after = file_hashes(storage)
-        assert {k: after.get(k) for k in before} == before, "an output written before the full disk changed"
-        assert temporary_files(storage) == []
-        ballast.unlink()
-
+        fill_during(small, storage, env, "activations", leave_bytes=64 * 1024)
         # 2. the disk fills while the data stage rewrites the metadata tables
         assert run_cli([*ANCHORS, "--stage", "activations"], env).returncode == 0
-        before = file_hashes(storage)
-        ballast = fill(small, leave_bytes=4 * 1024)
-        metadata = run_cli([*ANCHORS, "--stage", "data"], env)
-        assert_no_space_error(metadata, storage)
-        after = file_hashes(storage)
-        assert {k: after.get(k) for k in before} == before, "an output written before the full disk changed"
-        assert temporary_files(storage) == []
-        ballast.unlink()
+        fill_during(small, storage, env, "data", leave_bytes=4 * 1024)
 
         # 3. space freed: the whole study completes, its gate passes, outputs equal the uninterrupted run's
         rerun = run_cli(ANCHORS, env)
