@@ -168,6 +168,7 @@ def test_paper_models_store_bfloat16_and_the_embedded_ones_float32():
     assert {spec.storage_dtype for spec in load_registry("embedded").values()} == {"float32"}
 
 
+@pytest.mark.fault
 def test_truncated_shard_fails_at_load_naming_it_and_the_recovery(tmp_path):
     folder = _write_traces(tmp_path / "m" / "L3", _matrix(130), [130])
     shard = folder / "shard-00002.bin"
@@ -189,6 +190,7 @@ def test_truncated_shard_fails_at_load_naming_it_and_the_recovery(tmp_path):
         load_partition(tmp_path / "ok")
 
 
+@pytest.mark.fault
 def test_flipped_bit_is_caught_when_its_shard_is_first_read_and_by_verify(tmp_path):
     matrix = _matrix(130, seed=5)
     folder = _write_traces(tmp_path / "m" / "L3", matrix, [130])
@@ -234,6 +236,7 @@ def test_a_rewrite_drops_the_old_manifest_first_and_stale_files_after(tmp_path):
     np.testing.assert_array_equal(load_partition(folder).embeddings, _matrix(20, seed=8))
 
 
+@pytest.mark.fault
 def test_an_aborted_write_leaves_no_temporary_file_and_no_manifest(tmp_path):
     folder = tmp_path / "p"
     with pytest.raises(RuntimeError, match="planted"):
@@ -253,6 +256,7 @@ def test_an_aborted_write_leaves_no_temporary_file_and_no_manifest(tmp_path):
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.fault
 def test_a_partition_of_the_old_single_file_layout_is_refused_with_the_recovery(tmp_path):
     folder = tmp_path / "old"
     folder.mkdir()
@@ -335,6 +339,7 @@ def test_storage_dtype_enters_provenance_and_fingerprint_and_reuses_the_cache(ll
     assert fresh.fingerprints == f32.fingerprints
 
 
+@pytest.mark.fault
 def test_a_corrupt_cache_entry_is_logged_never_used_and_recomputed(llama, tmp_path, caplog, one_thread):
     from ta_platform.extraction.resumable import trace_keys
     from ta_platform.extraction.store import cache_dir, entry_path

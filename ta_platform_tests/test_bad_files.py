@@ -23,6 +23,8 @@ import pytest
 
 from ta_platform_tests.e2e import REPO, project_env, run_cli
 
+pytestmark = pytest.mark.fault
+
 HUGE = 50 * (1 << 20)  # a 50 MB line: a runaway field, or a binary file under a text name
 
 GOOD_CHAIN = {"task_id": "t1", "problem": "p",

@@ -10,7 +10,7 @@ from ta_platform.rollouts.generator import generate_dataset
 from ta_platform.store.metadata_store import MetadataStore
 from ta_platform_tests.e2e import REPO, project_env, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 
 def test_four_parallel_runs_succeed_and_leave_complete_tables(tmp_path):

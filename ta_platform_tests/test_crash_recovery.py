@@ -31,6 +31,8 @@ from ta_platform.common.process_identity import DEAD, ProcessIdentity
 from ta_platform.defs.run_recovery import IN_PROGRESS, PoolWaitWatch, StageGuard, pool_use, recover_dead_runs
 from ta_platform_tests.e2e import ONE_TINY_MODEL_REGISTRY, REPO, project_env, run_cli, step_in_progress
 
+pytestmark = pytest.mark.fault
+
 GPU = "gpu"
 STEP = "sentence_activations"
 
@@ -254,6 +256,7 @@ def _assert_same(actual, expected, name: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.outputs_compared
 def test_main_job_killed_during_activations_then_probes_recovers_with_identical_outputs(tmp_path):
     registry = tmp_path / "models.toml"
     registry.write_text(REGISTRY)

@@ -28,6 +28,8 @@ from ta_platform_tests.e2e import (
     storage_outputs,
 )
 
+pytestmark = [pytest.mark.fault, pytest.mark.outputs_compared]
+
 ANCHORS = ["ta-platform", "materialize", "--study", "anchors", "--seeds", "0...0"]
 BALLAST = "ballast.bin"
 

@@ -23,7 +23,7 @@ from ta_platform.extraction.gguf_package import (
 )
 from ta_platform_tests.real_model import first_conversion, real_model_spec, shared_model_cache
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 
 @pytest.fixture

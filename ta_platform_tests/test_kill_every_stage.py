@@ -7,8 +7,10 @@ progress (its STEP_START is in the instance), as an OOM killer or a closed lapto
 process group, no clean-up. What is compared: every declared metadata table (all rows, exactly;
 ``fit_seconds`` is a timing), every activation partition's rows and index, and the probes' predictions.
 
-CI budget: one stage per CI run, rotating with the date (so the whole set is covered over a few
-days); ``TA_KILL_STAGES=all`` (or a comma list) runs them all, e.g. before a release.
+Tiers: the kill cases are in the release battery (``TA_RELEASE_TESTS=1``; two study runs, minutes, per
+case): by default one stage per run, rotating with the date; ``TA_KILL_STAGES=all`` (or a comma list)
+runs them all, as before a release. CI keeps test_crash_recovery.py (a kill during activations and
+during probes) and this file's coverage check.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ def _kill_during(command: list[str], env: dict[str, str], storage: Path, job_nam
 
 
 @pytest.mark.slow
+@pytest.mark.release
+@pytest.mark.fault
+@pytest.mark.outputs_compared
 @pytest.mark.parametrize("stage,job_name,command", SELECTED, ids=[s[0] for s in SELECTED])
 def test_kill_mid_stage_then_rerun_completes_with_identical_outputs(stage, job_name, command, tmp_path,
                                                                     tmp_path_factory):

@@ -19,6 +19,8 @@ from ta_platform.store.metadata_store import MetadataStore
 from ta_platform.store.table_log import CorruptSliceError
 from ta_platform.store.tables import TableSchema
 
+pytestmark = pytest.mark.fault
+
 TABLES = {
     "runs": TableSchema("runs", (("stage", "VARCHAR"), ("note", "VARCHAR"), ("value", "DOUBLE"))),
     "other": TableSchema("other", (("k", "BIGINT"),)),

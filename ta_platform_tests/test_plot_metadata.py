@@ -99,3 +99,21 @@ def test_every_table_an_asset_writes_carries_its_row_count_and_columns(tmp_path)
     assert [c.name for c in own["dagster/column_schema"].schema.columns] == ["trace_key", "n_chunks"]
     assert other["dagster/row_count"].value == 2 and other["n"].value == 2
     assert [c.name for c in other["dagster/column_schema"].schema.columns] == ["seed", "value"]
+
+
+def test_the_needle_headline_is_the_best_margin_with_its_own_interval():
+    """The headline's interval is the margin's (problem groups resampled, margin recomputed per draw), not the
+    probe's AUROC interval shifted by token identity's point."""
+    from ta_platform.defs.study_headlines import needle
+
+    rows = [("m", 7, "linear_probe", 0.99, 0.98, 0.995), ("m", 7, "token_identity", 0.89, 0.86, 0.92),
+            ("m", 7, "linear_probe-token_identity", 0.10, 0.07, 0.13),
+            ("m", 15, "linear_probe", 0.97, 0.96, 0.98), ("m", 15, "token_identity", 0.92, 0.90, 0.94),
+            ("m", 15, "linear_probe-token_identity", 0.05, 0.01, 0.08)]
+    summary = pd.DataFrame([{"model": m, "layer": layer, "probe": p, "split": "test", "metric": "auroc", "mean": v,
+                             "ci_low": lo, "ci_high": hi} for m, layer, p, v, lo, hi in rows])
+    meta = needle(summary)
+    assert meta["headline_cell"].value == "m/L7"
+    assert (meta["headline_value"].value, meta["headline_low"].value, meta["headline_high"].value) == (0.10, 0.07, 0.13)
+    assert meta["m/L15/margin_token_identity"].value == 0.05
+    assert meta["m/L7/linear_probe_auroc"].value == 0.99 and meta["m/L15/token_identity_auroc"].value == 0.92

@@ -14,6 +14,8 @@ import pytest
 from ta_platform.cli.main import main
 from ta_platform.preferences.outcomes_io import MAX_ID_CHARS, MAX_LINE_BYTES
 
+pytestmark = pytest.mark.fault
+
 GOOD = "task_a,task_b,winner\nt1,t2,a\nt2,t3,b\nt3,t1,a\nt1,t3,b\n"
 
 

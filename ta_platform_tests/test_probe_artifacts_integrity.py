@@ -19,6 +19,8 @@ from ta_platform.studies.activation_slices import ProbeSlice
 from ta_platform.studies.anchor_probes import config_hash, run_seed
 from ta_platform.studies.anchor_summary import load_current_seeds
 
+pytestmark = pytest.mark.fault
+
 CONFIG = ProbeConfig(probes=("position_baseline", "linear_probe"), bootstrap_resamples=0)
 
 

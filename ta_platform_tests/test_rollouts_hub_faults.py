@@ -18,6 +18,8 @@ from ta_platform.rollouts.layout import CORRECT_SPLIT, KNOWN_MODELS, TraceRef
 from ta_platform.rollouts.sources import load_traces
 from ta_platform_tests.hub_server import HubServer
 
+pytestmark = pytest.mark.fault
+
 REPO = "uzaymacar/math-rollouts"
 QWEN = KNOWN_MODELS[0]
 FAST = RetryPolicy(attempts=4, total_s=20.0, base_s=0.05, max_wait_s=0.2)

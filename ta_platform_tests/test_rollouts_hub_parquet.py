@@ -221,6 +221,7 @@ def test_both_layouts_folder_files_first_then_rows(hub, served, tmp_path):
     assert rows_used >= {f"{only_in_shards.relative_dir}/{n}" for n in TRACE_FILES}
 
 
+@pytest.mark.fault
 def test_missing_and_corrupt_rows_are_faults_naming_the_file(hub, served, tmp_path):
     _, _, ids, _ = served
     traces, faults = load_traces(make_source(hub, tmp_path / "cache", "gappy"))
@@ -236,6 +237,7 @@ def test_missing_and_corrupt_rows_are_faults_naming_the_file(hub, served, tmp_pa
 
 
 @pytest.mark.parametrize("kind", ["503", "reset", "truncate", "stall", "short", "flip"])
+@pytest.mark.fault
 def test_faults_on_range_requests_are_survived(hub, served, tmp_path, monkeypatch, kind):
     _, folder, _, _ = served
     monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)  # the read timeout a stall runs into
@@ -248,6 +250,7 @@ def test_faults_on_range_requests_are_survived(hub, served, tmp_path, monkeypatc
             assert cached.read_bytes() == (folder / trace.ref.relative_dir / name).read_bytes()
 
 
+@pytest.mark.fault
 def test_permanent_failure_on_a_shard_names_it_and_writes_nothing(hub, tmp_path):
     from ta_platform.rollouts.http_retry import HubUnavailableError
 
@@ -284,6 +287,7 @@ def test_real_traces_from_parquet_rows_equal_the_folder(hub, tmp_path):
         make_source(hub, tmp_path / "cache", "real").fetch(TraceRef(QWEN, CORRECT_SPLIT, "999999"))
 
 
+@pytest.mark.fault
 def test_a_flipped_bit_in_a_data_page_is_caught_by_its_crc(hub, served, tmp_path):
     """A flipped bit inside a needed row's content, in an uncompressed page: without the page's CRC it
     would decode as another character of valid JSON of the right size."""
@@ -300,6 +304,7 @@ def test_a_flipped_bit_in_a_data_page_is_caught_by_its_crc(hub, served, tmp_path
     assert (source.parquet.files_root / ref.relative_dir / "chunks_labeled.json").read_bytes() == original
 
 
+@pytest.mark.fault
 def test_an_unreachable_hub_serves_the_cached_rows(hub, tmp_path):
     """Offline, the rows extracted before are the cache: the same traces, no request."""
     import socket

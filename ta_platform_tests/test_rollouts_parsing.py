@@ -134,6 +134,7 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("name", "target", "breaker", "kind", "words"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.fault
 def test_bad_input_is_a_data_fault_naming_file_and_problem(dataset, name, target, breaker, kind, words):
     ref = first_ref(dataset)
     folder = dataset / ref.relative_dir
@@ -148,6 +149,7 @@ def test_bad_input_is_a_data_fault_naming_file_and_problem(dataset, name, target
     assert str(fault).startswith(str(folder / target))
 
 
+@pytest.mark.fault
 def test_missing_trace_folder_is_a_data_fault(dataset):
     ref = TraceRef("deepseek-r1-distill-qwen-14b", INCORRECT_SPLIT, "999999")
     with pytest.raises(DataFault) as caught:
@@ -167,6 +169,7 @@ def test_valid_trace_parses_with_hashes_and_source(dataset):
     assert parse_trace(ref, folder, source="hf://x/y@abc").source == "hf://x/y@abc"
 
 
+@pytest.mark.fault
 def test_load_traces_skips_and_records_broken_traces(dataset):
     source = LocalRolloutSource(dataset)
     refs = source.list_traces()

@@ -13,6 +13,8 @@ import pytest
 
 from ta_platform.common.storage_lock import hold_storage, lock_path
 
+pytestmark = pytest.mark.fault
+
 HOLDER = textwrap.dedent("""
     import sys, time
     from ta_platform.common.storage_lock import hold_storage

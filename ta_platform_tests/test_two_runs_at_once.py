@@ -24,7 +24,7 @@ import pytest
 from ta_platform_tests.e2e import REPO, project_env, run_cli
 from ta_platform_tests.postgres_server import postgres_or_skip
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault, pytest.mark.outputs_compared]
 
 STUDY = ["ta-platform", "materialize", "--study", "needle"]
 ENV = {"TA_DATA_SOURCE": "embedded", "TA_MODEL_PROFILE": "tiny"}

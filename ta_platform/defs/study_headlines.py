@@ -15,6 +15,7 @@ from ta_platform.defs.summary_metadata import floats, headline
 BACKTRACKING_LAGS = (0, 8)
 BACKTRACKING_BASELINES = ("best_baseline", "token_identity")
 NEEDLE_PROBES = ("linear_probe", "token_identity")
+NEEDLE_MARGIN = "linear_probe-token_identity"  # needle.summary.margin_name
 PREFERENCE_SCOPES = ("in_distribution", "held_out_topic")
 
 
@@ -50,20 +51,19 @@ def backtracking(metric_summary: pd.DataFrame, margin_summary: pd.DataFrame) -> 
 
 
 def needle(summary: pd.DataFrame) -> dict:
-    """Per model and layer: test AUROC of the token probe and of token identity; headline: the best
-    layer's probe margin over token identity (its interval: the probe's document interval, shifted)."""
-    test = summary[(summary["metric"] == "auroc") & (summary["split"] == "test") & summary["probe"].isin(NEEDLE_PROBES)]
-    values = {f"{row.model}/L{row.layer}/{row.probe}_auroc": row.mean for row in test.itertuples()}
-    wide = test.pivot_table(index=["model", "layer"], columns="probe", values="mean", aggfunc="first")
-    top = {}
-    if {"linear_probe", "token_identity"} <= set(wide.columns):
-        margin = (wide["linear_probe"] - wide["token_identity"]).dropna()
-        for (model, layer), value in margin.items():
-            values[f"{model}/L{layer}/margin_token_identity"] = value
-        if len(margin):
-            model, layer = margin.idxmax()
-            top = headline(f"{model}/L{layer}", "test AUROC margin of the token probe over token identity",
-                           margin.max())
+    """Per model and layer: test AUROC of the token probe and of token identity, and the probe's margin
+    over token identity; headline: the best layer's margin with its own interval (the summary's
+    ``linear_probe-token_identity`` row: problem groups resampled, the margin recomputed per draw)."""
+    test = summary[(summary["metric"] == "auroc") & (summary["split"] == "test")]
+    values = {f"{row.model}/L{row.layer}/{row.probe}_auroc": row.mean
+              for row in test[test["probe"].isin(NEEDLE_PROBES)].itertuples()}
+    margins = test[test["probe"] == NEEDLE_MARGIN]
+    for row in margins.itertuples():
+        values[f"{row.model}/L{row.layer}/margin_token_identity"] = row.mean
+    best = _best(margins, "mean") if len(margins) else None
+    top = {} if best is None else headline(f"{best['model']}/L{best['layer']}",
+                                           "test AUROC margin of the token probe over token identity",
+                                           best["mean"], best["ci_low"], best["ci_high"])
     return {**floats(values), **top}
 
 
