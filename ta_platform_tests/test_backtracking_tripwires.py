@@ -151,3 +151,42 @@ def test_signal_beats_null_fails_on_features_without_signal(sound):
     tokens, X = sound
     noise = np.random.default_rng(5).normal(size=X.shape)
     assert _by_name(probe_tripwires(tokens, noise, 0, CONFIG))["signal_beats_null"].reason_code.startswith("no_signal")
+
+
+def _summaries(lags=(0, 8), layers=("L2", "L4")):
+    """A metric summary (lag stored as float, as SQL leaves it) and its complete margin summary."""
+    metric = pd.DataFrame([{"model": "m", "layer": layer, "lag": float(lag), "probe": probe, "metric": "auroc",
+                            "mean": 0.8} for layer in layers for lag in lags for probe in ("linear_probe", "position")])
+    margins = pd.DataFrame([{"model": "m", "layer": layer, "lag": lag, "target": "span", "baseline": baseline,
+                             "metric": "auroc", "margin": 0.1, "ci_low": 0.02, "ci_high": 0.2}
+                            for layer in layers for lag in lags for baseline in ("best_baseline", "token_identity")])
+    return metric, margins
+
+
+def test_summary_complete_passes_when_every_scored_cell_has_its_margin_and_interval():
+    from ta_platform.chains.tripwires import summary_complete
+
+    metric, margins = _summaries()
+    result = summary_complete(metric, margins)
+    assert result.passed and result.metrics == {"n_cells": 4, "n_missing": 0}
+
+
+@pytest.mark.parametrize("fault", ["cell_dropped", "nan_interval", "empty_table", "no_probe_metrics"])
+def test_summary_complete_fails_on_a_partial_or_missing_margin_table(fault):
+    from ta_platform.chains.tripwires import summary_complete
+
+    metric, margins = _summaries()
+    if fault == "cell_dropped":
+        margins = margins[~((margins["layer"] == "L4") & (margins["lag"] == 8) & (margins["baseline"] == "best_baseline"))]
+    elif fault == "nan_interval":
+        margins.loc[(margins["layer"] == "L2") & (margins["lag"] == 0), "ci_high"] = np.nan
+    elif fault == "empty_table":
+        margins = margins.iloc[0:0]
+    else:
+        metric = metric[metric["probe"] != "linear_probe"]
+    result = summary_complete(metric, margins)
+    assert not result.passed
+    expected = {"cell_dropped": ("margins_missing", "m/L4/lag+8"), "nan_interval": ("margins_missing", "m/L2/lag+0"),
+                "empty_table": ("margins_missing", "4 of 4 cells"),
+                "no_probe_metrics": ("no_probe_metrics", "no probe AUROC")}[fault]
+    assert result.reason_code == expected[0] and expected[1] in result.detail, result.detail

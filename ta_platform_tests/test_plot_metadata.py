@@ -117,3 +117,26 @@ def test_the_needle_headline_is_the_best_margin_with_its_own_interval():
     assert (meta["headline_value"].value, meta["headline_low"].value, meta["headline_high"].value) == (0.10, 0.07, 0.13)
     assert meta["m/L15/margin_token_identity"].value == 0.05
     assert meta["m/L7/linear_probe_auroc"].value == 0.99 and meta["m/L15/token_identity_auroc"].value == 0.92
+
+
+def test_a_failed_summary_step_turns_the_gate_red_until_a_rerun_succeeds(two_summaries):
+    """Planted fault: a directory where the summary's markdown report goes, so the step fails after its table is
+    written. Its planned check (backtracking_summary_complete) has no evaluation: the gate names it and fails;
+    with the obstacle gone, a rerun of the stage passes the gate. (Runs last: it re-materialises the summary.)"""
+    storage, _, _ = two_summaries
+    env = project_env(storage, TA_MODEL_PROFILE="tiny", OMP_NUM_THREADS="1")
+    obstacle = storage / "reports" / "backtracking_summary.md"
+    obstacle.unlink()
+    obstacle.mkdir()
+    try:
+        failed = run_cli(["ta-platform", "materialize", "--study", "backtracking", "--stage", "backtracking-summary"],
+                         env, timeout=900)
+        assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
+        gate = run_cli(["ta-platform", "gate", "--study", "backtracking"], env)
+        assert gate.returncode == 1 and "backtracking_summary_complete" in gate.stdout + gate.stderr, gate.stdout
+    finally:
+        obstacle.rmdir()
+    rerun = run_cli(["ta-platform", "materialize", "--study", "backtracking", "--stage", "backtracking-summary"],
+                    env, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert run_cli(["ta-platform", "gate", "--study", "backtracking"], env).returncode == 0

@@ -123,3 +123,34 @@ def probe_tripwires(tokens: pd.DataFrame, X, seed: int, config: LagConfig) -> li
     X = source.rows(resolve_rows(source, keep))
     probe_config = config.probe_config()
     return [*random_label_null(frame, X, seed, probe_config), planted_signal(frame, X, seed, probe_config)]
+
+
+def summary_complete(metric_summary: pd.DataFrame, margin_summary: pd.DataFrame) -> TripwireResult:
+    """Every (model, layer, lag) the probes scored has its span margin over the best baseline, with a finite
+    interval, in ``backtracking_margin_summary``. Why a check: a summary step that failed (or wrote a partial
+    table) must turn the gate red, and a check planned in a failed step is read by the gate as missing."""
+    name = "summary_complete"
+    keys = ["model", "layer", "lag"]
+    probe = metric_summary[(metric_summary.get("probe") == "linear_probe") & (metric_summary.get("metric") == "auroc")] \
+        if not metric_summary.empty else metric_summary
+    expected = _cells(probe, keys)
+    if not expected:
+        return TripwireResult(name, False, "no_probe_metrics", {}, "backtracking_metric_summary has no probe AUROC")
+    have = set()
+    if not margin_summary.empty:
+        rows = margin_summary[(margin_summary["target"] == "span") & (margin_summary["metric"] == "auroc")
+                              & (margin_summary["baseline"] == "best_baseline")]
+        finite = np.isfinite(rows[["margin", "ci_low", "ci_high"]].to_numpy(np.float64)).all(axis=1)
+        have = _cells(rows.loc[finite], keys)
+    missing = sorted(expected - have)
+    metrics = {"n_cells": len(expected), "n_missing": len(missing)}
+    if missing:
+        shown = ", ".join(f"{model}/{layer}/lag{lag:+d}" for model, layer, lag in missing[:8])
+        return TripwireResult(name, False, "margins_missing", metrics,
+                              f"{len(missing)} of {len(expected)} cells lack a margin with an interval: {shown}")
+    return TripwireResult(name, True, OK, metrics)
+
+
+def _cells(frame: pd.DataFrame, keys: list[str]) -> set[tuple[str, str, int]]:
+    """(model, layer, lag) of each row; lag as an int whatever the table's numeric type."""
+    return {(str(model), str(layer), int(lag)) for model, layer, lag in frame[keys].itertuples(index=False)}

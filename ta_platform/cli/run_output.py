@@ -78,8 +78,10 @@ def run_config(log_file: Path, verbose: bool) -> dict:
 
 
 def quiet_libraries() -> None:
-    """No Hugging Face progress bars ("Loading weights ... 100%"): the stage's display shows progress."""
+    """No Hugging Face progress bars ("Loading weights ... 100%"), nor the bare tqdm bar transformers
+    draws while it converts a GGUF file on first use: the stage's display shows progress."""
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

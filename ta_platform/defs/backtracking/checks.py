@@ -9,10 +9,12 @@ from ta_platform.chains.tripwires import (
     alignment_coverage,
     chains_in_one_split,
     label_prevalence,
+    summary_complete,
 )
 from ta_platform.defs.backtracking.assets import (
     backtracking_chains,
     backtracking_lag_probes,
+    backtracking_summary,
     backtracking_token_labels,
     backtracking_tripwires,
 )
@@ -85,3 +87,12 @@ def backtracking_signal_beats_null(metadata_store: MetadataStoreResource) -> dg.
                 description="A planted feature equal to label + noise is recovered through the probe path.")
 def backtracking_planted_signal(metadata_store: MetadataStoreResource) -> dg.AssetCheckResult:
     return _tripwire(metadata_store, "planted_signal")
+
+
+@dg.asset_check(asset=backtracking_summary, blocking=True,
+                description="Every scored layer and lag has its margin over the best baseline with an interval "
+                            "(a failed or partial summary step turns the gate red).")
+def backtracking_summary_complete(metadata_store: MetadataStoreResource) -> dg.AssetCheckResult:
+    store = metadata_store.store()
+    return _result(summary_complete(store.read_table("backtracking_metric_summary"),
+                                    store.read_table("backtracking_margin_summary")))
