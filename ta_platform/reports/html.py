@@ -52,7 +52,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#22
 .verdict{padding:1em;border-radius:6px;font-size:1.2em}.pass{background:#e3f5e1}.fail{background:#fbe3e3}
 .study-gate{font-weight:600}.study-gate.fail{color:#a00}.study-gate.pass{color:#070}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px}
-img{max-width:100%;border:1px solid #ddd}.empty{color:#777;font-style:italic}section{margin-top:2em}
+.table-scroll{overflow-x:auto;max-width:100%}img{max-width:100%;border:1px solid #ddd}.empty{color:#777;font-style:italic}section{margin-top:2em}
 """
 
 
@@ -101,7 +101,9 @@ def _section(section: Section) -> str:
         more = f" (first {MAX_ROWS} of {len(frame)} rows)" if len(frame) > MAX_ROWS else ""
         parts.append(f"<h3>{html.escape(caption)}{more}</h3>")
         parts += [f'<p class="common">{html.escape(name)}: {html.escape(str(value))}</p>' for name, value in common]
-        parts.append(shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0))
+        # wide tables scroll inside their own box: the page (verdict, figures) keeps the window's width
+        parts.append('<div class="table-scroll">'
+                     + shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0) + "</div>")
     for caption, png in section.images:
         encoded = base64.b64encode(png).decode()
         parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
