@@ -131,9 +131,8 @@ def summary_complete(metric_summary: pd.DataFrame, margin_summary: pd.DataFrame)
     table) must turn the gate red, and a check planned in a failed step is read by the gate as missing."""
     name = "summary_complete"
     keys = ["model", "layer", "lag"]
-    probe = metric_summary[(metric_summary.get("probe") == "linear_probe") & (metric_summary.get("metric") == "auroc")] \
-        if not metric_summary.empty else metric_summary
-    expected = _cells(probe, keys)
+    expected = set() if metric_summary.empty else _cells(
+        metric_summary[(metric_summary["probe"] == "linear_probe") & (metric_summary["metric"] == "auroc")], keys)
     if not expected:
         return TripwireResult(name, False, "no_probe_metrics", {}, "backtracking_metric_summary has no probe AUROC")
     have = set()
