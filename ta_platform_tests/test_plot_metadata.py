@@ -119,6 +119,7 @@ def test_the_needle_headline_is_the_best_margin_with_its_own_interval():
     assert meta["m/L7/linear_probe_auroc"].value == 0.99 and meta["m/L15/token_identity_auroc"].value == 0.92
 
 
+@pytest.mark.fault
 def test_a_failed_summary_step_turns_the_gate_red_until_a_rerun_succeeds(two_summaries):
     """Planted fault: a directory where the summary's markdown report goes, so the step fails after its table is
     written. Its planned check (backtracking_summary_complete) has no evaluation: the gate names it and fails;
