@@ -150,3 +150,34 @@ def test_a_failed_step_prints_its_message_and_the_log_path_never_a_traceback(tmp
 def _no_leftover_handlers():
     yield
     logging.getLogger(run_output.LOGGER_KEY).handlers.clear()
+
+
+def test_every_study_has_a_row_in_the_closing_table_and_its_summary_asset_exists():
+    """A study added without its headline would vanish from the closing table unseen."""
+    import dagster as dg
+
+    from ta_platform.cli.headlines import SUMMARY_ASSETS
+    from ta_platform.definitions import STUDY_STAGES, defs
+
+    assert set(SUMMARY_ASSETS) == set(STUDY_STAGES)
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    assert all(dg.AssetKey(asset) in keys for asset in SUMMARY_ASSETS.values())
+
+
+def test_the_function_tag_headline_is_the_best_margin_over_its_stronger_baseline():
+    import pandas as pd
+
+    from ta_platform.defs.study_headlines import function_tags
+
+    summary = pd.DataFrame([
+        {"model_key": "m", "layer_key": "L2", "setting": "correct", "tag": "t", "probe_pr_auc": 0.9,
+         "position_pr_auc": 0.4, "text_pr_auc": 0.7, "margin_position": 0.5, "ci_low_position": 0.4,
+         "ci_high_position": 0.6, "margin_text": 0.2, "ci_low_text": 0.1, "ci_high_text": 0.3},
+        {"model_key": "m", "layer_key": "L4", "setting": "correct", "tag": "t", "probe_pr_auc": 0.8,
+         "position_pr_auc": 0.5, "text_pr_auc": 0.3, "margin_position": 0.3, "ci_low_position": 0.2,
+         "ci_high_position": 0.35, "margin_text": 0.5, "ci_low_text": 0.45, "ci_high_text": 0.55}])
+    meta = function_tags(summary)
+    # L2's stronger baseline is text (+0.2), L4's is position (+0.3): the headline is L4 over position
+    assert meta["headline_cell"].value == "m/L4/correct" and "(position)" in meta["headline"].value
+    assert (meta["headline_value"].value, meta["headline_low"].value, meta["headline_high"].value) == (0.3, 0.2, 0.35)
+    assert meta["m/L2/correct/margin_text"].value == 0.2 and meta["m/L4/correct/probe_pr_auc"].value == 0.8

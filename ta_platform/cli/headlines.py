@@ -16,6 +16,7 @@ SUMMARY_ASSETS: dict[str, str] = {
     "backtracking": "backtracking_summary",
     "needle": "needle_summary",
     "ood": "ood_results",
+    "function_tags": "function_tag_probes",
 }
 
 

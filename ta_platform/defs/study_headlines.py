@@ -91,3 +91,24 @@ def ood(results: pd.DataFrame) -> dict:
     top = {} if best is None else headline(f"{best['features']} (p={float(best['p_value']):.3f})",
                                            "pooled Pearson r, probe vs behavioural delta", best["pearson_r"])
     return {**floats(values), **top}
+
+
+def function_tags(summary: pd.DataFrame) -> dict:
+    """Per model, layer and setting: the tag probe's test PR-AUC and its margins over position and text;
+    headline: the best cell's margin over its stronger baseline (the one with the higher PR-AUC), with
+    that margin's own interval (problems resampled)."""
+    if summary.empty:
+        return {}
+    values, rows = {}, []
+    for row in summary.to_dict("records"):
+        cell = f"{row['model_key']}/{row['layer_key']}/{row['setting']}"
+        values.update({f"{cell}/probe_pr_auc": row["probe_pr_auc"], f"{cell}/margin_position": row["margin_position"],
+                       f"{cell}/margin_text": row["margin_text"]})
+        stronger = "text" if row["text_pr_auc"] >= row["position_pr_auc"] else "position"
+        rows.append({"cell": cell, "stronger": stronger, "margin": row[f"margin_{stronger}"],
+                     "low": row[f"ci_low_{stronger}"], "high": row[f"ci_high_{stronger}"]})
+    best = _best(pd.DataFrame(rows), "margin")
+    top = {} if best is None else headline(
+        best["cell"], f"test PR-AUC margin of the {summary['tag'].iloc[0]} probe over the stronger baseline "
+        f"({best['stronger']})", best["margin"], best["low"], best["high"])
+    return {**floats(values), **top}

@@ -49,5 +49,8 @@ def function_tag_probes(context: dg.AssetExecutionContext, function_tag_settings
         write_parquet(frame, result_file(f"{name}.parquet"), provenance)
     table = summary.to_markdown(index=False, floatfmt=".3f")
     context.log.info(f"function tag {tag!r}:\n{table}")
+    from ta_platform.defs import study_headlines  # FLOAT keys for the Plots tab, headline for the CLI table
+
     return dg.MaterializeResult(metadata={"tag": tag, "n_slices": len(summary), "summary": dg.MetadataValue.md(table),
-                                          "html_report": dg.MetadataValue.path(str(storage_path("reports", "index.html")))})
+                                          "html_report": dg.MetadataValue.path(str(storage_path("reports", "index.html"))),
+                                          **study_headlines.function_tags(summary)})
