@@ -3,8 +3,8 @@
 Why: the fault and scale battery (a study killed and rerun, a disk filled, two commands racing on a
 Postgres instance, every study alone from an empty storage, the bench at a fraction) is minutes per
 case on a 2-core machine and would take CI past its 25-minute budget. Each of those tests has a
-cheaper sibling in CI (a kill during activations and during probes, the SQLite race, the studies no
-other test runs alone), and the whole battery runs before a release:
+cheaper sibling in CI (a kill during activations and during probes, the storage-lock unit tests and
+four queued runs on Postgres, the synthetic 20-seed tripwire runs, the studies no other test runs alone), and the whole battery runs before a release:
 ``TA_RELEASE_TESTS=1 bash scripts/run_tests.sh``.
 
 The fault battery (issue 22: corrupt artifacts, a full disk, a flaky Hub, two runs at once, kills, bad

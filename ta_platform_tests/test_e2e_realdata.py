@@ -79,6 +79,7 @@ def test_the_scaling_summary_has_cells_for_the_real_model(real_project):
     assert REAL_MODEL in report and "**Release gate: PASS" in report
 
 
+@pytest.mark.release  # CI budget: 20 seeds of the real model take ~3 min; CI keeps the synthetic 20-seed runs
 def test_no_blocking_tripwire_fails_in_20_seeds_on_the_real_model(real_project):
     """The stored real-model activations of the real traces, every blocking slice tripwire, 20 seeds."""
     from ta_platform.probing.config import ProbeConfig

@@ -107,6 +107,7 @@ def test_bad_prompt_set_fails_by_name_and_keeps_the_previous_output(simulated, t
 
 
 @pytest.mark.slow
+@pytest.mark.release  # CI budget (~100 s); the simulated-judge study runs in CI
 def test_real_judge_study_small(tmp_path):
     """The real-judge path (profile real-small) through the same assets: choices from SmolLM2's option
     logits, judge self-consistency stored, the held-out accuracy check a WARN finding for a real judge."""
