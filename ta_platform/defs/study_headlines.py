@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ta_platform.defs.summary_metadata import floats, headline
+from ta_platform.defs.summary_metadata import cell_floats, floats, headline, stronger_baseline_headline
+from ta_platform.needle.summary import margin_name
 
 BACKTRACKING_LAGS = (0, 8)
 BACKTRACKING_BASELINES = ("best_baseline", "token_identity")
 NEEDLE_PROBES = ("linear_probe", "token_identity")
-NEEDLE_MARGIN = "linear_probe-token_identity"  # needle.summary.margin_name
+NEEDLE_MARGIN = margin_name("linear_probe", "token_identity")
 PREFERENCE_SCOPES = ("in_distribution", "held_out_topic")
 
 
@@ -95,20 +96,11 @@ def ood(results: pd.DataFrame) -> dict:
 
 def function_tags(summary: pd.DataFrame) -> dict:
     """Per model, layer and setting: the tag probe's test PR-AUC and its margins over position and text;
-    headline: the best cell's margin over its stronger baseline (the one with the higher PR-AUC), with
-    that margin's own interval (problems resampled)."""
+    headline: the best cell's margin over its stronger baseline, with that margin's own interval (the
+    anchors summary's rule, ``summary_metadata.stronger_baseline_headline``)."""
     if summary.empty:
         return {}
-    values, rows = {}, []
-    for row in summary.to_dict("records"):
-        cell = f"{row['model_key']}/{row['layer_key']}/{row['setting']}"
-        values.update({f"{cell}/probe_pr_auc": row["probe_pr_auc"], f"{cell}/margin_position": row["margin_position"],
-                       f"{cell}/margin_text": row["margin_text"]})
-        stronger = "text" if row["text_pr_auc"] >= row["position_pr_auc"] else "position"
-        rows.append({"cell": cell, "stronger": stronger, "margin": row[f"margin_{stronger}"],
-                     "low": row[f"ci_low_{stronger}"], "high": row[f"ci_high_{stronger}"]})
-    best = _best(pd.DataFrame(rows), "margin")
-    top = {} if best is None else headline(
-        best["cell"], f"test PR-AUC margin of the {summary['tag'].iloc[0]} probe over the stronger baseline "
-        f"({best['stronger']})", best["margin"], best["low"], best["high"])
-    return {**floats(values), **top}
+    cell = ("model_key", "layer_key", "setting")
+    return {**cell_floats(summary, cell, ("probe_pr_auc", "margin_position", "margin_text")),
+            **stronger_baseline_headline(summary, cell, f"test PR-AUC margin of the {summary['tag'].iloc[0]} probe "
+                                                        "over the stronger baseline")}

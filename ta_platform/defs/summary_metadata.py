@@ -58,6 +58,20 @@ def headline(cell: str, what: str, value, low=None, high=None) -> dict[str, dg.M
             **floats({"headline_value": value, "headline_low": low, "headline_high": high})}
 
 
+def stronger_baseline_headline(cells: pd.DataFrame, id_columns: Sequence[str], what: str) -> dict[str, dg.MetadataValue]:
+    """The cell whose margin over its stronger baseline (the smaller of its ``margin_position`` and
+    ``margin_text``) is largest, with that margin's own interval (``ci_low_<baseline>``, ``ci_high_<baseline>``).
+    Shared by every sentence-level study that reports a probe beside the position and text baselines."""
+    margins = cells[["margin_position", "margin_text"]].astype(float).dropna(how="all")
+    if margins.empty:
+        return {}
+    best = margins.min(axis=1).idxmax()
+    baseline = str(margins.loc[best].idxmin()).removeprefix("margin_")
+    row = cells.loc[best]
+    return headline("/".join(str(row[c]) for c in id_columns), f"{what} ({baseline})",
+                    row[f"margin_{baseline}"], row[f"ci_low_{baseline}"], row[f"ci_high_{baseline}"])
+
+
 def column_schema(columns: Sequence[tuple[str, str]]) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name=str(name), type=str(kind)) for name, kind in columns])
 

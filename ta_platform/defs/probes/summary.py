@@ -29,7 +29,7 @@ from ta_platform.defs.summary_metadata import (
     cell_floats,
     duckdb_table_metadata,
     gate_pointer,
-    headline,
+    stronger_baseline_headline,
 )
 from ta_platform.store import artifacts
 
@@ -84,7 +84,8 @@ def build_scaling_summary(gated_keys: Sequence[dg.AssetCheckKey]) -> dg.AssetsDe
             metadata={
                 **gate_pointer(GATED_ASSET), "averaged": averaged, "n_cells": len(cells),
                 **cell_floats(cells, ("model_key", "setting"), ("margin_position", "margin_text", "probe_pr_auc")),
-                **_headline(cells), **duckdb_table_metadata(store, "scaling_summary"),
+                **stronger_baseline_headline(cells, ("model_key", "setting"),
+                                             "test PR-AUC margin over the stronger baseline"), **duckdb_table_metadata(store, "scaling_summary"),
                 "report": dg.MetadataValue.md(report),
                 "plot": dg.MetadataValue.md(f"![scaling summary](data:image/png;base64,{base64.b64encode(png).decode()})"),
                 "report_path": dg.MetadataValue.path(str(storage_path("reports", "scaling_summary.md"))),
@@ -92,16 +93,3 @@ def build_scaling_summary(gated_keys: Sequence[dg.AssetCheckKey]) -> dg.AssetsDe
             })
 
     return scaling_summary
-
-
-def _headline(cells: pd.DataFrame) -> dict:
-    """The cell whose margin over its stronger baseline (the smaller of the two margins) is largest."""
-    margins = cells[["margin_position", "margin_text"]].astype(float).dropna(how="all")
-    if margins.empty:
-        return {}
-    best = margins.min(axis=1).idxmax()
-    baseline = str(margins.loc[best].idxmin()).removeprefix("margin_")
-    row = cells.loc[best]
-    return headline(f"{row['model_key']}/{row['setting']}",
-                    f"test PR-AUC margin over the stronger baseline ({baseline})",
-                    row[f"margin_{baseline}"], row[f"ci_low_{baseline}"], row[f"ci_high_{baseline}"])
