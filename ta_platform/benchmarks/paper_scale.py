@@ -8,9 +8,10 @@ each study this generates low-rank activations with a planted linear score
 units, never the dims), writes them through the activation store in the paper registry's storage
 dtype (bfloat16), and runs the functions the study's asset runs on them:
 
-- ``anchors``: ``studies.activation_slices.iter_probe_slices`` + ``studies.anchor_probes.run_seed``
-  (problem-level split, position and text baselines, the linear probe with its C grid chosen on
-  validation), one call per seed, with the asset's ``ProbeSettings`` defaults;
+- ``anchors``: ``studies.activation_slices.iter_probe_slices`` + ``studies.anchor_probes.run_seeds``
+  (problem-level split per seed, position and text baselines, the linear probe with its C grid chosen
+  on validation; every seed's linear probes heads of one engine fit per slice), as the ``probes``
+  asset runs a seed range, with the asset's ``ProbeSettings`` defaults;
 - ``backtracking``: ``studies.backtracking.load_slice`` + ``run_seed`` (the seed's split by chain problem,
   every lag and C a head of one engine fit per layer, token-identity and position baselines, C chosen
   on validation) and the chain-problem bootstrap of the margins (``chains.intervals.margin_summary``,
@@ -122,7 +123,7 @@ def anchors_probe_config(seeds: int):
 def _probe_anchors(shape: StudyShape, work: Path, seeds: int) -> dict[str, Any]:
     from ta_platform.probing.metrics import auroc
     from ta_platform.studies.activation_slices import iter_probe_slices
-    from ta_platform.studies.anchor_probes import run_seed, seed_folder
+    from ta_platform.studies.anchor_probes import run_seeds, seed_folder
 
     labels = pd.read_parquet(work / "labels.parquet")
     config = anchors_probe_config(seeds)
@@ -131,9 +132,9 @@ def _probe_anchors(shape: StudyShape, work: Path, seeds: int) -> dict[str, Any]:
     label_of = labels.set_index(["trace_key", "chunk_idx"])["anchor"]
     pairs = []
     heads = 0
+    run_seeds(range(seeds), iter_probe_slices(labels, work / "activations", {shape.model_key: (SYNTHETIC_MODEL,)}),
+              config, out, {"source": "synthetic"}, labels["problem_id"], log=lambda _: None)
     for seed in range(seeds):
-        run_seed(seed, iter_probe_slices(labels, work / "activations", {shape.model_key: (SYNTHETIC_MODEL,)}),
-                 config, out, {"source": "synthetic"}, labels["problem_id"], log=lambda _: None)
         predictions = pd.read_parquet(seed_folder(out, seed) / "predictions.parquet")
         linear = predictions[predictions["probe"] == "linear_probe"]
         for _, part in linear.groupby(["layer_key", "setting"]):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ta_platform.common.threads import single_blas_thread
-from ta_platform.probing.engine_ridge import RidgePath, fit_ridge_path
+from ta_platform.probing.engine_ridge import RidgeGrid, fit_ridge_grid
 
 ALPHAS: np.ndarray = np.logspace(-1, 5, 10)
 REPORT_COLUMNS = ("features", "target", "scope", "held_out_topic", "alpha", "metric", "value", "n", "ci_low", "ci_high")
@@ -77,21 +77,21 @@ def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class RidgeModel:
-    """Standardised ridge at one alpha of a fitted path (``probing.engine_ridge``)."""
+    """Standardised ridge at one alpha of a fitted sweep (``probing.engine_ridge.fit_ridge_grid``)."""
 
-    path: RidgePath
+    grid: RidgeGrid
     alpha: float
-    target: int = 0  # which target column of the path
+    target: int = 0  # which target column of the sweep
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         with single_blas_thread():
-            return self.path.predict(np.asarray(features, np.float64), self.alpha)[:, self.target]
+            return self.grid.predict(features, self.alpha)[:, self.target]
 
     def weights(self) -> dict[str, np.ndarray]:
         """``prediction = ((features - scaler_mean) / scaler_scale) @ coef + intercept``."""
-        return {"coef": self.path.coef(self.alpha)[:, self.target],
-                "intercept": self.path.y_mean[self.target: self.target + 1].copy(),
-                "scaler_mean": self.path.scaler.mean.copy(), "scaler_scale": self.path.scaler.scale.copy()}
+        return {"coef": self.grid.coef(self.alpha)[:, self.target].copy(),
+                "intercept": self.grid.y_mean[self.target: self.target + 1].copy(),
+                "scaler_mean": self.grid.scaler.mean.copy(), "scaler_scale": self.grid.scaler.scale.copy()}
 
 
 @dataclass(frozen=True)
@@ -110,22 +110,25 @@ def fit_ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndarr
                     alphas: Sequence[float] = ALPHAS, seed: int = 0) -> RidgeProbe:
     """Standardised ridge on the training rows; alpha chosen by Pearson r on the selection rows.
 
-    The probe engine accumulates the training rows' X'X once and eigendecomposes it, so the whole
-    alpha sweep costs one pass and one d x d decomposition (sklearn's ``StandardScaler`` + ``Ridge``
-    objective, checked in test_probing_engine.py). Ties in r go to the larger alpha.
+    The probe engine solves the whole alpha sweep at once (``fit_ridge_grid``: one accumulated X'X and
+    one eigendecomposition up to 2,048 dims, preconditioned conjugate gradients over the rows above;
+    sklearn's ``StandardScaler`` + ``Ridge`` objective, checked in test_probing_engine.py). Ties in r go
+    to the larger alpha.
     """
     y_train, y_select = np.asarray(y_train, np.float64), np.asarray(y_select, np.float64)
     return fit_ridge_probes(x_train, y_train[:, None], x_select, y_select[:, None], alphas=alphas, seed=seed)[0]
 
 
 def fit_ridge_probes(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndarray, y_select: np.ndarray, *,
-                     alphas: Sequence[float] = ALPHAS, seed: int = 0) -> list[RidgeProbe]:
-    """``fit_ridge_probe`` for several targets ([rows, targets]) on the same rows: one Gram matrix, one
-    eigendecomposition for all of them (e.g. raw and topic-demeaned mu); alpha chosen per target."""
+                     alphas: Sequence[float] = ALPHAS, seed: int = 0,
+                     train_rows: np.ndarray | None = None) -> list[RidgeProbe]:
+    """``fit_ridge_probe`` for several targets ([rows, targets]) on the same rows: one sweep for all of
+    them (e.g. raw and topic-demeaned mu); alpha chosen per target. ``train_rows``: fit on these rows
+    of ``x_train`` (``y_train`` aligned with them) instead of copying a fold's rows out."""
     alphas = [float(alpha) for alpha in alphas]
     with single_blas_thread():
-        path = fit_ridge_path(np.asarray(x_train, np.float64), np.asarray(y_train, np.float64))
-        predictions = path.predict_many(np.asarray(x_select, np.float64), alphas)  # [rows, alphas, targets]
+        grid = fit_ridge_grid(x_train, np.asarray(y_train, np.float64), alphas, train_rows)
+        predictions = grid.predict_many(x_select)  # [rows, alphas, targets]
     probes = []
     for t in range(predictions.shape[2]):
         rows, best = [], None
@@ -137,7 +140,7 @@ def fit_ridge_probes(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndar
             score = -np.inf if np.isnan(r) else r
             if best is None or score >= best[0]:
                 best = (score, alpha)
-        probes.append(RidgeProbe(model=RidgeModel(path, best[1], t), alpha=best[1], sweep=pd.DataFrame(rows)))
+        probes.append(RidgeProbe(model=RidgeModel(grid, best[1], t), alpha=best[1], sweep=pd.DataFrame(rows)))
     return probes
 
 
@@ -214,8 +217,8 @@ def evaluate_features(name: str, data: ProbeData, *, seed: int = 0, alphas: Sequ
         if train.sum() < 2 or len(sel) < 2 or (~train).sum() < 2:
             continue
         folds[topic] = (train, rep)
-        fits[topic] = fit_ridge_probes(data.x_train[train], y_train[train], data.x_eval[sel], y_eval[sel],
-                                       alphas=alphas, seed=seed)
+        fits[topic] = fit_ridge_probes(data.x_train, y_train[train], data.x_eval[sel], y_eval[sel],
+                                       alphas=alphas, seed=seed, train_rows=np.flatnonzero(train))
     rows: list[dict] = []
     for t, (target, d) in enumerate(targets):
         probe = fits[""][t]

@@ -126,3 +126,76 @@ def fit_ridge_path(data, targets: np.ndarray, rows: np.ndarray | None = None, *,
                    block_rows: int = DEFAULT_BLOCK_ROWS, device: str | torch.device | None = None) -> RidgePath:
     """``accumulate_gram`` then ``ridge_path``: every alpha of a sweep from one pass over the rows."""
     return ridge_path(accumulate_gram(data, targets, rows, block_rows=block_rows), device)
+
+
+EIGH_MAX_DIMS = 2048  # above this a fold's eigendecomposition costs more than its conjugate-gradient solve
+
+
+@dataclass(frozen=True)
+class RidgeGrid:
+    """Standardised ridge coefficients for every alpha of a sweep, from either solver."""
+
+    scaler: Standardisation
+    alphas: tuple[float, ...]
+    coefs: np.ndarray  # [alphas, dims, targets] standardised-unit coefficients
+    y_mean: np.ndarray  # [targets]: the intercept
+    info: dict
+
+    def coef(self, alpha: float) -> np.ndarray:
+        """[dims, targets] coefficients of one alpha of the grid."""
+        return self.coefs[self.alphas.index(float(alpha))]
+
+    def predict_many(self, data, rows: np.ndarray | None = None, *, alphas=None,
+                     block_rows: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
+        """[rows, alphas, targets] predictions of every alpha (or of ``alphas``) in one pass over ``rows``."""
+        source = as_row_source(data)
+        rows = resolve_rows(source, rows)
+        chosen = self.coefs if alphas is None else self.coefs[[self.alphas.index(float(a)) for a in alphas]]
+        flat = chosen.transpose(1, 0, 2).reshape(source.dims, -1)
+        out = np.empty((rows.size, flat.shape[1]))
+        for part, block in source.blocks(rows, block_rows, dtype=np.float64):
+            out[part] = self.scaler.transform(block) @ flat
+        return out.reshape(rows.size, chosen.shape[0], -1) + self.y_mean
+
+    def predict(self, data, alpha: float, rows: np.ndarray | None = None) -> np.ndarray:
+        """[rows, targets] predictions for one alpha of the grid."""
+        return self.predict_many(data, rows, alphas=(alpha,))[:, 0]
+
+
+def fit_ridge_grid(data, targets: np.ndarray, alphas, rows: np.ndarray | None = None, *, solver: str = "auto",
+                   block_rows: int = DEFAULT_BLOCK_ROWS, memory_budget_bytes: int = 2 * 1024**3,
+                   device: str | torch.device | None = None) -> RidgeGrid:
+    """Ridge for every alpha of ``alphas`` (and every target column) on the training ``rows``.
+
+    ``solver="eigh"``: one pass of accumulated X'X and one eigendecomposition (``ridge_path``), exact;
+    ``"pcg"``: preconditioned conjugate gradients over the standardised rows (``engine_ridge_cg``),
+    to a relative residual of 1e-6, never forming X'X; ``"auto"``: eigh up to ``EIGH_MAX_DIMS`` dims.
+    """
+    from .engine_products import products
+    from .engine_ridge_cg import solve_ridge_pcg
+    from .streaming_scaler import fit_standardisation
+
+    source = as_row_source(data)
+    rows = resolve_rows(source, rows)
+    alphas = tuple(float(alpha) for alpha in alphas)
+    if not alphas or min(alphas) <= 0:
+        raise ValueError(f"ridge alphas must be positive, got {alphas}")
+    solver = ("eigh" if source.dims <= EIGH_MAX_DIMS else "pcg") if solver == "auto" else solver
+    if solver == "eigh":
+        path = fit_ridge_path(source, targets, rows, block_rows=block_rows, device=device)
+        coefs = np.stack([path.coef(alpha) for alpha in alphas])
+        return RidgeGrid(path.scaler, alphas, coefs, path.y_mean, {"solver": "eigh"})
+    if solver != "pcg":
+        raise ValueError(f"unknown ridge solver {solver!r}: 'auto', 'eigh' or 'pcg'")
+    y = np.asarray(targets, dtype=np.float64)
+    y = y.reshape(-1, 1) if y.ndim == 1 else y
+    if y.shape[0] != rows.size or rows.size < 2 or not np.isfinite(y).all():
+        raise ValueError(f"ridge needs >= 2 training rows with finite targets, got {rows.size} rows and "
+                         f"{y.shape[0]} target rows")
+    scaler = fit_standardisation(source, rows, block_rows=block_rows)
+    dev = engine_device(device)
+    full = rows.size * source.dims * 4 <= memory_budget_bytes
+    oracle = products(source, rows, scaler, dev, block_rows, full_batch=full)
+    y_mean = y.mean(axis=0)
+    coefs, info = solve_ridge_pcg(oracle, y - y_mean, alphas, dev)
+    return RidgeGrid(scaler, alphas, coefs, y_mean, {**info, "plan": "full_batch" if full else "streaming"})

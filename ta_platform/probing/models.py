@@ -41,6 +41,7 @@ from .features import (
     position_features,
 )
 from .metrics import auroc, pr_auc
+from .streaming_scaler import fit_standardisations
 
 # What ``select_and_fit`` may choose a hyperparameter by (the anchors study: PR-AUC; needle: AUROC).
 VAL_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"pr_auc": pr_auc, "auroc": auroc}
@@ -63,6 +64,28 @@ class Probe:
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.pipeline.fit(inputs, y, **fit_params)
         return self
+
+    @staticmethod
+    def fit_grid(build, grid, seed: int, config: ProbeConfig, inputs: ProbeInputs, y: np.ndarray) -> dict[float, Probe]:
+        """One probe per grid value on the same rows, the feature steps fitted ONCE.
+
+        Why: every hyperparameter of these pipelines lives in the final model (C, the MLP's alpha), so
+        the steps before it (columns, StandardScaler, TF-IDF: the text baseline's slow part) give the
+        same features for every value; refitting them per value tripled the baselines' cost.
+        """
+        template = build(grid[0], seed, config)
+        y = np.asarray(y, dtype=int)
+        features = template.pipeline[:-1]
+        transformed = features.fit_transform(inputs, y)
+        probes = {}
+        for value in grid:
+            model = build(value, seed, config).pipeline[-1]
+            fit_params = {"sample_weight": compute_sample_weight("balanced", y)} if isinstance(model, MLPClassifier) else {}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(transformed, y, **fit_params)
+            probes[float(value)] = Probe(template.name, Pipeline([*features.steps, ("model", model)]))
+        return probes
 
     def predict_score(self, inputs: ProbeInputs) -> np.ndarray:
         """Ranking score (higher = more anchor-like): decision values, or P(anchor) for the MLP."""
@@ -115,6 +138,26 @@ class EngineProbe:
     c_value: float
     config: ProbeConfig
     heads: LogisticHeads | None = None
+
+    def fit_many(self, grid, matrix: np.ndarray, y: np.ndarray, masks: list[np.ndarray]) -> LogisticHeads:
+        """One head per mask (training rows of ``matrix = columns(inputs)``) and C, in ONE engine call.
+
+        Why: every seed (and every leave-problems-out fold) of a slice fits the same probe on its own
+        training rows of the same activations; as heads of one call they share each pass over the
+        rows, and each keeps its own standardisation (the statistics of its own rows). ``grid``: one
+        C grid for every mask, or [masks, grid] values. Heads are mask-major, then C.
+        """
+        masks = [np.asarray(mask, dtype=bool) for mask in masks]
+        union = np.flatnonzero(np.any(masks, axis=0))
+        labels = np.tile(np.asarray(y, dtype=int)[union, None], (1, len(masks)))
+        return fit_logistic_heads(matrix, labels, rows=union, mask=np.stack([mask[union] for mask in masks], axis=1),
+                                  c_grid=grid, target_scalers=fit_standardisations(matrix, masks),
+                                  max_iter=self.config.logistic_max_iter)
+
+    def with_head(self, heads: LogisticHeads, target: int, grid_index: int) -> EngineProbe:
+        """This probe holding one head of a ``fit_many`` result."""
+        return EngineProbe(self.name, self.columns, float(heads.c_values[target, grid_index]), self.config,
+                           heads.select(target, grid_index))
 
     def fit_grid(self, grid: tuple[float, ...], inputs: ProbeInputs, y: np.ndarray) -> dict[float, EngineProbe]:
         """One probe per C of ``grid``, all fitted together on the same standardised rows."""
@@ -240,6 +283,7 @@ class Selection:
     val_pr_auc: float  # the chosen value's val score under ``metric`` (PR-AUC unless chosen by another metric)
     val_scores: dict[float, float] = field(default_factory=dict)
     metric: str = "pr_auc"
+    scores: np.ndarray | None = None  # the probe's scores on every row it was selected on (``select_and_fit_many``)
 
 
 def select_and_fit(
@@ -266,8 +310,8 @@ def select_and_fit(
         template = spec.build(spec.grid[0], seed, config)
         if isinstance(template, EngineProbe):  # the whole grid in one engine call
             candidates = template.fit_grid(spec.grid, train, y_train)
-        else:
-            candidates = {value: spec.build(value, seed, config).fit(train, y_train) for value in spec.grid}
+        else:  # the feature steps once, the model per value
+            candidates = Probe.fit_grid(spec.build, spec.grid, seed, config, train, y_train)
         for value in spec.grid:
             val_scores[value] = VAL_METRICS[metric](y_val, candidates[float(value)].predict_score(val))
     finite = {value: score for value, score in val_scores.items() if np.isfinite(score)}
@@ -285,3 +329,51 @@ def select_and_fit(
     return Selection(
         probe, spec.hyperparameter, float(chosen), val_scores.get(chosen, float("nan")), val_scores, metric
     )
+
+
+def select_and_fit_many(spec: ProbeSpec, inputs: ProbeInputs, labels: np.ndarray,
+                        splits: list[tuple[np.ndarray, np.ndarray]], config: ProbeConfig,
+                        metric: str = "pr_auc") -> list[Selection]:
+    """``select_and_fit`` for many (train, val) masks of ONE slice at once, for an engine probe.
+
+    Why: a slice's seeds (and folds) differ only in which rows train and validate; fitting them as
+    heads of one engine call reads the activations once per pass for all of them instead of once per
+    seed. Each split gets exactly ``select_and_fit``'s procedure: its own standardisation, the grid on
+    its train rows, the C with the best ``metric`` on its val rows (ties: the first; no usable val:
+    the middle of the grid), then the refit on train + val with that C. Each selection carries its
+    probe's scores on every row of ``inputs`` (``Selection.scores``), computed in one pass for all.
+    """
+    template = spec.build(spec.grid[0], 0, config)
+    if not isinstance(template, EngineProbe):
+        raise TypeError(f"{spec.name} is not an engine probe: use select_and_fit")
+    labels = np.asarray(labels, dtype=int)
+    matrix = template.columns(inputs)
+    usable = [k for k, (_, val) in enumerate(splits)
+              if val.any() and 0 < int(labels[val].sum()) < int(val.sum()) and len(spec.grid) > 1]
+    val_scores: list[dict[float, float]] = [{} for _ in splits]
+    candidates: dict[tuple[int, float], EngineProbe] = {}
+    if usable:
+        heads = template.fit_many(spec.grid, matrix, labels, [splits[k][0] for k in usable])
+        val_rows = np.flatnonzero(np.any([splits[k][1] for k in usable], axis=0))
+        decisions = heads.decision(matrix, val_rows)  # [val rows of any split, splits, grid]
+        for position, k in enumerate(usable):
+            mine = np.searchsorted(val_rows, np.flatnonzero(splits[k][1]))
+            for g, value in enumerate(spec.grid):
+                candidates[(k, float(value))] = template.with_head(heads, position, g)
+                val_scores[k][value] = VAL_METRICS[metric](labels[splits[k][1]], decisions[mine, position, g])
+    chosen = []
+    for scores in val_scores:
+        finite = {value: score for value, score in scores.items() if np.isfinite(score)}
+        chosen.append(max(finite, key=lambda value: finite[value]) if finite else spec.grid[len(spec.grid) // 2])
+    refit = [config.refit_on_train_val and bool(val.any()) for _, val in splits]
+    final: dict[int, EngineProbe] = {k: candidates[(k, float(chosen[k]))] for k in range(len(splits))
+                                     if not refit[k] and (k, float(chosen[k])) in candidates}
+    to_fit = [k for k in range(len(splits)) if k not in final]
+    if to_fit:
+        masks = [splits[k][0] | splits[k][1] if refit[k] else splits[k][0] for k in to_fit]
+        heads = template.fit_many(np.array([[float(chosen[k])] for k in to_fit]), matrix, labels, masks)
+        final.update({k: template.with_head(heads, position, 0) for position, k in enumerate(to_fit)})
+    everything = [final[k].heads for k in range(len(splits))]
+    scores = LogisticHeads.stacked(everything).decision(matrix)[:, :, 0]  # [rows, splits]: one pass for all
+    return [Selection(final[k], spec.hyperparameter, float(chosen[k]), val_scores[k].get(chosen[k], float("nan")),
+                      val_scores[k], metric, scores[:, k]) for k in range(len(splits))]

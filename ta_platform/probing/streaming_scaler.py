@@ -76,3 +76,39 @@ def fit_standardisation(data, rows: np.ndarray | None = None, *,
     for _, block in source.blocks(resolve_rows(source, rows), block_rows, dtype=np.float64):
         scaler.update(block)
     return scaler.result()
+
+
+def fit_standardisations(data, masks, *, block_rows: int = DEFAULT_BLOCK_ROWS) -> list[Standardisation]:
+    """The standardisation of each mask's rows (e.g. every seed's training split), all in ONE pass.
+
+    Why: twenty seeds' training rows overlap almost entirely; twenty passes over a paper-scale slice
+    (~18k x 5,120 in float64) would cost more than the fit they prepare. Per block, ``masks' @ d`` and
+    ``masks' @ d**2`` (``d`` = rows minus the first block's mean, so the squares carry no large offset)
+    give every mask's count, mean and variance at once; equal to ``fit_standardisation`` of each mask
+    up to float64 rounding (tested).
+    """
+    source = as_row_source(data)
+    member = np.stack([np.asarray(mask, dtype=bool) for mask in masks], axis=1)
+    if member.shape[0] != source.n_rows:
+        raise ValueError(f"masks of {member.shape[0]} rows for {source.n_rows} rows")
+    union = np.flatnonzero(member.any(axis=1))
+    counts = member.sum(axis=0)
+    if union.size == 0 or counts.min() == 0:
+        raise ValueError("no training rows to standardise on")
+    shift = None
+    sums = np.zeros((member.shape[1], source.dims))
+    squares = np.zeros_like(sums)
+    for part, block in source.blocks(union, block_rows, dtype=np.float64):
+        if shift is None:
+            shift = block.mean(axis=0)
+        block -= shift
+        weights = member[union[part]].T.astype(np.float64)  # [masks, block rows]
+        sums += weights @ block
+        squares += weights @ (block * block)
+    results = []
+    for k, n in enumerate(counts):
+        centre = sums[k] / n
+        var = np.maximum(squares[k] / n - centre**2, 0.0)
+        mean = shift + centre
+        results.append(Standardisation(mean, safe_scale(var, mean, int(n)), var, int(n)))
+    return results

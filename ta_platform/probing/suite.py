@@ -26,12 +26,13 @@ from .bootstrap import bootstrap_margins
 from .config import ProbeConfig
 from .features import ProbeInputs
 from .metrics import auroc_columns, importance_target, pr_auc_columns, ranking_metrics, spearman
-from .models import probe_specs, select_and_fit
+from .models import EngineProbe, Selection, probe_specs, select_and_fit, select_and_fit_many
 from .splits import hash_order, leave_problems_out_folds, problem_level_split, rows_split
 from .unit_bootstrap import fold_columns, per_fold_statistic
 
 __all__ = ["MIN_PROBLEMS", "ProbeConfig", "ProbeSuiteResult", "TooFewProblems", "check_enough_problems",
-           "dataset_assignment", "evaluation_scheme", "labelled_inputs", "resolve_split", "run_probe_suite"]
+           "dataset_assignment", "evaluation_scheme", "fit_units", "labelled_inputs", "resolve_split", "run_probe_suite",
+           "run_probe_suite_seeds"]
 
 REQUIRED_COLUMNS = ("trace_key", "problem_id", "chunk_idx", "n_chunks", "rel_position", "text", "anchor")
 METRIC_COLUMNS = ["seed", "probe", "metric", "value"]
@@ -123,6 +124,58 @@ def dataset_assignment(problem_ids, seed: int, config: ProbeConfig) -> dict[str,
     return {pid: f"fold{k}" for k, held_out in enumerate(folds) for pid in held_out}
 
 
+@dataclass(frozen=True)
+class FitUnit:
+    """One model a seed fits on a slice: the holdout split, or one fold of leave-problems-out.
+
+    ``train`` / ``val`` choose and fit its hyperparameters; ``scored`` are the rows its model scores
+    (every labelled row under holdout, where only test rows are evaluated; the fold's own rows under
+    leave-problems-out). Boolean masks over the slice's labelled rows.
+    """
+
+    fold: str
+    train: np.ndarray
+    val: np.ndarray
+    scored: np.ndarray
+
+
+def fit_units(inputs: ProbeInputs, seed: int, config: ProbeConfig,
+              assignment: dict[str, str]) -> tuple[list[FitUnit], dict[str, str], np.ndarray]:
+    """(the seed's fit units, problem -> split or fold, each row's split name) for one slice.
+
+    Raises ``TooFewProblems`` (naming the fold) when a split leaves nothing to train or validate on.
+    """
+    problem_ids = inputs.frame["problem_id"].astype(str).to_numpy()
+    everything = np.ones(len(inputs), dtype=bool)
+    if not any(value.startswith("fold") for value in assignment.values()):
+        row_split = rows_split(problem_ids, assignment)
+        train, val = row_split == "train", row_split == "val"
+        if not train.any():
+            raise TooFewProblems(f"the holdout split leaves no training problem among "
+                                 f"{len(set(problem_ids))} problem(s)")
+        return [FitUnit(HOLDOUT_FOLD, train, val, everything)], assignment, row_split
+    fold_names = sorted(set(rows_split(problem_ids, assignment)), key=lambda name: int(name[4:]))
+    folds = [tuple(sorted(pid for pid, fold in assignment.items() if fold == name)) for name in fold_names]
+    inner_fractions = _inner_fractions(config.fractions)
+    units, split = [], {}
+    for name, held_out in zip(fold_names, folds, strict=True):
+        test = np.isin(problem_ids, held_out)
+        remaining = sorted(set(problem_ids[~test]))
+        if len(remaining) < MIN_PROBLEMS - 1:
+            raise TooFewProblems(
+                f"{name} holds out {len(set(problem_ids[test]))} of this slice's "
+                f"{len(set(problem_ids))} problem(s) and leaves {len(remaining)} to train and validate on; at least "
+                f"{MIN_PROBLEMS - 1} are needed (the slice needs at least {MIN_PROBLEMS} problems, spread over folds)")
+        inner = inner_split(remaining, seed, inner_fractions)
+        inner_rows = np.array([inner.get(pid, "test") for pid in problem_ids], dtype=object)
+        units.append(FitUnit(name, ~test & (inner_rows == "train"), ~test & (inner_rows == "val"), test))
+        split.update({pid: name for pid in held_out if pid in set(problem_ids)})
+    return units, split, np.full(len(inputs), "test", dtype=object)
+
+
+Prefitted = Mapping[tuple[str, str], Selection]  # (probe, fold) -> a selection already made (``run_probe_suite_seeds``)
+
+
 def run_probe_suite(
     frame: pd.DataFrame, X: np.ndarray, seed: int, config: ProbeConfig | None = None,
     assignment: dict[str, str] | None = None, fixed: Mapping[tuple[str, str], float] | None = None,
@@ -139,17 +192,41 @@ def run_probe_suite(
     if assignment is None:
         assignment = dataset_assignment(inputs.frame["problem_id"], seed, config) \
             if config.split_source == "seed" else resolve_split(inputs.frame, seed, config)
-    if not any(value.startswith("fold") for value in assignment.values()):
-        split = assignment
-        row_split = rows_split(inputs.frame["problem_id"], split)
-        scores, weights, selection = _fit_holdout(inputs, labels, row_split, seed, config, fixed or {})
-        evaluated = row_split == "test"
-        folds = np.full(len(inputs), HOLDOUT_FOLD, dtype=object)
-    else:
-        split, row_split, scores, weights, selection = _fit_leave_problems_out(inputs, labels, seed, config,
-                                                                               assignment, fixed or {})
-        evaluated = np.ones(len(inputs), dtype=bool)
-        folds = rows_split(inputs.frame["problem_id"], split)
+    return _suite_result(inputs, labels, seed, config, assignment, fixed or {}, {})
+
+
+def run_probe_suite_seeds(frame: pd.DataFrame, X: np.ndarray, assignments: Mapping[int, dict[str, str]],
+                          config: ProbeConfig | None = None) -> dict[int, ProbeSuiteResult]:
+    """``run_probe_suite`` for several seeds of one slice (seed -> its ``dataset_assignment``).
+
+    Each result equals that seed's own ``run_probe_suite`` (to the engine's tolerance); the engine
+    probes of every seed and fold are fitted as heads of one engine call (``select_and_fit_many``),
+    so the slice's activations are read once per pass for all seeds rather than once per seed.
+    """
+    config = config or ProbeConfig()
+    inputs, labels = labelled_inputs(frame, X)
+    check_enough_problems(inputs.frame["problem_id"].nunique(), "this slice")
+    units = {seed: fit_units(inputs, seed, config, assignment)[0] for seed, assignment in assignments.items()}
+    keys = [(seed, unit) for seed, seed_units in units.items() for unit in seed_units]
+    prefitted: dict[int, dict[tuple[str, str], Selection]] = {seed: {} for seed in assignments}
+    for name, spec in probe_specs(config).items():
+        if not isinstance(spec.build(spec.grid[0], 0, config), EngineProbe):
+            continue
+        chosen = select_and_fit_many(spec, inputs, labels, [(unit.train, unit.val) for _, unit in keys], config)
+        for (seed, unit), selection in zip(keys, chosen, strict=True):
+            prefitted[seed][(name, unit.fold)] = selection
+    return {seed: _suite_result(inputs, labels, seed, config, assignment, {}, prefitted[seed])
+            for seed, assignment in assignments.items()}
+
+
+def _suite_result(inputs, labels, seed, config, assignment, fixed, prefitted: Prefitted) -> ProbeSuiteResult:
+    """Fit (or take from ``prefitted``) every probe of every fit unit, then metrics, margins, predictions."""
+    units, split, row_split = fit_units(inputs, seed, config, assignment)
+    scores, weights, selection = _fit_units(inputs, labels, units, seed, config, fixed, prefitted)
+    holdout = units[0].fold == HOLDOUT_FOLD
+    evaluated = row_split == "test" if holdout else np.ones(len(inputs), dtype=bool)
+    folds = np.full(len(inputs), HOLDOUT_FOLD, dtype=object) if holdout \
+        else rows_split(inputs.frame["problem_id"], split)
     selection_rows = [(seed, probe, f"selected_{hyper}", value) for _, probe, fold, hyper, value, _ in selection
                       if fold == HOLDOUT_FOLD]
     selection_rows += [(seed, probe, "val_pr_auc", val) for _, probe, fold, _, _, val in selection
@@ -176,57 +253,27 @@ def _spec(spec, fold: str, fixed: Mapping[tuple[str, str], float]):
     return spec if value is None or not np.isfinite(value) else dataclasses.replace(spec, grid=(float(value),))
 
 
-def _fit_holdout(inputs, labels, row_split, seed, config, fixed):
-    """Select on val, refit, score every labelled row (train/val rows are reported, not evaluated)."""
-    train, val = row_split == "train", row_split == "val"
-    if not train.any():
-        raise TooFewProblems(f"the holdout split leaves no training problem among "
-                             f"{inputs.frame['problem_id'].nunique()} problem(s)")
-    scores, weights, selection = {}, {}, []
-    for name, spec in probe_specs(config).items():
-        chosen = select_and_fit(_spec(spec, HOLDOUT_FOLD, fixed), inputs.take(train), labels[train],
-                                inputs.take(val), labels[val], seed, config)
-        scores[name] = chosen.probe.predict_score(inputs)
-        if chosen.probe.weights():
-            weights[name] = chosen.probe.weights()
-        selection.append((seed, name, HOLDOUT_FOLD, chosen.hyperparameter, chosen.value, chosen.val_pr_auc))
-    return scores, weights, selection
+def _fit_units(inputs, labels, units: list[FitUnit], seed, config, fixed, prefitted: Prefitted):
+    """Every probe of every unit: chosen on the unit's val rows, refit, scoring its ``scored`` rows.
 
-
-def _fit_leave_problems_out(inputs, labels, seed, config, assignment, fixed):
-    """Out-of-fold scores for every row: fold k's problems are scored by a model that never saw them.
-
-    Inside each fold the remaining problems are split into train/val (same fractions, test share
-    removed) to choose hyperparameters, so the held-out fold is never used for selection.
+    Under holdout every labelled row is scored (train/val rows are reported, not evaluated); under
+    leave-problems-out fold k's problems are scored by a model that never saw them, and inside each
+    fold the remaining problems were split into train/val to choose hyperparameters.
     """
-    problem_ids = inputs.frame["problem_id"].astype(str).to_numpy()
-    fold_names = sorted(set(rows_split(problem_ids, assignment)), key=lambda name: int(name[4:]))
-    folds = [tuple(sorted(pid for pid, fold in assignment.items() if fold == name)) for name in fold_names]
-    inner_fractions = _inner_fractions(config.fractions)
     scores = {name: np.full(len(inputs), np.nan) for name in config.probes}
-    weights, split, selection = {}, {}, []
-    for fold, held_out in enumerate(folds):
-        test = np.isin(problem_ids, held_out)
-        remaining = sorted(set(problem_ids[~test]))
-        if len(remaining) < MIN_PROBLEMS - 1:
-            raise TooFewProblems(
-                f"{fold_names[fold]} holds out {len(set(problem_ids[test]))} of this slice's "
-                f"{len(set(problem_ids))} problem(s) and leaves {len(remaining)} to train and validate on; at least "
-                f"{MIN_PROBLEMS - 1} are needed (the slice needs at least {MIN_PROBLEMS} problems, spread over folds)")
-        inner = inner_split(remaining, seed, inner_fractions)
-        inner_rows = np.array([inner.get(pid, "test") for pid in problem_ids], dtype=object)
-        train, val = ~test & (inner_rows == "train"), ~test & (inner_rows == "val")
-        split.update({pid: fold_names[fold] for pid in held_out if pid in set(problem_ids)})
+    weights, selection = {}, []
+    for unit in units:
+        scored = inputs if unit.scored.all() else inputs.take(unit.scored)
         for name, spec in probe_specs(config).items():
-            chosen = select_and_fit(_spec(spec, fold_names[fold], fixed), inputs.take(train), labels[train],
-                                    inputs.take(val), labels[val], seed, config)
-            scores[name][test] = chosen.probe.predict_score(inputs.take(test))
+            chosen = prefitted.get((name, unit.fold)) or select_and_fit(
+                _spec(spec, unit.fold, fixed), inputs.take(unit.train), labels[unit.train], inputs.take(unit.val),
+                labels[unit.val], seed, config)
+            scores[name][unit.scored] = chosen.scores[unit.scored] if chosen.scores is not None \
+                else chosen.probe.predict_score(scored)
             if chosen.probe.weights():
-                weights[f"{name}@fold{fold}"] = chosen.probe.weights()
-            selection.append((seed, name, fold_names[fold], chosen.hyperparameter, chosen.value,
-                              chosen.val_pr_auc))
-    row_split = np.full(len(inputs), "test", dtype=object)
-    return split, row_split, scores, weights, selection
+                weights[name if unit.fold == HOLDOUT_FOLD else f"{name}@{unit.fold}"] = chosen.probe.weights()
+            selection.append((seed, name, unit.fold, chosen.hyperparameter, chosen.value, chosen.val_pr_auc))
+    return scores, weights, selection
 
 
 def inner_split(problem_ids: list[str], seed: int, fractions: tuple[float, float, float]) -> dict[str, str]:

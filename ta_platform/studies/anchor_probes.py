@@ -29,7 +29,7 @@ from ta_platform.probing.suite import (
     check_enough_problems,
     dataset_assignment,
     evaluation_scheme,
-    run_probe_suite,
+    run_probe_suite_seeds,
 )
 from ta_platform.probing.tripwires import run_tripwires
 from ta_platform.studies.activation_slices import ProbeSlice
@@ -60,19 +60,27 @@ def seed_folder(out_dir: Path, seed: int) -> Path:
 
 def run_seed(seed: int, slices: Iterable[ProbeSlice], config: ProbeConfig, out_dir: Path,
              labels_provenance: dict, problem_ids: Iterable[str], log: Log = print) -> tuple[pd.DataFrame, dict]:
-    """All probes on all slices for one seed. Returns (metric rows, provenance).
+    """All probes on all slices for one seed: ``run_seeds`` of one seed. Returns (metric rows, provenance)."""
+    return run_seeds([seed], slices, config, out_dir, labels_provenance, problem_ids, log)[seed]
+
+
+def run_seeds(seeds: Iterable[int], slices: Iterable[ProbeSlice], config: ProbeConfig, out_dir: Path,
+              labels_provenance: dict, problem_ids: Iterable[str], log: Log = print) -> dict[int, tuple[pd.DataFrame, dict]]:
+    """All probes on all slices for each seed: seed -> (metric rows, provenance).
 
     One split (or one set of folds) per seed for the whole dataset (``problem_ids``: every labelled
     problem), so a problem sits in the same split in every model, layer and setting; it is recorded
     with the predictions (``split``/``fold`` per row, and ``split.json``), which is what the
-    split-leakage check reads. Fewer than ``MIN_PROBLEMS`` labelled problems stop here, before any
-    fit, with a message naming the minimum (``TooFewProblems``).
+    split-leakage check reads. Each slice is read once for all seeds, and the engine probes of every
+    seed are heads of one engine call per slice (``run_probe_suite_seeds``): at the anchors paper's
+    scale (20 seeds) that is one pass over the activations per iteration instead of twenty. Fewer than
+    ``MIN_PROBLEMS`` labelled problems stop here, before any fit, with a message naming the minimum.
     """
     problem_ids = sorted({str(pid) for pid in problem_ids})
     check_enough_problems(len(problem_ids), "the labelled dataset")
-    assignment = dataset_assignment(problem_ids, seed, config)
+    assignments = {int(seed): dataset_assignment(problem_ids, int(seed), config) for seed in seeds}
     with single_blas_thread():
-        return _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log)
+        return _run_seeds(assignments, slices, config, out_dir, labels_provenance, log)
 
 
 def _baselines_of(result, rows: pd.DataFrame) -> tuple[pd.DataFrame, ...] | None:
@@ -86,63 +94,81 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
                                       .to_numpy()).all())
 
 
-def _run_suite(probe_slice: ProbeSlice, seed: int, config: ProbeConfig, assignment: dict[str, str]):
-    """``run_probe_suite`` on one slice; a slice with too few problems is named in the error."""
+def _run_suites(probe_slice: ProbeSlice, config: ProbeConfig, assignments: dict[int, dict[str, str]]):
+    """``run_probe_suite_seeds`` on one slice; a slice with too few problems is named in the error."""
     try:
-        return run_probe_suite(probe_slice.frame, probe_slice.X, seed, config, assignment=assignment)
+        return run_probe_suite_seeds(probe_slice.frame, probe_slice.X, assignments, config)
     except TooFewProblems as error:
         where = f"{probe_slice.model_key}/{probe_slice.layer_key}/{probe_slice.setting}"
         raise TooFewProblems(f"slice {where}: {error}") from None
 
 
-def _run_seed(seed, slices, config, out_dir, labels_provenance, assignment, log):
-    metrics, predictions, selection, manifests = [], [], [], {}
-    weights: dict[str, dict[str, np.ndarray]] = {}
+def _with_reused_baselines(result, reused: tuple):
+    return replace(result, **{
+        name: pd.concat([base, own], ignore_index=True)
+        for name, base, own in zip(("metrics", "predictions", "selection"), reused[:3],
+                                   (result.metrics, result.predictions, result.selection), strict=True)})
+
+
+def _run_seeds(assignments, slices, config, out_dir, labels_provenance, log):
+    outputs = {seed: {"metrics": [], "predictions": [], "selection": [], "weights": {}} for seed in assignments}
+    manifests: dict[str, str] = {}
     started = time.monotonic()
     n_slices = 0
     # The baselines read no activations: fitted on the first layer of a (model, setting), reused for its
     # other layers when they hold the same rows (the same traces, one extraction pass), not refitted.
-    baselines: dict[tuple[str, str], tuple] = {}
+    baselines: dict[tuple[str, str], dict[int, tuple]] = {}
     activation_only = replace(config, probes=tuple(p for p in config.probes if p not in LAYER_FREE_PROBES))
     for probe_slice in slices:
         slice_started = time.monotonic()
         key = (probe_slice.model_key, probe_slice.setting)
         reused = baselines.get(key)
-        if reused is not None and activation_only.probes and _same_rows(reused[3], probe_slice.frame):
-            result = _run_suite(probe_slice, seed, activation_only, assignment)
-            result = replace(result, **{
-                name: pd.concat([base, own], ignore_index=True)
-                for name, base, own in zip(("metrics", "predictions", "selection"), reused[:3],
-                                           (result.metrics, result.predictions, result.selection), strict=True)})
+        if reused is not None and activation_only.probes and _same_rows(next(iter(reused.values()))[3],
+                                                                         probe_slice.frame):
+            results = {seed: _with_reused_baselines(result, reused[seed])
+                       for seed, result in _run_suites(probe_slice, activation_only, assignments).items()}
         else:
-            result = _run_suite(probe_slice, seed, config, assignment)
-            baselines[key] = _baselines_of(result, probe_slice.frame)
-        metrics.append(_with_scope(result.metrics, probe_slice))
-        predictions.append(_with_scope(result.predictions, probe_slice))
-        selection.append(_with_scope(result.selection, probe_slice))
+            results = _run_suites(probe_slice, config, assignments)
+            baselines[key] = {seed: _baselines_of(result, probe_slice.frame) for seed, result in results.items()}
         name = f"{probe_slice.model_key}/{probe_slice.layer_key}/{probe_slice.setting}"
-        weights.update({f"{name}/{probe}": arrays for probe, arrays in result.weights.items()})
+        for seed, result in results.items():
+            out = outputs[seed]
+            out["metrics"].append(_with_scope(result.metrics, probe_slice))
+            out["predictions"].append(_with_scope(result.predictions, probe_slice))
+            out["selection"].append(_with_scope(result.selection, probe_slice))
+            out["weights"].update({f"{name}/{probe}": arrays for probe, arrays in result.weights.items()})
         manifests[f"{probe_slice.model_key}/{probe_slice.layer_key}"] = probe_slice.manifest.get("fingerprint", "")
         n_slices += 1
-        rate = len(probe_slice.frame) / max(time.monotonic() - slice_started, 1e-9)
-        log(f"seed {seed}: {name} ({len(probe_slice.frame)} sentences, {rate:.0f} sentences/s, "
-            f"{evaluation_scheme(probe_slice.frame, config)}); linear PR-AUC "
-            f"{result.metric('linear_probe', 'pr_auc'):.3f} vs position {result.metric('position_baseline', 'pr_auc'):.3f}")
+        rate = len(probe_slice.frame) * len(results) / max(time.monotonic() - slice_started, 1e-9)
+        for seed, result in results.items():
+            log(f"seed {seed}: {name} ({len(probe_slice.frame)} sentences, "
+                f"{evaluation_scheme(probe_slice.frame, config)}); linear PR-AUC "
+                f"{result.metric('linear_probe', 'pr_auc'):.3f} vs position "
+                f"{result.metric('position_baseline', 'pr_auc'):.3f}")
+        log(f"{name}: {len(results)} seed(s) in {time.monotonic() - slice_started:.1f}s "
+            f"({rate:.0f} sentence-seeds/s)")
     if not n_slices:
         raise ValueError("no activation partitions to train on: materialise sentence_activations first")
+    done = {seed: _write_seed_folder(seed, outputs[seed], assignment, config, manifests, labels_provenance, out_dir)
+            for seed, assignment in assignments.items()}
+    log(f"seeds {sorted(done)}: {n_slices} slices in {time.monotonic() - started:.1f}s")
+    return done
+
+
+def _write_seed_folder(seed, out, assignment, config, manifests, labels_provenance, out_dir):
+    """Write one seed's predictions, selection, split and weights, provenance last; (metrics, provenance)."""
     provenance = {"seed": seed, "config_hash": config_hash(config), "probe_config": config.as_dict(),
-                  "scheme": config.scheme_for(len(assignment)), "activation_fingerprints": manifests,
+                  "scheme": config.scheme_for(len(assignment)), "activation_fingerprints": dict(manifests),
                   "labels": labels_provenance, "code_version": code_version()}
     folder = seed_folder(out_dir, seed)
-    write_parquet(pd.concat(predictions, ignore_index=True), folder / "predictions.parquet", provenance)
-    write_parquet(pd.concat(selection, ignore_index=True), folder / "selection.parquet", provenance)
+    write_parquet(pd.concat(out["predictions"], ignore_index=True), folder / "predictions.parquet", provenance)
+    write_parquet(pd.concat(out["selection"], ignore_index=True), folder / "selection.parquet", provenance)
     atomic_write_json(folder / "split.json", assignment)
-    atomic_write_bytes(folder / "weights.npz", _weights_npz(weights))
+    atomic_write_bytes(folder / "weights.npz", _weights_npz(out["weights"]))
     # the sha256 of every file of the folder: a truncated or bit-flipped one is named and never used
     provenance = {**provenance, "files": {name: sha256_file(folder / name) for name in SEED_FILES}}
     atomic_write_json(folder / "provenance.json", provenance)  # last: a seed folder is complete when this exists
-    log(f"seed {seed}: {n_slices} slices in {time.monotonic() - started:.1f}s")
-    return pd.concat(metrics, ignore_index=True).assign(config_hash=provenance["config_hash"]), provenance
+    return pd.concat(out["metrics"], ignore_index=True).assign(config_hash=provenance["config_hash"]), provenance
 
 
 SEED_FILES = ("predictions.parquet", "selection.parquet", "split.json", "weights.npz")

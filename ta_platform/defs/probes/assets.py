@@ -39,21 +39,21 @@ def probes(context: dg.AssetExecutionContext, probe_settings: ProbeSettings, com
            metadata_store: MetadataStoreResource) -> dg.MaterializeResult:
     """Position and text baselines beside the linear and activations+position probes (MLP on request)
     for every model, layer and setting; the seed picks the problem split (or folds) and the
-    initialisation, one split per seed for the whole dataset. A seed range runs in one run."""
-    from ta_platform.studies.anchor_probes import run_seed
+    initialisation, one split per seed for the whole dataset. A seed range runs in one run, and its
+    seeds share each read of a slice (their linear probes are heads of one engine fit)."""
+    from ta_platform.studies.anchor_probes import run_seeds
 
     config = probe_settings.probe_config()
     labels_file = artifacts.thought_anchor_file(artifacts.LABELS)
     labels_provenance = read_provenance(labels_file)
     problem_ids = pd.read_parquet(labels_file, columns=["problem_id"])["problem_id"].astype(str)
     store = metadata_store.store()
+    seeds = [int(key) for key in context.partition_keys]
+    results = run_seeds(seeds, slices(compute), config, probes_dir(), labels_provenance, problem_ids, context.log.info)
     provenances = {}
-    for key in context.partition_keys:
-        seed = int(key)
-        metrics, provenance = run_seed(seed, slices(compute), config, probes_dir(), labels_provenance,
-                                       problem_ids, context.log.info)
+    for seed, (metrics, provenance) in results.items():
         store.replace_slice("probe_metrics", metrics, {"seed": seed})
-        provenances[key] = {k: v for k, v in provenance.items() if k not in ("code_version", "files")}
+        provenances[str(seed)] = {k: v for k, v in provenance.items() if k not in ("code_version", "files")}
     version = stable_json_hash(provenances)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
