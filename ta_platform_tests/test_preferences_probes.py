@@ -111,12 +111,12 @@ def test_permuting_the_report_half_changes_no_fit_choice_or_selection_score(monk
     assert not np.array_equal(permuted_y, data.y_eval)
     permuted = utility_probes.ProbeData(data.x_train, data.y_train, data.topics_train, data.x_eval, permuted_y,
                                         data.topics_eval)
-    real_fit = utility_probes.fit_ridge_probes  # every fit of evaluate_features (raw and demeaned together)
+    real_choice = utility_probes.choose_alpha  # every fold's fitted sweep and choice (raw and demeaned together)
 
     def run(probe_data):
         fitted = []
-        monkeypatch.setattr(utility_probes, "fit_ridge_probes",
-                            lambda *args, **kwargs: fitted.extend(real_fit(*args, **kwargs)) or fitted[-2:])
+        monkeypatch.setattr(utility_probes, "choose_alpha",
+                            lambda *args, **kwargs: fitted.extend(real_choice(*args, **kwargs)) or fitted[-2:])
         report_rows = utility_probes.evaluate_features("activations", probe_data, seed=0)
         return fitted, report_rows
 

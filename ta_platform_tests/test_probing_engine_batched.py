@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from ta_platform.probing import models, suite
 from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.engine import fit_logistic_heads, fit_standardisation
-from ta_platform.probing.engine_ridge import fit_ridge_grid
+from ta_platform.probing.engine_ridge_folds import fit_ridge_grid, fit_ridge_grids_leaving_out
 from ta_platform.probing.metrics import auroc
 from ta_platform.probing.models import select_and_fit, select_and_fit_many
 from ta_platform.probing.streaming_scaler import fit_standardisations
@@ -96,27 +96,51 @@ def test_preconditioned_heads_reach_sklearns_optimum_in_fewer_iterations():
         assert np.corrcoef(preconditioned.coef[0, g], reference.coef_.ravel())[0, 1] >= 0.99, c_value
 
 
-@pytest.mark.parametrize("streaming", [False, True])
-def test_ridge_conjugate_gradients_equal_the_exact_path_and_sklearn(streaming):
-    X, _ = correlated_rows(n=1500, dims=300, seed=3)
+def ridge_rows(n=1500, dims=300):
+    X, _ = correlated_rows(n=n, dims=dims, seed=3)
     rng = np.random.default_rng(4)
     y = np.column_stack([X[:, :4].astype(np.float64) @ rng.normal(size=4) + rng.normal(0, 5, len(X)),
                          rng.normal(size=len(X))])
+    return X, y
+
+
+def test_ridge_conjugate_gradients_equal_the_exact_path_and_sklearn():
+    X, y = ridge_rows()
     train, test = np.arange(1000), np.arange(1000, 1500)
     alphas = np.logspace(-1, 5, 10)
     exact = fit_ridge_grid(X, y[train], alphas, train, solver="eigh")
-    budget = 1 if streaming else 2 * 1024**3  # a budget of 1 byte: the rows are re-read block by block
-    iterative = fit_ridge_grid(X, y[train], alphas, train, solver="pcg", memory_budget_bytes=budget)
+    iterative = fit_ridge_grid(X, y[train], alphas, train, solver="pcg")
+    assert exact.info["solver"] == "eigh"
     assert iterative.info["solver"] == "pcg" and iterative.info["converged"], iterative.info
-    assert iterative.info["plan"] == ("streaming" if streaming else "full_batch")
-    scaler = StandardScaler().fit(X[train])
+    X64 = X.astype(np.float64)  # the reference in float64 (sklearn keeps float32 inputs in float32)
+    scaler = StandardScaler().fit(X64[train])
+    np.testing.assert_allclose(iterative.scaler.scale, scaler.scale_, rtol=1e-9)
     got, want = iterative.predict_many(X, test), exact.predict_many(X, test)
     for k, alpha in enumerate(alphas):
         np.testing.assert_allclose(got[:, k], want[:, k], atol=1e-4 * np.abs(want[:, k]).max())
-        reference = Ridge(alpha=float(alpha)).fit(scaler.transform(X[train]), y[train, 0])
-        r_reference = np.corrcoef(y[test, 0], reference.predict(scaler.transform(X[test])))[0, 1]
+        reference = Ridge(alpha=float(alpha)).fit(scaler.transform(X64[train]), y[train, 0])
+        expected = reference.predict(scaler.transform(X64[test]))
+        np.testing.assert_allclose(want[:, k, 0], expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+        r_reference = np.corrcoef(y[test, 0], expected)[0, 1]
         assert abs(np.corrcoef(y[test, 0], got[:, k, 0])[0, 1] - r_reference) <= AUROC_TOL, alpha
         assert np.corrcoef(iterative.coef(alpha)[:, 0], reference.coef_)[0, 1] >= 0.99, alpha
+
+
+@pytest.mark.parametrize("solver", ["eigh", "pcg"])
+def test_leave_one_group_out_sweeps_equal_fits_on_each_folds_own_rows(solver):
+    X, y = ridge_rows(n=1200, dims=120)
+    groups = np.random.default_rng(5).choice(["a", "b", "c", "d"], len(X))
+    alphas = (0.1, 10.0, 1000.0)
+    folds = fit_ridge_grids_leaving_out(X, y, alphas, groups, ["a", "c"], solver=solver)
+    assert set(folds) == {None, "a", "c"}
+    tolerance = 1e-9 if solver == "eigh" else 1e-4
+    for held_out, grid in folds.items():
+        rows = np.flatnonzero(groups != held_out)  # None: every row
+        alone = fit_ridge_grid(X, y[rows], alphas, rows, solver="eigh")
+        np.testing.assert_allclose(grid.scaler.mean, alone.scaler.mean, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(grid.scaler.scale, alone.scaler.scale, rtol=1e-6)
+        want = alone.predict_many(X)
+        np.testing.assert_allclose(grid.predict_many(X), want, atol=tolerance * np.abs(want).max())
 
 
 @pytest.fixture(scope="module")

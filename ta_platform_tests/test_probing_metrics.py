@@ -101,3 +101,22 @@ def test_ranking_metrics_keys():
     assert values["pr_auc"] == 1.0 and values["auroc"] == 1.0
     assert values["prevalence"] == prevalence(labels) == 0.5
     assert {"top5_recall", "top5_precision", "top10_recall", "top10_precision", "spearman"} <= set(values)
+
+
+def test_pairwise_accuracy_is_exact_over_every_pair_with_ties():
+    from ta_platform.probing.metrics import pairwise_accuracy
+
+    def every_pair(y, p):
+        i, j = np.triu_indices(len(y), k=1)
+        true_sign, pred_sign = np.sign(y[i] - y[j]), np.sign(p[i] - p[j])
+        keep = true_sign != 0
+        return np.where(pred_sign[keep] == 0, 0.5, pred_sign[keep] == true_sign[keep]).mean() if keep.any() else np.nan
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 17, 1200):  # 1,200 tasks: 719,400 pairs, more than the old 500k-pair sample
+        for trial in range(5):
+            y = rng.integers(0, 6, n).astype(float)  # ties in the truth
+            p = rng.integers(0, 4, n).astype(float) if trial % 2 else y + rng.normal(0, 2, n)  # ties in the prediction
+            np.testing.assert_allclose(pairwise_accuracy(y, p), every_pair(y, p), rtol=0, atol=1e-12)  # NaN == NaN
+    assert np.isnan(pairwise_accuracy(np.ones(5), np.arange(5.0)))
+    assert pairwise_accuracy(np.arange(5.0), np.zeros(5)) == 0.5

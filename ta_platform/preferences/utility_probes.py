@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from ta_platform.common.threads import single_blas_thread
-from ta_platform.probing.engine_ridge import RidgeGrid, fit_ridge_grid
+from ta_platform.probing.engine_ridge import RidgeGrid
+from ta_platform.probing.engine_ridge_folds import fit_ridge_grid, fit_ridge_grids_leaving_out
+from ta_platform.probing.metrics import pairwise_accuracy
 
 ALPHAS: np.ndarray = np.logspace(-1, 5, 10)
 REPORT_COLUMNS = ("features", "target", "scope", "held_out_topic", "alpha", "metric", "value", "n", "ci_low", "ci_high")
@@ -35,29 +37,6 @@ def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
-
-
-def pairwise_accuracy(y_true: np.ndarray, y_pred: np.ndarray, *, max_pairs: int = 500_000, seed: int = 0) -> float:
-    """Fraction of task pairs (with different true utilities) that the prediction orders correctly.
-
-    All pairs when there are at most ``max_pairs``; otherwise a seeded uniform sample of pairs.
-    Ties in the prediction count half.
-    """
-    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
-    n = len(y_true)
-    if n * (n - 1) // 2 <= max_pairs:
-        i, j = np.triu_indices(n, k=1)
-    else:
-        rng = np.random.default_rng(seed)
-        i = rng.integers(0, n, max_pairs)
-        j = (i + rng.integers(1, n, max_pairs)) % n
-    true_sign = np.sign(y_true[i] - y_true[j])
-    pred_sign = np.sign(y_pred[i] - y_pred[j])
-    keep = true_sign != 0
-    if not keep.any():
-        return float("nan")
-    score = np.where(pred_sign[keep] == 0, 0.5, pred_sign[keep] == true_sign[keep])
-    return float(score.mean())
 
 
 def topic_demean(values: np.ndarray, topics: Sequence[str]) -> np.ndarray:
@@ -120,23 +99,27 @@ def fit_ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndarr
 
 
 def fit_ridge_probes(x_train: np.ndarray, y_train: np.ndarray, x_select: np.ndarray, y_select: np.ndarray, *,
-                     alphas: Sequence[float] = ALPHAS, seed: int = 0,
-                     train_rows: np.ndarray | None = None) -> list[RidgeProbe]:
+                     alphas: Sequence[float] = ALPHAS, seed: int = 0) -> list[RidgeProbe]:
     """``fit_ridge_probe`` for several targets ([rows, targets]) on the same rows: one sweep for all of
-    them (e.g. raw and topic-demeaned mu); alpha chosen per target. ``train_rows``: fit on these rows
-    of ``x_train`` (``y_train`` aligned with them) instead of copying a fold's rows out."""
-    alphas = [float(alpha) for alpha in alphas]
+    them (e.g. raw and topic-demeaned mu); alpha chosen per target."""
     with single_blas_thread():
-        grid = fit_ridge_grid(x_train, np.asarray(y_train, np.float64), alphas, train_rows)
+        grid = fit_ridge_grid(x_train, np.asarray(y_train, np.float64), [float(alpha) for alpha in alphas])
+    return choose_alpha(grid, x_select, y_select)
+
+
+def choose_alpha(grid: RidgeGrid, x_select: np.ndarray, y_select: np.ndarray) -> list[RidgeProbe]:
+    """Per target, the alpha of ``grid`` with the highest Pearson r on the selection rows (ties: the
+    larger alpha), with the sweep that chose it."""
+    with single_blas_thread():
         predictions = grid.predict_many(x_select)  # [rows, alphas, targets]
     probes = []
     for t in range(predictions.shape[2]):
         rows, best = [], None
-        for k, alpha in enumerate(alphas):
+        for k, alpha in enumerate(grid.alphas):
             pred = predictions[:, k, t]
             r = pearson_r(y_select[:, t], pred)
             rows.append({"alpha": alpha, "selection_r": r,
-                         "selection_pairwise_accuracy": pairwise_accuracy(y_select[:, t], pred, seed=seed)})
+                         "selection_pairwise_accuracy": pairwise_accuracy(y_select[:, t], pred)})
             score = -np.inf if np.isnan(r) else r
             if best is None or score >= best[0]:
                 best = (score, alpha)
@@ -168,8 +151,7 @@ def _metric_rows(features: str, target: str, scope: str, topic: str, alpha: floa
     base = {"features": features, "target": target, "scope": scope, "held_out_topic": topic, "alpha": alpha,
             "n": len(y)}
     rows = []
-    for name, metric in (("pearson_r", pearson_r), ("pairwise_accuracy",
-                                                    lambda a, b: pairwise_accuracy(a, b, seed=seed))):
+    for name, metric in (("pearson_r", pearson_r), ("pairwise_accuracy", pairwise_accuracy)):
         low, high = bootstrap_interval(metric, y, pred, seed=seed) if interval else (float("nan"), float("nan"))
         rows.append({**base, "metric": name, "value": metric(y, pred), "ci_low": low, "ci_high": high})
     return rows
@@ -202,13 +184,13 @@ def evaluate_features(name: str, data: ProbeData, *, seed: int = 0, alphas: Sequ
     """All probe metrics for one feature set: raw and demeaned targets, in-distribution and HOO.
 
     Raw and demeaned mu share every fit's rows, so each fit (in-distribution, then one per held-out
-    topic) is one engine ridge path with two targets; alpha is still chosen per target.
+    topic) is one sweep with two targets, and every fold's sweep comes from one pass over the training
+    rows (``fit_ridge_grids_leaving_out``); alpha is still chosen per target.
     """
     select, report = split_halves(len(data.y_eval), seed)
     targets = (("raw", data), ("demeaned", data.demeaned((select, report))))
     y_train = np.column_stack([d.y_train for _, d in targets])
     y_eval = np.column_stack([d.y_eval for _, d in targets])
-    fits = {"": fit_ridge_probes(data.x_train, y_train, data.x_eval[select], y_eval[select], alphas=alphas, seed=seed)}
     folds = {}
     for topic in sorted(set(data.topics_train.tolist())) if hold_one_topic_out else ():
         train = data.topics_train != topic
@@ -216,15 +198,19 @@ def evaluate_features(name: str, data: ProbeData, *, seed: int = 0, alphas: Sequ
         rep = report[data.topics_eval[report] != topic]
         if train.sum() < 2 or len(sel) < 2 or (~train).sum() < 2:
             continue
-        folds[topic] = (train, rep)
-        fits[topic] = fit_ridge_probes(data.x_train, y_train[train], data.x_eval[sel], y_eval[sel],
-                                       alphas=alphas, seed=seed, train_rows=np.flatnonzero(train))
+        folds[topic] = (train, sel, rep)
+    with single_blas_thread():  # every fold's sweep from one pass over the training rows (X'X is additive)
+        grids = fit_ridge_grids_leaving_out(data.x_train, y_train, [float(a) for a in alphas], data.topics_train,
+                                            list(folds))
+    fits = {"": choose_alpha(grids[None], data.x_eval[select], y_eval[select])}
+    for topic, (_, sel, _) in folds.items():
+        fits[topic] = choose_alpha(grids[topic], data.x_eval[sel], y_eval[sel])
     rows: list[dict] = []
     for t, (target, d) in enumerate(targets):
         probe = fits[""][t]
         rows += _metric_rows(name, target, "in_distribution", "", probe.alpha, d.y_eval[report],
                              probe.predict(d.x_eval[report]), seed, interval=True)
-        for topic, (train, rep) in folds.items():
+        for topic, (train, _, rep) in folds.items():
             probe = fits[topic][t]
             rows += _metric_rows(name, target, "hoo_in_distribution", topic, probe.alpha, d.y_eval[rep],
                                  probe.predict(d.x_eval[rep]), seed)
@@ -245,7 +231,7 @@ def probe_data(task_pool: pd.DataFrame, utilities: pd.DataFrame, features: np.nd
     if mu.index.has_duplicates:
         raise ValueError("utilities contain duplicate task ids")
     ids = task_pool["task_id"].astype(str).to_numpy()
-    has_mu = np.isin(ids, mu.index)
+    has_mu = mu.index.get_indexer(ids) >= 0  # a hash lookup: np.isin on 13k object strings took ~3 s
     train = has_mu & (task_pool["task_set"].to_numpy() == "train")
     evals = has_mu & (task_pool["task_set"].to_numpy() == "eval")
     if train.sum() < 3 or evals.sum() < 4:

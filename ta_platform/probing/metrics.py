@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from scipy.stats import kendalltau, rankdata
 
 
 def prevalence(labels: np.ndarray) -> float:
@@ -87,6 +87,37 @@ def spearman(scores: np.ndarray, importance: np.ndarray) -> float:
     if scores.size < 3 or np.ptp(scores) == 0 or np.ptp(importance) == 0:
         return float("nan")
     return float(np.corrcoef(rankdata(scores), rankdata(importance))[0, 1])
+
+
+def pairwise_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of pairs with different true values that the prediction orders correctly (ties in the
+    prediction count half); NaN when every true value is equal.
+
+    Exact over ALL pairs in O(n log n): Kendall's tau-b and the tie counts give the concordant and
+    discordant pair counts (``C - D = tau_b * sqrt((n0 - t_true)(n0 - t_pred))``). Why not a sample of
+    pairs: a bootstrap recomputes it hundreds of times per cell; an exact value costs less than a
+    500k-pair sample and has no sampling noise of its own.
+    """
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    n = y_true.size
+    pairs = n * (n - 1) / 2
+    tied_true, tied_pred = _tied_pairs(y_true), _tied_pairs(y_pred)
+    tied_both = _tied_pairs(y_true + 1j * y_pred)
+    distinct = pairs - tied_true  # pairs the truth orders
+    if distinct <= 0:
+        return float("nan")
+    pred_ties = tied_pred - tied_both  # of those, the pairs the prediction calls equal
+    if pairs - tied_pred <= 0:  # the prediction is constant: every ordered pair is a tie
+        return 0.5
+    tau = kendalltau(y_true, y_pred, variant="b").statistic
+    difference = tau * np.sqrt((pairs - tied_true) * (pairs - tied_pred))  # concordant - discordant
+    concordant = (distinct - pred_ties + difference) / 2
+    return float((concordant + 0.5 * pred_ties) / distinct)
+
+
+def _tied_pairs(values: np.ndarray) -> float:
+    _, counts = np.unique(values, return_counts=True)
+    return float((counts * (counts - 1) / 2).sum())
 
 
 def importance_target(counterfactual_importance: np.ndarray, mode: str) -> np.ndarray:
