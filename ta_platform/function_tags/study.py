@@ -20,7 +20,7 @@ import pandas as pd
 
 from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.metrics import pr_auc_columns
-from ta_platform.probing.suite import dataset_assignment, run_probe_suite
+from ta_platform.probing.suite import dataset_assignment, run_probe_suite_seeds
 from ta_platform.probing.tripwires import planted_signal, random_label_null
 from ta_platform.probing.unit_bootstrap import (
     SeedRows,
@@ -66,13 +66,13 @@ def probe_config(base: ProbeConfig, n_permutations: int) -> ProbeConfig:
 
 def run_slices(slices: Iterable[ProbeSlice], tag: str, seeds: list[int], config: ProbeConfig,
                log=print) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per slice: each seed's evaluated predictions, then the tripwires (seed 0). Returns (predictions, tripwires)."""
+    """Per slice: each seed's evaluated predictions (every seed's linear probe a head of one engine call),
+    then the tripwires (seed 0). Returns (predictions, tripwires)."""
     predictions, tripwires = [], []
     for piece in slices:
         frame = tag_labels(piece.frame, tag)
-        for seed in seeds:
-            assignment = dataset_assignment(frame["problem_id"], seed, config)
-            result = run_probe_suite(frame, piece.X, seed, config, assignment)
+        assignments = {seed: dataset_assignment(frame["problem_id"], seed, config) for seed in seeds}
+        for seed, result in run_probe_suite_seeds(frame, piece.X, assignments, config).items():  # one engine call
             evaluated = result.predictions[result.predictions["split"].isin(["test"]) |
                                            result.predictions["fold"].astype(str).str.startswith("fold")]
             predictions.append(evaluated.assign(seed=seed, **piece.scope))

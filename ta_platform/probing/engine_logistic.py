@@ -17,7 +17,13 @@ The L-BFGS runs independently per head (own history, own step, own convergence),
 heads. Line searches are nearly free: logits are linear in the parameters, so ``Z @ direction`` is
 computed once per iteration and every trial step is an elementwise update of the logits.
 
-Two ways to run the two products per iteration (``data_plan``): full batch, where the standardised
+Preconditioned (``_Preconditioner``, from 64 dims): the iterations run in coordinates ``w = T v`` built
+from the rows' top covariance eigenpairs, which cut the passes for weakly regularised heads from
+hundreds to ~10-25 at 5,120 dims; the objective and its minimiser are unchanged. Targets may have
+their own standardisation (``target_scalers``, ``_TargetStandardisation``) and their own C values, so
+heads fitted on different training rows (one per seed) still share every pass.
+
+Two ways to run the two products per iteration (``data_plan``, ``engine_products``): full batch, where the standardised
 training rows live on the device as one float32 matrix, when that fits ``memory_budget_bytes``; or
 streaming, where every product reads the rows block by block from the source (a memmap or store
 partition) and standardises each block on the fly. Both compute the same full-data gradient, so they
