@@ -101,7 +101,7 @@ def products(source, rows: np.ndarray, scaler: Standardisation, device, block_ro
 
 def nystrom_covariance(oracle, rank: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Top eigenpairs (descending) of the standardised rows' covariance ``Z'Z / n``: exact when
-    ``dims <= rank``, else a seeded Nystrom sketch (Tropp et al. 2017's stable form)."""
+    ``dims <= rank``, else a seeded Nystrom sketch (Tropp et al. 2017's shifted form)."""
     dims, n_rows = oracle.dims, oracle.n_rows
     if dims <= rank:
         omega = torch.eye(dims, dtype=torch.float64, device=device)
@@ -112,10 +112,13 @@ def nystrom_covariance(oracle, rank: int, device) -> tuple[torch.Tensor, torch.T
     if dims <= rank:
         values, vectors = torch.linalg.eigh((sketch + sketch.T) / 2)
         return vectors.flip(1), values.flip(0).clamp(min=0.0)
-    shift = torch.finfo(torch.float64).eps * torch.linalg.matrix_norm(sketch) * dims
+    # The sketch comes from float32 products: shift above their rounding (~1e-7 relative), and invert the
+    # core by its eigendecomposition, not Cholesky: with fewer rows than the sketch's columns (or exactly
+    # collinear ones) the core is only semi-definite, and a Cholesky of it fails.
+    shift = 1e-6 * torch.linalg.matrix_norm(sketch)
     sketch = sketch + shift * omega
-    core = omega.T @ sketch
-    chol = torch.linalg.cholesky((core + core.T) / 2)
-    factor = torch.linalg.solve_triangular(chol, sketch.T, upper=False).T  # sketch @ chol^-T
-    vectors, singular, _ = torch.linalg.svd(factor, full_matrices=False)
-    return vectors, (singular**2 - shift).clamp(min=0.0)
+    values, vectors = torch.linalg.eigh((omega.T @ sketch + sketch.T @ omega) / 2)
+    keep = values > values.max() * 1e-10
+    factor = sketch @ (vectors[:, keep] / values[keep].sqrt())  # sketch @ core^-1/2: the Nystrom factor
+    basis, singular, _ = torch.linalg.svd(factor, full_matrices=False)
+    return basis, (singular**2 - shift).clamp(min=0.0)
