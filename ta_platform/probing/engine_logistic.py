@@ -102,11 +102,9 @@ class LogisticHeads:
         ``z_t = u * a_t - o_t`` with ``u`` standardised by ``scalers[0]`` (``_TargetStandardisation``),
         so ``z_t . w + b = u . (a_t * w) + (b - o_t . w)``; with one shared scaler ``a = 1, o = 0``.
         """
-        base = self.scalers[0]
-        ratio = np.stack([base.scale / scaler.scale for scaler in self.scalers])  # [targets, dims]
-        offset = np.stack([(scaler.mean - base.mean) / scaler.scale for scaler in self.scalers])
-        weights = self.coef * ratio[:, None, :]
-        intercept = self.intercept - np.einsum("tgd,td->tg", self.coef, offset)
+        units = _TargetStandardisation(self.scalers[0], self.scalers)
+        weights = self.coef * units.ratio[:, None, :]
+        intercept = self.intercept - np.einsum("tgd,td->tg", self.coef, units.offset)
         return weights.reshape(-1, self.coef.shape[2]).T, intercept.reshape(-1)
 
     @classmethod

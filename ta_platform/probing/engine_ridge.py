@@ -37,6 +37,11 @@ class RidgeGram:
         var = np.diag(self.cross) / self.n_rows
         return Standardisation(self.mean, safe_scale(var, self.mean, self.n_rows), var, self.n_rows)
 
+    def standardised(self) -> tuple[Standardisation, np.ndarray, np.ndarray]:
+        """(scaler, Z'Z, Z'(y - mean y)) for the standardised rows ``Z``: what every ridge solver solves."""
+        scaler = self.scaler()
+        return scaler, self.cross / np.outer(scaler.scale, scaler.scale), self.cross_y / scaler.scale[:, None]
+
 
 def accumulate_gram(data, targets: np.ndarray, rows: np.ndarray | None = None, *,
                     block_rows: int = DEFAULT_BLOCK_ROWS) -> RidgeGram:
@@ -110,9 +115,7 @@ def ridge_path(gram: RidgeGram, device: str | torch.device | None = None) -> Rid
     Cost: one symmetric eigendecomposition of dims x dims (measured single-threaded on this 2-core
     machine: ~1.3 s at 1,000 dims, so ~200 s at 5,376); after it every alpha is a product.
     """
-    scaler = gram.scaler()
-    gram_z = gram.cross / np.outer(scaler.scale, scaler.scale)
-    cross_zy = gram.cross_y / scaler.scale[:, None]
+    scaler, gram_z, cross_zy = gram.standardised()
     dev = engine_device(device)
     if dev.type == "cpu":  # numpy's LAPACK honours threadpoolctl limits (torch's threads oversubscribe a busy CPU)
         values, vectors = np.linalg.eigh(gram_z)

@@ -20,7 +20,6 @@ import torch
 from .engine_data import DEFAULT_BLOCK_ROWS, as_row_source, engine_device, resolve_rows
 from .engine_ridge import EIGH_MAX_DIMS, RidgeGram, RidgeGrid, ridge_path
 from .engine_ridge_cg import GramOperator, solve_ridge_pcg
-from .streaming_scaler import Standardisation
 
 
 @dataclass(frozen=True)
@@ -103,11 +102,9 @@ def ridge_grid_of(gram: RidgeGram, alphas: Sequence[float], *, solver: str = "au
         return RidgeGrid(path.scaler, alphas, coefs, path.y_mean, {"solver": "eigh"})
     if solver != "pcg":
         raise ValueError(f"unknown ridge solver {solver!r}: 'auto', 'eigh' or 'pcg'")
-    scaler: Standardisation = gram.scaler()
-    standardised = gram.cross / np.outer(scaler.scale, scaler.scale)
+    scaler, gram_z, cross_zy = gram.standardised()
     dev = engine_device(device)
-    coefs, info = solve_ridge_pcg(GramOperator(standardised, gram.n_rows, dev), gram.cross_y / scaler.scale[:, None],
-                                  alphas, dev)
+    coefs, info = solve_ridge_pcg(GramOperator(gram_z, gram.n_rows, dev), cross_zy, alphas, dev)
     return RidgeGrid(scaler, alphas, coefs, gram.y_mean, info)
 
 

@@ -56,9 +56,7 @@ class Probe:
 
     def fit(self, inputs: ProbeInputs, y: np.ndarray) -> Probe:
         y = np.asarray(y, dtype=int)
-        fit_params = {}
-        if isinstance(self.pipeline[-1], MLPClassifier):
-            fit_params["model__sample_weight"] = compute_sample_weight("balanced", y)
+        fit_params = {f"model__{name}": value for name, value in _model_fit_params(self.pipeline[-1], y).items()}
         with warnings.catch_warnings():
             # Fixed-epoch training ends "unconverged" by design; lbfgs on tiny folds may too.
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -80,10 +78,9 @@ class Probe:
         probes = {}
         for value in grid:
             model = build(value, seed, config).pipeline[-1]
-            fit_params = {"sample_weight": compute_sample_weight("balanced", y)} if isinstance(model, MLPClassifier) else {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                model.fit(transformed, y, **fit_params)
+                model.fit(transformed, y, **_model_fit_params(model, y))
             probes[float(value)] = Probe(template.name, Pipeline([*features.steps, ("model", model)]))
         return probes
 
@@ -113,6 +110,11 @@ class Probe:
         if isinstance(steps["columns"], PositionColumns):
             arrays["feature_names"] = np.array(POSITION_FEATURE_NAMES)
         return arrays
+
+
+def _model_fit_params(model, y: np.ndarray) -> dict:
+    """The MLP gets the balanced class weights as ``sample_weight`` (logistic models balance themselves)."""
+    return {"sample_weight": compute_sample_weight("balanced", y)} if isinstance(model, MLPClassifier) else {}
 
 
 def activation_matrix(inputs: ProbeInputs) -> np.ndarray:
@@ -286,6 +288,12 @@ class Selection:
     scores: np.ndarray | None = None  # the probe's scores on every row it was selected on (``select_and_fit_many``)
 
 
+def _chosen_value(grid, val_scores: dict[float, float]) -> float:
+    """The grid value with the best finite val score (ties: the first); none finite: the grid's middle."""
+    finite = {value: score for value, score in val_scores.items() if np.isfinite(score)}
+    return max(finite, key=lambda value: finite[value]) if finite else grid[len(grid) // 2]
+
+
 def select_and_fit(
     spec: ProbeSpec,
     train: ProbeInputs,
@@ -314,8 +322,7 @@ def select_and_fit(
             candidates = Probe.fit_grid(spec.build, spec.grid, seed, config, train, y_train)
         for value in spec.grid:
             val_scores[value] = VAL_METRICS[metric](y_val, candidates[float(value)].predict_score(val))
-    finite = {value: score for value, score in val_scores.items() if np.isfinite(score)}
-    chosen = max(finite, key=lambda value: finite[value]) if finite else spec.grid[len(spec.grid) // 2]
+    chosen = _chosen_value(spec.grid, val_scores)
     if config.refit_on_train_val and len(val) > 0:
         frame = pd.concat([train.frame, val.frame], ignore_index=True)
         fit_inputs = ProbeInputs(frame=frame, X=np.concatenate([train.X, val.X], axis=0))
@@ -361,10 +368,7 @@ def select_and_fit_many(spec: ProbeSpec, inputs: ProbeInputs, labels: np.ndarray
             for g, value in enumerate(spec.grid):
                 candidates[(k, float(value))] = template.with_head(heads, position, g)
                 val_scores[k][value] = VAL_METRICS[metric](labels[splits[k][1]], decisions[mine, position, g])
-    chosen = []
-    for scores in val_scores:
-        finite = {value: score for value, score in scores.items() if np.isfinite(score)}
-        chosen.append(max(finite, key=lambda value: finite[value]) if finite else spec.grid[len(spec.grid) // 2])
+    chosen = [_chosen_value(spec.grid, scores) for scores in val_scores]
     refit = [config.refit_on_train_val and bool(val.any()) for _, val in splits]
     final: dict[int, EngineProbe] = {k: candidates[(k, float(chosen[k]))] for k in range(len(splits))
                                      if not refit[k] and (k, float(chosen[k])) in candidates}

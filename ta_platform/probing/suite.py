@@ -192,7 +192,7 @@ def run_probe_suite(
     if assignment is None:
         assignment = dataset_assignment(inputs.frame["problem_id"], seed, config) \
             if config.split_source == "seed" else resolve_split(inputs.frame, seed, config)
-    return _suite_result(inputs, labels, seed, config, assignment, fixed or {}, {})
+    return _suite_result(inputs, labels, seed, config, fit_units(inputs, seed, config, assignment), fixed or {}, {})
 
 
 def run_probe_suite_seeds(frame: pd.DataFrame, X: np.ndarray, assignments: Mapping[int, dict[str, str]],
@@ -206,8 +206,8 @@ def run_probe_suite_seeds(frame: pd.DataFrame, X: np.ndarray, assignments: Mappi
     config = config or ProbeConfig()
     inputs, labels = labelled_inputs(frame, X)
     check_enough_problems(inputs.frame["problem_id"].nunique(), "this slice")
-    units = {seed: fit_units(inputs, seed, config, assignment)[0] for seed, assignment in assignments.items()}
-    keys = [(seed, unit) for seed, seed_units in units.items() for unit in seed_units]
+    plans = {seed: fit_units(inputs, seed, config, assignment) for seed, assignment in assignments.items()}
+    keys = [(seed, unit) for seed, plan in plans.items() for unit in plan[0]]
     prefitted: dict[int, dict[tuple[str, str], Selection]] = {seed: {} for seed in assignments}
     for name, spec in probe_specs(config).items():
         if not isinstance(spec.build(spec.grid[0], 0, config), EngineProbe):
@@ -215,13 +215,13 @@ def run_probe_suite_seeds(frame: pd.DataFrame, X: np.ndarray, assignments: Mappi
         chosen = select_and_fit_many(spec, inputs, labels, [(unit.train, unit.val) for _, unit in keys], config)
         for (seed, unit), selection in zip(keys, chosen, strict=True):
             prefitted[seed][(name, unit.fold)] = selection
-    return {seed: _suite_result(inputs, labels, seed, config, assignment, {}, prefitted[seed])
-            for seed, assignment in assignments.items()}
+    return {seed: _suite_result(inputs, labels, seed, config, plan, {}, prefitted[seed]) for seed, plan in plans.items()}
 
 
-def _suite_result(inputs, labels, seed, config, assignment, fixed, prefitted: Prefitted) -> ProbeSuiteResult:
-    """Fit (or take from ``prefitted``) every probe of every fit unit, then metrics, margins, predictions."""
-    units, split, row_split = fit_units(inputs, seed, config, assignment)
+def _suite_result(inputs, labels, seed, config, plan, fixed, prefitted: Prefitted) -> ProbeSuiteResult:
+    """Fit (or take from ``prefitted``) every probe of every fit unit of ``plan`` (``fit_units``' result),
+    then metrics, margins, predictions."""
+    units, split, row_split = plan
     scores, weights, selection = _fit_units(inputs, labels, units, seed, config, fixed, prefitted)
     holdout = units[0].fold == HOLDOUT_FOLD
     evaluated = row_split == "test" if holdout else np.ones(len(inputs), dtype=bool)
