@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -20,6 +21,8 @@ from threadpoolctl import threadpool_limits
 from ta_platform.probing import models, suite
 from ta_platform.probing.config import ProbeConfig
 from ta_platform.probing.engine import fit_logistic_heads, fit_standardisation
+from ta_platform.probing.engine_data import as_row_source
+from ta_platform.probing.engine_products import nystrom_covariance, products
 from ta_platform.probing.engine_ridge_folds import fit_ridge_grid, fit_ridge_grids_leaving_out
 from ta_platform.probing.metrics import auroc
 from ta_platform.probing.models import select_and_fit, select_and_fit_many
@@ -29,6 +32,7 @@ from ta_platform.probing.suite import (
     fit_units,
     labelled_inputs,
     run_probe_suite,
+    run_probe_suite_relabelled,
     run_probe_suite_seeds,
 )
 from ta_platform.probing.synthetic import make_synthetic_probe_data
@@ -237,13 +241,16 @@ def replace_probes(config: ProbeConfig, name: str) -> ProbeConfig:
     return replace(config, probes=(name,))
 
 
-def test_fewer_rows_than_the_sketch_still_precondition_and_solve():
+@pytest.mark.parametrize("streaming", [False, True])
+def test_fewer_rows_than_the_sketch_still_precondition_and_solve(streaming):
     """Fewer training rows (59) than the covariance sketch's 256 columns at 576 dims: the sketch's core
-    is only semi-definite (a Cholesky of it failed on 3-problem slices in the tripwire battery)."""
+    is only semi-definite (a Cholesky of it failed on 3-problem slices in the tripwire battery). Held in
+    memory the eigenpairs come from the rows' Gram; streamed they come from the sketch: both are run."""
     X, y = correlated_rows(n=160, dims=576, rank=8, seed=9)
     train = np.arange(59)
-    plain = fit_logistic_heads(X, y[train], rows=train, c_grid=(1e-2, 1.0), precondition=False)
-    preconditioned = fit_logistic_heads(X, y[train], rows=train, c_grid=(1e-2, 1.0), precondition=True)
+    plain = fit_logistic_heads(X, y[train], rows=train, c_grid=(1e-2, 1.0), precondition=False, streaming=streaming)
+    preconditioned = fit_logistic_heads(X, y[train], rows=train, c_grid=(1e-2, 1.0), precondition=True,
+                                        streaming=streaming)
     assert preconditioned.converged.all()
     for g in range(2):
         assert np.corrcoef(plain.decision(X)[:, 0, g], preconditioned.decision(X)[:, 0, g])[0, 1] >= 0.999, g
@@ -257,3 +264,47 @@ def test_fewer_rows_than_the_sketch_still_precondition_and_solve():
     np.testing.assert_allclose(got[train], want[train], atol=1e-4 * np.abs(want[train]).max())
     for k in range(2):
         assert np.corrcoef(got[59:, k, 0], want[59:, k, 0])[0, 1] >= 0.9999, k
+
+
+def test_few_rows_held_in_memory_give_the_covariances_exact_eigenpairs():
+    """300 rows at 700 dims (a tripwire slice's shape): the preconditioner's eigenpairs come from the rows'
+    300 x 300 Gram, and must be the covariance's own (float64 eigh of Z'Z / n), orthonormal."""
+    X, _ = correlated_rows(n=300, dims=700, rank=8, seed=3)
+    rows = np.arange(len(X))
+    scaler = fit_standardisation(X)
+    oracle = products(as_row_source(X), rows, scaler, torch.device("cpu"), 128, full_batch=True)
+    basis, values = nystrom_covariance(oracle, 256, torch.device("cpu"))
+    basis, values = basis.numpy(), values.numpy()
+    z = (X.astype(np.float64) - scaler.mean) / scaler.scale
+    want_values, want_vectors = np.linalg.eigh(z.T @ z / len(z))
+    want_values, want_vectors = want_values[::-1][:256], want_vectors[:, ::-1][:, :256]
+    assert basis.shape == (700, 256)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(256), atol=1e-5)
+    np.testing.assert_allclose(values, want_values, rtol=1e-4, atol=1e-6 * want_values[0])
+    top = slice(0, 8)  # the planted directions, well separated: the same subspace
+    np.testing.assert_allclose(basis[:, top] @ basis[:, top].T, want_vectors[:, top] @ want_vectors[:, top].T,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("cv_mode", ["holdout", "leave_problems_out"])
+def test_relabelled_runs_equal_each_frames_own_run(anchors_inputs, cv_mode):
+    """A permutation null's relabellings as heads of one engine call: each equals its own run_probe_suite
+    with the same split and fixed C (and the relabellings really differ: one set of labels for all
+    heads would give three equal results)."""
+    frame, X = anchors_inputs
+    config = ProbeConfig(cv_mode=cv_mode, n_folds=3, bootstrap_resamples=0, probes=("linear_probe",))
+    assignment = dataset_assignment(frame["problem_id"], 4, config)
+    real = run_probe_suite(frame, X, 4, config, assignment=assignment)
+    fixed = {(row.probe, str(row.fold)): float(row.value) for row in real.selection.itertuples()}
+    rng = np.random.default_rng(0)
+    frames = [frame.assign(anchor=rng.permutation(frame["anchor"].to_numpy())) for _ in range(3)]
+    together = run_probe_suite_relabelled(frames, X, 4, config, real.split, fixed)
+    pr_aucs = []
+    for permuted, mine in zip(frames, together, strict=True):
+        alone = run_probe_suite(permuted, X, 4, config, assignment=real.split, fixed=fixed)
+        pd.testing.assert_frame_equal(mine.selection, alone.selection)  # the fixed C of every fold
+        assert np.corrcoef(mine.predictions["score"], alone.predictions["score"])[0, 1] >= 0.9999
+        for metric in ("pr_auc", "auroc"):
+            assert abs(mine.metric("linear_probe", metric) - alone.metric("linear_probe", metric)) <= AUROC_TOL
+        pr_aucs.append(alone.metric("linear_probe", "pr_auc"))
+    assert len(set(np.round(pr_aucs, 6))) == 3

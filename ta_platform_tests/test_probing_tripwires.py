@@ -10,7 +10,6 @@ from threadpoolctl import threadpool_limits
 from ta_platform.extraction.extractor import TraceInput, span_text_sha1
 from ta_platform.probing import tripwires
 from ta_platform.probing.config import ProbeConfig
-from ta_platform.probing.features import ProbeInputs
 from ta_platform.probing.synthetic import make_synthetic_probe_data
 from ta_platform.probing.tripwires import (
     SLICE_TRIPWIRES,
@@ -222,24 +221,29 @@ def test_planted_signal_catches_rows_reordered_inside_the_suite(sound, monkeypat
     assert planted_signal(frame, X, 0, FAST).reason_code == "planted_signal_not_recovered"
 
 
-def test_permutation_null_fails_when_labels_leak_into_the_features(sound, monkeypatch):
-    """A real pipeline fault, through the real suite: the label column joined into the feature matrix
-    (every probe sees the labels it is trained on, permuted or not). Random labels then look learnable."""
-    from ta_platform.probing import suite as suite_module
-
+def test_permutation_null_fails_when_the_evaluated_rows_leak_into_training(sound, monkeypatch):
+    """A real pipeline fault, through the real suite: every model also trains on the rows it is scored on
+    (a split whose test problems leak into training). Probes then fit their own permuted test labels, and
+    random labels look learnable."""
     frame, X = sound
     assert _by_name(random_label_null(frame, X, 0, FAST))["permutation_null"].passed
-    original = suite_module.labelled_inputs
-
-    def leaky(frame, X):
-        inputs, labels = original(frame, X)
-        return ProbeInputs(inputs.frame, np.hstack([inputs.X, labels[:, None].astype(inputs.X.dtype)])), labels
-
-    monkeypatch.setattr(suite_module, "labelled_inputs", leaky)
-    monkeypatch.setattr(tripwires, "labelled_inputs", leaky)
+    leak_evaluated_rows_into_training(monkeypatch)
     result = _by_name(random_label_null(frame, X, 0, FAST))["permutation_null"]
     assert result.reason_code == "null_learnable", result.detail
     assert result.metrics["null_mean_pr_auc"] > result.metrics["null_band_upper"]
+
+
+def leak_evaluated_rows_into_training(monkeypatch) -> None:
+    """Plant split leakage in ``probing.suite``: each fit unit's training rows include its scored rows."""
+    from ta_platform.probing import suite as suite_module
+
+    original = suite_module.fit_units
+
+    def leaky(inputs, seed, config, assignment):
+        units, split, row_split = original(inputs, seed, config, assignment)
+        return [dataclasses.replace(unit, train=unit.train | unit.scored) for unit in units], split, row_split
+
+    monkeypatch.setattr(suite_module, "fit_units", leaky)
 
 
 def test_one_crashing_check_hides_nothing(sound):
@@ -250,3 +254,42 @@ def test_one_crashing_check_hides_nothing(sound):
     assert results["signal_beats_null"].reason_code == "error" and results["planted_signal"].reason_code == "error"
     assert "lacks columns ['text']" in results["planted_signal"].detail
     assert results["misaligned_rows"].passed  # evaluated despite the others' crash
+
+
+@pytest.mark.parametrize("cv_mode", ["holdout", "leave_problems_out"])
+def test_the_batched_null_equals_the_permute_and_fit_loop(cv_mode, monkeypatch):
+    """``random_label_null`` fits every permutation as heads of one engine call and replays each
+    reference's random draws from a saved generator state. It must give what the loop it replaced gives
+    (permute, fit through run_probe_suite with the real run's C, simulate the reference, one generator):
+    null PR-AUCs within the engine's agreement tolerance and the SAME reference draws, up to the fits'
+    rounding (a generator that drifted would give independent draws, ~2 sd apart)."""
+    frame, X = _slice(2, dims=96, n_problems=12)
+    config = dataclasses.replace(FAST, cv_mode=cv_mode, n_folds=3)
+    seed = 2
+    captured = []
+    original_reference = tripwires._within_group_reference
+    monkeypatch.setattr(tripwires, "_within_group_reference",
+                        lambda *args, **kwargs: captured.append(original_reference(*args, **kwargs)) or captured[-1])
+    got = random_label_null(frame, X, seed, config)[0].metrics
+
+    linear = tripwires._linear_only(config)
+    real = tripwires.run_probe_suite(frame, X, seed, dataclasses.replace(linear, probes=("linear_probe",
+                                                                                       *tripwires.NULL_BASELINES)))
+    chosen = {(row.probe, str(row.fold)): float(row.value) for row in real.selection.itertuples()
+              if row.probe == "linear_probe"}
+    rng = np.random.default_rng([seed, 7919])
+    groups = tripwires.position_groups(frame, config.null_position_bins)
+    loop_scores, loop_draws = [], []
+    for _ in range(config.null_permutations):
+        permuted = tripwires._permute_within_groups(frame, groups, rng)
+        run = tripwires.run_probe_suite(permuted, X, seed, linear, assignment=real.split, fixed=chosen)
+        loop_scores.append(run.metric("linear_probe", "pr_auc"))
+        labels, scores, evaluated, folds, problems = tripwires._evaluated_rows(permuted, run, groups)
+        loop_draws.append(original_reference(labels, scores, evaluated, config.null_reference_draws, rng, folds,
+                                             problems))
+    np.testing.assert_allclose(got["null_scores"], loop_scores, atol=0.005)
+    assert len(captured) == config.null_permutations
+    for batched, loop in zip(captured, loop_draws, strict=True):
+        # the same draws: differences of the fits' rounding (~1e-4), not of independent draws (~2 sd)
+        assert np.quantile(np.abs(batched - loop), 0.9) <= 0.05 * np.std(loop)
+    assert abs(got["reference_mean_pr_auc"] - np.mean([d.mean() for d in loop_draws])) <= 0.005

@@ -50,7 +50,7 @@ def test_no_blocking_tripwire_fails_in_20_seeds(dims):
     assert failures == []
 
 
-@pytest.mark.parametrize("n_problems", [3, pytest.param(4, marks=pytest.mark.release)])  # CI budget: 3 in CI
+@pytest.mark.parametrize("n_problems", [3, 4])
 def test_no_blocking_tripwire_fails_in_20_seeds_on_the_smallest_datasets(n_problems):
     """3 and 4 problems (the minimum and the real folder that once crashed) under the study's own scheme
     (auto: leave-problems-out, one problem per fold, the null re-running each fold's model): the null's

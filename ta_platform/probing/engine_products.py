@@ -9,6 +9,8 @@ of ``Z'Z`` (``nystrom_covariance``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -99,19 +101,28 @@ def products(source, rows: np.ndarray, scaler: Standardisation, device, block_ro
     return (FullBatch if full_batch else Streaming)(source, rows, scaler, device, block_rows)
 
 
+EXACT_MAX_ROWS = 512  # up to this many rows (full batch) the covariance's eigenpairs come from the rows' Gram
+
+
 def nystrom_covariance(oracle, rank: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top eigenpairs (descending) of the standardised rows' covariance ``Z'Z / n``: exact when
-    ``dims <= rank``, else a seeded Nystrom sketch (Tropp et al. 2017's shifted form)."""
+    """Top eigenpairs (descending) of the standardised rows' covariance ``Z'Z / n``.
+
+    Exact when ``dims <= rank``, or when the rows are few and held in memory (``FullBatch``, at most
+    ``EXACT_MAX_ROWS`` and fewer than dims): ``Z'Z`` then has rank <= rows and its eigenpairs come from
+    the rows' Gram ``Z Z' / n`` (rows x rows) -- at 5,120 dims and a tripwire's few hundred training rows
+    that is cheaper than the sketch, and exact. Otherwise a seeded Nystrom sketch (Tropp et al. 2017's
+    shifted form).
+    """
     dims, n_rows = oracle.dims, oracle.n_rows
     if dims <= rank:
-        omega = torch.eye(dims, dtype=torch.float64, device=device)
-    else:
-        generator = torch.Generator().manual_seed(0)
-        omega = torch.linalg.qr(torch.randn((dims, rank), generator=generator, dtype=torch.float64))[0].to(device)
-    sketch = oracle.gram_times(omega) / n_rows  # [dims, k]
-    if dims <= rank:
+        sketch = oracle.gram_times(torch.eye(dims, dtype=torch.float64, device=device)) / n_rows
         values, vectors = torch.linalg.eigh((sketch + sketch.T) / 2)
         return vectors.flip(1), values.flip(0).clamp(min=0.0)
+    rows = getattr(oracle, "z", None)
+    if rows is not None and n_rows <= EXACT_MAX_ROWS and n_rows < dims:
+        return _eigenpairs_from_rows(rows.to(torch.float64), rank)
+    omega = _sketch_columns(dims, rank).to(device)
+    sketch = oracle.gram_times(omega) / n_rows  # [dims, k]
     # The sketch comes from float32 products: shift above their rounding (~1e-7 relative), and invert the
     # core by its eigendecomposition, not Cholesky: with fewer rows than the sketch's columns (or exactly
     # collinear ones) the core is only semi-definite, and a Cholesky of it fails.
@@ -122,3 +133,20 @@ def nystrom_covariance(oracle, rank: int, device) -> tuple[torch.Tensor, torch.T
     factor = sketch @ (vectors[:, keep] / values[keep].sqrt())  # sketch @ core^-1/2: the Nystrom factor
     basis, singular, _ = torch.linalg.svd(factor, full_matrices=False)
     return basis, (singular**2 - shift).clamp(min=0.0)
+
+
+def _eigenpairs_from_rows(z: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top (at most ``rank``) nonzero eigenpairs of ``Z'Z / n`` from ``Z Z' / n``: ``v = Z' u / sqrt(n e)``."""
+    n_rows = z.shape[0]
+    values, vectors = torch.linalg.eigh(z @ z.T / n_rows)
+    values, vectors = values.flip(0)[:rank], vectors.flip(1)[:, :rank]
+    keep = values > values[0].clamp(min=1e-300) * 1e-10
+    values, vectors = values[keep], vectors[:, keep]
+    return (z.T @ vectors) / (n_rows * values).sqrt(), values
+
+
+@functools.lru_cache(maxsize=4)
+def _sketch_columns(dims: int, rank: int) -> torch.Tensor:
+    """The sketch's seeded orthonormal test matrix [dims, rank] (cached: the same for every fit of a width)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.linalg.qr(torch.randn((dims, rank), generator=generator, dtype=torch.float64))[0]

@@ -147,11 +147,13 @@ class EngineProbe:
         Why: every seed (and every leave-problems-out fold) of a slice fits the same probe on its own
         training rows of the same activations; as heads of one call they share each pass over the
         rows, and each keeps its own standardisation (the statistics of its own rows). ``grid``: one
-        C grid for every mask, or [masks, grid] values. Heads are mask-major, then C.
+        C grid for every mask, or [masks, grid] values. ``y``: [rows], or [rows, masks] when each mask
+        has its own labels (a permutation null). Heads are mask-major, then C.
         """
         masks = [np.asarray(mask, dtype=bool) for mask in masks]
         union = np.flatnonzero(np.any(masks, axis=0))
-        labels = np.tile(np.asarray(y, dtype=int)[union, None], (1, len(masks)))
+        y = np.asarray(y, dtype=int)
+        labels = y[union] if y.ndim == 2 else np.tile(y[union, None], (1, len(masks)))
         return fit_logistic_heads(matrix, labels, rows=union, mask=np.stack([mask[union] for mask in masks], axis=1),
                                   c_grid=grid, target_scalers=fit_standardisations(matrix, masks),
                                   max_iter=self.config.logistic_max_iter)
@@ -340,7 +342,7 @@ def select_and_fit(
 
 def select_and_fit_many(spec: ProbeSpec, inputs: ProbeInputs, labels: np.ndarray,
                         splits: list[tuple[np.ndarray, np.ndarray]], config: ProbeConfig,
-                        metric: str = "pr_auc") -> list[Selection]:
+                        metric: str = "pr_auc", fixed: list[float | None] | None = None) -> list[Selection]:
     """``select_and_fit`` for many (train, val) masks of ONE slice at once, for an engine probe.
 
     Why: a slice's seeds (and folds) differ only in which rows train and validate; fitting them as
@@ -349,35 +351,47 @@ def select_and_fit_many(spec: ProbeSpec, inputs: ProbeInputs, labels: np.ndarray
     its train rows, the C with the best ``metric`` on its val rows (ties: the first; no usable val:
     the middle of the grid), then the refit on train + val with that C. Each selection carries its
     probe's scores on every row of ``inputs`` (``Selection.scores``), computed in one pass for all.
+    ``labels``: [rows], or [rows, splits] when each split has its own (a permutation null).
+    ``fixed``: per split, a C to use instead of choosing one (``select_and_fit`` with a one-value grid).
     """
     template = spec.build(spec.grid[0], 0, config)
     if not isinstance(template, EngineProbe):
         raise TypeError(f"{spec.name} is not an engine probe: use select_and_fit")
     labels = np.asarray(labels, dtype=int)
+    label_of = (lambda k: labels[:, k]) if labels.ndim == 2 else (lambda k: labels)
+    fixed = [None] * len(splits) if fixed is None else [None if v is None or not np.isfinite(v) else float(v)
+                                                        for v in fixed]
     matrix = template.columns(inputs)
-    usable = [k for k, (_, val) in enumerate(splits)
-              if val.any() and 0 < int(labels[val].sum()) < int(val.sum()) and len(spec.grid) > 1]
+    usable = [k for k, (_, val) in enumerate(splits) if fixed[k] is None and val.any()
+              and 0 < int(label_of(k)[val].sum()) < int(val.sum()) and len(spec.grid) > 1]
     val_scores: list[dict[float, float]] = [{} for _ in splits]
     candidates: dict[tuple[int, float], EngineProbe] = {}
     if usable:
-        heads = template.fit_many(spec.grid, matrix, labels, [splits[k][0] for k in usable])
+        heads = template.fit_many(spec.grid, matrix, _labels_of(labels, usable), [splits[k][0] for k in usable])
         val_rows = np.flatnonzero(np.any([splits[k][1] for k in usable], axis=0))
         decisions = heads.decision(matrix, val_rows)  # [val rows of any split, splits, grid]
         for position, k in enumerate(usable):
             mine = np.searchsorted(val_rows, np.flatnonzero(splits[k][1]))
             for g, value in enumerate(spec.grid):
                 candidates[(k, float(value))] = template.with_head(heads, position, g)
-                val_scores[k][value] = VAL_METRICS[metric](labels[splits[k][1]], decisions[mine, position, g])
-    chosen = [_chosen_value(spec.grid, scores) for scores in val_scores]
+                val_scores[k][value] = VAL_METRICS[metric](label_of(k)[splits[k][1]], decisions[mine, position, g])
+    chosen = [fixed[k] if fixed[k] is not None else _chosen_value(spec.grid, scores)
+              for k, scores in enumerate(val_scores)]
     refit = [config.refit_on_train_val and bool(val.any()) for _, val in splits]
     final: dict[int, EngineProbe] = {k: candidates[(k, float(chosen[k]))] for k in range(len(splits))
                                      if not refit[k] and (k, float(chosen[k])) in candidates}
     to_fit = [k for k in range(len(splits)) if k not in final]
     if to_fit:
         masks = [splits[k][0] | splits[k][1] if refit[k] else splits[k][0] for k in to_fit]
-        heads = template.fit_many(np.array([[float(chosen[k])] for k in to_fit]), matrix, labels, masks)
+        heads = template.fit_many(np.array([[float(chosen[k])] for k in to_fit]), matrix, _labels_of(labels, to_fit),
+                                  masks)
         final.update({k: template.with_head(heads, position, 0) for position, k in enumerate(to_fit)})
     everything = [final[k].heads for k in range(len(splits))]
     scores = LogisticHeads.stacked(everything).decision(matrix)[:, :, 0]  # [rows, splits]: one pass for all
     return [Selection(final[k], spec.hyperparameter, float(chosen[k]), val_scores[k].get(chosen[k], float("nan")),
                       val_scores[k], metric, scores[:, k]) for k in range(len(splits))]
+
+
+def _labels_of(labels: np.ndarray, splits: list[int]) -> np.ndarray:
+    """The labels of the chosen splits: shared [rows] labels as they are, per-split [rows, splits] columns."""
+    return labels[:, splits] if labels.ndim == 2 else labels

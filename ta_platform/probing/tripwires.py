@@ -22,7 +22,7 @@ import pandas as pd
 from .config import ProbeConfig
 from .metrics import auroc, pr_auc, pr_auc_columns
 from .splits import rows_split
-from .suite import labelled_inputs, resolve_split, run_probe_suite
+from .suite import labelled_inputs, resolve_split, run_probe_suite, run_probe_suite_relabelled
 
 OK = "ok"
 MAX_NAMED = 10  # how many offending items a detail string names
@@ -210,7 +210,8 @@ def random_label_null(
     relative position): prevalence, problem structure AND the position signal are kept, only the
     link between content and label is destroyed. So the null probe learns whatever position buys
     (activations encode position), and beating it means signal beyond position. The linear probe is
-    trained through the normal suite path each time (with the L2 strength the real-label run chose).
+    trained through the normal suite path each time (with the L2 strength the real-label run chose; all
+    permutations as heads of one engine call, ``run_probe_suite_relabelled``).
     If nothing leaks, each null probe's test labels are a within-(problem, bin) permutation
     independent of its scores, so its PR-AUC is distributed exactly like PR-AUC(labels, scores
     shuffled within the same groups); that reference is simulated (``null_reference_draws`` per run)
@@ -244,13 +245,26 @@ def random_label_null(
               if row.probe == "linear_probe"}
     rng = np.random.default_rng([seed, 7919])
     groups = position_groups(frame, config.null_position_bins)
-    null_scores, reference_means, reference_vars, reference_draws = [], [], [], []
+    # Every permutation's probes are heads of one engine call. The random stream stays the one a loop of
+    # (permute, fit, simulate its reference) draws: each reference's uniforms are skipped here and replayed
+    # from the saved generator state once the fits exist (their count is the evaluated rows x draws).
+    n_evaluated = int((real_run.predictions.loc[real_run.predictions["probe"] == "linear_probe", "split"]
+                       == "test").sum())
+    permuted_frames, reference_states = [], []
     for _ in range(config.null_permutations):
-        permuted = _permute_within_groups(frame, groups, rng)
-        run = run_probe_suite(permuted, X, seed, linear, assignment=real_run.split, fixed=chosen)
+        permuted_frames.append(_permute_within_groups(frame, groups, rng))
+        reference_states.append(rng.bit_generator.state)
+        rng.random((n_evaluated, config.null_reference_draws))
+    runs = run_probe_suite_relabelled(permuted_frames, X, seed, linear, real_run.split, chosen)
+    null_scores, reference_means, reference_vars, reference_draws = [], [], [], []
+    for permuted, run, state in zip(permuted_frames, runs, reference_states, strict=True):
         null_scores.append(run.metric("linear_probe", "pr_auc"))
-        labels, scores, evaluated_groups, folds, problems = _evaluated_rows(permuted, X, run, groups)
-        reference = _within_group_reference(labels, scores, evaluated_groups, config.null_reference_draws, rng,
+        labels, scores, evaluated_groups, folds, problems = _evaluated_rows(permuted, run, groups)
+        if labels.size != n_evaluated:
+            raise RuntimeError(f"a null run evaluated {labels.size} rows, the real run {n_evaluated}")
+        replay = np.random.default_rng()
+        replay.bit_generator.state = state
+        reference = _within_group_reference(labels, scores, evaluated_groups, config.null_reference_draws, replay,
                                             folds, problems)
         reference_means.append(reference.mean())
         reference_vars.append(reference.var())
@@ -434,11 +448,11 @@ def _permute_within_groups(frame: pd.DataFrame, groups: np.ndarray, rng: np.rand
     return permuted
 
 
-def _evaluated_rows(frame: pd.DataFrame, X: np.ndarray, run, groups: np.ndarray
+def _evaluated_rows(frame: pd.DataFrame, run, groups: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(labels, linear-probe scores, groups, folds, problems) of the rows a suite run evaluated."""
-    _, labels = labelled_inputs(frame, X)
     keep = frame["in_label_set"].to_numpy(dtype=bool) if "in_label_set" in frame else np.ones(len(frame), bool)
+    labels = frame.loc[keep, "anchor"].to_numpy(dtype=int)
     predictions = run.predictions[run.predictions["probe"] == "linear_probe"]
     scores = predictions["score"].to_numpy()
     evaluated = (predictions["split"] == "test").to_numpy()
