@@ -12,6 +12,7 @@ from ta_platform.probing.metrics import (
     importance_target,
     pr_auc,
     pr_auc_columns,
+    pr_auc_of_reassignments,
     prevalence,
     ranking_metrics,
     spearman,
@@ -120,3 +121,26 @@ def test_pairwise_accuracy_is_exact_over_every_pair_with_ties():
             np.testing.assert_allclose(pairwise_accuracy(y, p), every_pair(y, p), rtol=0, atol=1e-12)  # NaN == NaN
     assert np.isnan(pairwise_accuracy(np.ones(5), np.arange(5.0)))
     assert pairwise_accuracy(np.arange(5.0), np.zeros(5)) == 0.5
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_pr_auc_of_reassignments_equals_pr_auc_of_the_reassigned_scores(tied):
+    """One sort for every within-group shuffle of a permutation null's reference: the same numbers as
+    moving the scores and scoring each column on its own (ties included, and a subset of rows)."""
+    rng = np.random.default_rng(3)
+    n, draws = 300, 40
+    labels = (rng.random(n) < 0.15).astype(int)
+    scores = np.round(rng.normal(size=n), 1) if tied else rng.normal(size=n)
+    receivers = np.stack([rng.permutation(n) for _ in range(draws)], axis=1)
+    moved = np.empty((n, draws))
+    for d in range(draws):
+        moved[receivers[:, d], d] = scores
+    np.testing.assert_allclose(pr_auc_of_reassignments(labels, scores, receivers), pr_auc_columns(labels, moved),
+                               rtol=1e-12)
+    rows = np.arange(100, 200)  # a fold: its rows' scores move among its own rows
+    inside = np.stack([rows[rng.permutation(rows.size)] for _ in range(draws)], axis=1)
+    moved_inside = np.empty((rows.size, draws))
+    for d in range(draws):
+        moved_inside[inside[:, d] - 100, d] = scores[rows]
+    np.testing.assert_allclose(pr_auc_of_reassignments(labels, scores[rows], inside),
+                               pr_auc_columns(labels[rows], moved_inside), rtol=1e-12)

@@ -293,3 +293,19 @@ def test_the_batched_null_equals_the_permute_and_fit_loop(cv_mode, monkeypatch):
         # the same draws: differences of the fits' rounding (~1e-4), not of independent draws (~2 sd)
         assert np.quantile(np.abs(batched - loop), 0.9) <= 0.05 * np.std(loop)
     assert abs(got["reference_mean_pr_auc"] - np.mean([d.mean() for d in loop_draws])) <= 0.005
+
+
+def test_a_real_run_passed_in_gives_the_null_it_would_have_run(sound):
+    """A study that already ran the linear probe and both baselines hands that run to the null (function_tags'
+    seed 0): the same verdicts and numbers; a run without the baselines is refused, naming them."""
+    frame, X = sound
+    config = dataclasses.replace(FAST, bootstrap_resamples=0, probes=("linear_probe", *tripwires.NULL_BASELINES))
+    real = tripwires.run_probe_suite(frame, X, 0, config)
+    given = random_label_null(frame, X, 0, FAST, real_run=real)
+    alone = random_label_null(frame, X, 0, FAST)
+    assert [r.passed for r in given] == [r.passed for r in alone]
+    np.testing.assert_allclose(given[0].metrics["null_scores"], alone[0].metrics["null_scores"], atol=1e-12)
+    assert given[0].metrics["real_pr_auc"] == alone[0].metrics["real_pr_auc"]
+    linear_only = tripwires.run_probe_suite(frame, X, 0, dataclasses.replace(config, probes=("linear_probe",)))
+    with pytest.raises(ValueError, match="position_baseline"):
+        random_label_null(frame, X, 0, FAST, real_run=linear_only)

@@ -72,7 +72,8 @@ def run_slices(slices: Iterable[ProbeSlice], tag: str, seeds: list[int], config:
     for piece in slices:
         frame = tag_labels(piece.frame, tag)
         assignments = {seed: dataset_assignment(frame["problem_id"], seed, config) for seed in seeds}
-        for seed, result in run_probe_suite_seeds(frame, piece.X, assignments, config).items():  # one engine call
+        results = run_probe_suite_seeds(frame, piece.X, assignments, config)  # every seed: one engine call
+        for seed, result in results.items():
             evaluated = result.predictions[result.predictions["split"].isin(["test"]) |
                                            result.predictions["fold"].astype(str).str.startswith("fold")]
             predictions.append(evaluated.assign(seed=seed, **piece.scope))
@@ -80,7 +81,8 @@ def run_slices(slices: Iterable[ProbeSlice], tag: str, seeds: list[int], config:
                 f"{result.metric('linear_probe', 'pr_auc'):.3f}, position {result.metric('position_baseline', 'pr_auc'):.3f}, "
                 f"text {result.metric('text_baseline', 'pr_auc'):.3f}")
         planted = planted_signal(frame, piece.X, 0, config)
-        null = next(r for r in random_label_null(frame, piece.X, 0, config) if r.name == "permutation_null")
+        null = next(r for r in random_label_null(frame, piece.X, 0, config, real_run=results.get(0))
+                    if r.name == "permutation_null")
         tripwires += [{"tripwire": r.name, "passed": r.passed, "reason_code": r.reason_code, "detail": r.detail,
                        **piece.scope} for r in (planted, null)]
     return pd.concat(predictions, ignore_index=True), pd.DataFrame(tripwires)

@@ -54,15 +54,41 @@ def pr_auc_columns(labels: np.ndarray, score_matrix: np.ndarray) -> np.ndarray:
     if n_rows == 0 or n_pos == 0 or n_pos == n_rows:
         return np.full(n_cols, np.nan)
     order = np.argsort(-scores, axis=0, kind="stable")
-    sorted_scores = np.take_along_axis(scores, order, axis=0)
-    sorted_labels = labels[order]
+    return _average_precision_sorted(np.take_along_axis(scores, order, axis=0), labels[order], n_pos)
+
+
+def pr_auc_of_reassignments(labels: np.ndarray, scores: np.ndarray, receivers: np.ndarray) -> np.ndarray:
+    """Average precision of each column of ``receivers`` [rows, columns]: in column d the score of row i
+    (``scores[i]``) is given to row ``receivers[i, d]`` (rows of ``labels``), a permutation of the rows.
+
+    Equal to ``pr_auc_columns`` of the reassigned scores, with ONE sort: the sorted score values are the
+    same in every column, only which label each one meets changes (ties need no order: each positive
+    counts the precision at the end of its tie run). Why: a permutation null simulates hundreds of
+    within-group shuffles per run, and sorting each of them again was a third of the tripwires stage.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    receivers = np.asarray(receivers)
+    if receivers.shape[0] == 0:
+        return np.full(receivers.shape[1], np.nan)
+    n_pos = labels[receivers[:, 0]].sum()
+    if n_pos == 0 or n_pos == receivers.shape[0]:
+        return np.full(receivers.shape[1], np.nan)
+    order = np.argsort(-scores, kind="stable")
+    return _average_precision_sorted(scores[order][:, None], labels[receivers[order]], n_pos)
+
+
+def _average_precision_sorted(sorted_scores: np.ndarray, sorted_labels: np.ndarray, n_pos: float) -> np.ndarray:
+    """Average precision per column of labels sorted by descending score (``sorted_scores``: the same
+    shape, or one shared [rows, 1] column)."""
+    n_rows = sorted_labels.shape[0]
     positions = np.arange(n_rows)[:, None]
-    is_run_end = np.vstack([np.diff(sorted_scores, axis=0) != 0, np.ones((1, n_cols), dtype=bool)])
+    is_run_end = np.vstack([np.diff(sorted_scores, axis=0) != 0, np.ones((1, sorted_scores.shape[1]), dtype=bool)])
     run_end = np.where(is_run_end, positions, n_rows)
     run_end = np.minimum.accumulate(run_end[::-1], axis=0)[::-1]  # last index of each row's tie run
     true_pos = np.cumsum(sorted_labels, axis=0)
-    precision_at_run_end = np.take_along_axis(true_pos, run_end, axis=0) / (run_end + 1.0)
-    return (sorted_labels * precision_at_run_end).sum(axis=0) / n_pos
+    at_run_end = true_pos[run_end[:, 0]] if run_end.shape[1] == 1 else np.take_along_axis(true_pos, run_end, axis=0)
+    return (sorted_labels * (at_run_end / (run_end + 1.0))).sum(axis=0) / n_pos
 
 
 def auroc_columns(labels: np.ndarray, score_matrix: np.ndarray) -> np.ndarray:

@@ -207,14 +207,8 @@ def run_probe_suite_seeds(frame: pd.DataFrame, X: np.ndarray, assignments: Mappi
     inputs, labels = labelled_inputs(frame, X)
     check_enough_problems(inputs.frame["problem_id"].nunique(), "this slice")
     plans = {seed: fit_units(inputs, seed, config, assignment) for seed, assignment in assignments.items()}
-    keys = [(seed, unit) for seed, plan in plans.items() for unit in plan[0]]
-    prefitted: dict[int, dict[tuple[str, str], Selection]] = {seed: {} for seed in assignments}
-    for name, spec in probe_specs(config).items():
-        if not isinstance(spec.build(spec.grid[0], 0, config), EngineProbe):
-            continue
-        chosen = select_and_fit_many(spec, inputs, labels, [(unit.train, unit.val) for _, unit in keys], config)
-        for (seed, unit), selection in zip(keys, chosen, strict=True):
-            prefitted[seed][(name, unit.fold)] = selection
+    prefitted = _engine_selections(inputs, labels, [(seed, unit) for seed, plan in plans.items() for unit in plan[0]],
+                                   config)
     return {seed: _suite_result(inputs, labels, seed, config, plan, {}, prefitted[seed]) for seed, plan in plans.items()}
 
 
@@ -242,16 +236,25 @@ def run_probe_suite_relabelled(frames: Sequence[pd.DataFrame], X: np.ndarray, se
     plan = fit_units(inputs, seed, config, assignment)
     fixed = fixed or {}
     keys = [(k, unit) for k in range(len(frames)) for unit in plan[0]]
-    prefitted: list[dict[tuple[str, str], Selection]] = [{} for _ in frames]
+    prefitted = _engine_selections(inputs, labels[:, [k for k, _ in keys]], keys, config, fixed)
+    return [_suite_result(inputs, labels[:, k], seed, config, plan, fixed, prefitted[k]) for k in range(len(frames))]
+
+
+def _engine_selections(inputs, labels: np.ndarray, keyed_units: list[tuple[object, FitUnit]], config: ProbeConfig,
+                       fixed: Mapping[tuple[str, str], float] | None = None) -> dict[object, dict[tuple[str, str], Selection]]:
+    """owner -> (probe, fold) -> selection: every engine probe of every (owner, fit unit) pair as heads of one
+    ``select_and_fit_many`` per probe. ``labels``: shared [rows], or [rows, pairs] (one column per pair);
+    ``fixed``: (probe, fold) -> C instead of choosing one."""
+    prefitted: dict[object, dict[tuple[str, str], Selection]] = {owner: {} for owner, _ in keyed_units}
     for name, spec in probe_specs(config).items():
         if not isinstance(spec.build(spec.grid[0], 0, config), EngineProbe):
             continue
-        chosen = select_and_fit_many(spec, inputs, labels[:, [k for k, _ in keys]],
-                                     [(unit.train, unit.val) for _, unit in keys], config,
-                                     fixed=[fixed.get((name, unit.fold)) for _, unit in keys])
-        for (k, unit), selection in zip(keys, chosen, strict=True):
-            prefitted[k][(name, unit.fold)] = selection
-    return [_suite_result(inputs, labels[:, k], seed, config, plan, fixed, prefitted[k]) for k in range(len(frames))]
+        chosen = select_and_fit_many(spec, inputs, labels, [(unit.train, unit.val) for _, unit in keyed_units], config,
+                                     fixed=None if fixed is None else [fixed.get((name, unit.fold))
+                                                                       for _, unit in keyed_units])
+        for (owner, unit), selection in zip(keyed_units, chosen, strict=True):
+            prefitted[owner][(name, unit.fold)] = selection
+    return prefitted
 
 
 def _suite_result(inputs, labels, seed, config, plan, fixed, prefitted: Prefitted) -> ProbeSuiteResult:

@@ -20,9 +20,15 @@ import numpy as np
 import pandas as pd
 
 from .config import ProbeConfig
-from .metrics import auroc, pr_auc, pr_auc_columns
+from .metrics import auroc, pr_auc, pr_auc_of_reassignments
 from .splits import rows_split
-from .suite import labelled_inputs, resolve_split, run_probe_suite, run_probe_suite_relabelled
+from .suite import (
+    ProbeSuiteResult,
+    labelled_inputs,
+    resolve_split,
+    run_probe_suite,
+    run_probe_suite_relabelled,
+)
 
 OK = "ok"
 MAX_NAMED = 10  # how many offending items a detail string names
@@ -202,7 +208,8 @@ def trace_rows_independent(
 
 
 def random_label_null(
-    frame: pd.DataFrame, X: np.ndarray, seed: int, config: ProbeConfig | None = None
+    frame: pd.DataFrame, X: np.ndarray, seed: int, config: ProbeConfig | None = None,
+    real_run: ProbeSuiteResult | None = None,
 ) -> list[TripwireResult]:
     """Two checks from one permutation null: ``permutation_null`` and ``signal_beats_null``.
 
@@ -225,6 +232,8 @@ def random_label_null(
     - signal_beats_null passes iff the real-label probe beats the ``null_quantile`` of both the
       permutation scores and the pooled reference. Its metrics carry the real run's margins over the
       position and text baselines (same split), so the finding reads "beyond position and text".
+    ``real_run``: this slice's real-label run for ``seed`` with the linear probe and both baselines, when
+    the caller already has it (a study that runs them anyway); by default it is run here.
     """
     names = ("permutation_null", "signal_beats_null")
     config = config or ProbeConfig()
@@ -235,7 +244,11 @@ def random_label_null(
     # scores every problem once; the cost is one fit per fold and permutation (small data only: large
     # datasets are holdout under ``auto``).
     linear = _linear_only(config)
-    real_run = run_probe_suite(frame, X, seed, replace(linear, probes=("linear_probe", *NULL_BASELINES)))
+    if real_run is None:
+        real_run = run_probe_suite(frame, X, seed, replace(linear, probes=("linear_probe", *NULL_BASELINES)))
+    missing = {"linear_probe", *NULL_BASELINES} - set(real_run.metrics["probe"])
+    if missing:
+        raise ValueError(f"the real-label run lacks {sorted(missing)}: the null compares against all of them")
     real = real_run.metric("linear_probe", "pr_auc")
     # Null probes re-run the real run's exact models: its split or folds and, per fold, the L2 strength it
     # chose on validation. A null that used one C for every fold would be a weaker procedure than the real
@@ -483,21 +496,23 @@ def _within_group_reference(
     """PR-AUC of ``labels`` against ``scores`` shuffled within each group, ``draws`` times.
 
     Shuffling scores within groups is the same in distribution as shuffling labels within groups,
-    and lets one vectorised sort score every draw. With ``folds`` the PR-AUC is the suite's: within
-    each fold, averaged over folds weighted by their problems (groups lie inside one problem, so a
-    shuffle never crosses folds).
+    and lets one sort score every draw (``pr_auc_of_reassignments``: the sorted score values are the
+    same in every draw, only the rows they land on change). With ``folds`` the PR-AUC is the suite's:
+    within each fold, averaged over folds weighted by their problems (groups lie inside one problem,
+    so a shuffle never crosses folds).
     """
     _, codes = np.unique(groups, return_inverse=True)
     canonical = np.argsort(codes, kind="stable")  # rows grouped by group, in row order
     shuffled_order = np.argsort(codes[:, None] + rng.random((codes.size, draws)), axis=0)
-    shuffled = np.empty((codes.size, draws))
-    shuffled[canonical] = scores[shuffled_order]
+    # row canonical[i] receives the score of row shuffled_order[i]: invert to "row j's score goes to row r"
+    receivers = np.empty_like(shuffled_order)
+    np.put_along_axis(receivers, shuffled_order, np.broadcast_to(canonical[:, None], shuffled_order.shape), axis=0)
     if folds is None or len(set(folds)) <= 1:
-        return pr_auc_columns(labels, shuffled)
+        return pr_auc_of_reassignments(labels, scores, receivers)
     values, weights = [], []
     for fold in sorted(set(folds)):
-        rows = folds == fold
-        value = pr_auc_columns(labels[rows], shuffled[rows])
+        rows = np.flatnonzero(folds == fold)
+        value = pr_auc_of_reassignments(labels, scores[rows], receivers[rows])
         if np.all(np.isfinite(value)):
             values.append(value)
             weights.append(len(set(problems[rows])))
