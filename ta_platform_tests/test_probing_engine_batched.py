@@ -308,3 +308,25 @@ def test_relabelled_runs_equal_each_frames_own_run(anchors_inputs, cv_mode):
             assert abs(mine.metric("linear_probe", metric) - alone.metric("linear_probe", metric)) <= AUROC_TOL
         pr_aucs.append(alone.metric("linear_probe", "pr_auc"))
     assert len(set(np.round(pr_aucs, 6))) == 3
+
+
+def test_small_fits_run_torch_on_one_thread_and_restore_the_setting(monkeypatch):
+    """Small products on 2 torch threads were 4x slower under load than on 1 (threads_for); large work keeps the
+    threads it was given, and the caller's setting comes back afterwards."""
+    from ta_platform.probing import engine_data, engine_logistic
+
+    X, y = correlated_rows(n=400, dims=64)
+    seen = []
+    real = engine_logistic._batched_lbfgs
+    monkeypatch.setattr(engine_logistic, "_batched_lbfgs", lambda *a, **k: seen.append(torch.get_num_threads())
+                        or real(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit_logistic_heads(X, y, c_grid=(1.0,))
+        monkeypatch.setattr(engine_data, "SMALL_WORK", 0)  # the same fit counted as large work
+        fit_logistic_heads(X, y, c_grid=(1.0,))
+        assert seen == [1, 2]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

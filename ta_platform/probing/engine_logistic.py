@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .engine_data import DEFAULT_BLOCK_ROWS, as_row_source, engine_device, resolve_rows
+from .engine_data import DEFAULT_BLOCK_ROWS, as_row_source, engine_device, resolve_rows, threads_for
 from .engine_products import nystrom_covariance, products
 from .streaming_scaler import Standardisation, fit_standardisation
 
@@ -188,11 +188,12 @@ def fit_logistic_heads(
     n_grid = c_values.shape[1]
     n_heads = n_targets * n_grid
     full = plan_bytes(rows.size, source.dims, n_heads) <= memory_budget_bytes if streaming is None else not streaming
-    oracle = products(source, rows, scaler, dev, block_rows, full_batch=full)
     use_preconditioner = source.dims >= PRECONDITION_MIN_DIMS if precondition is None else precondition
     penalty = None if per_target is None else per_target.penalty_weights(n_grid)
-    theta, n_iter, converged = _batched_lbfgs(oracle, y, sample_weight, c_values, max_iter, tol, dev,
-                                              use_preconditioner, penalty)
+    with threads_for(rows.size * source.dims):
+        oracle = products(source, rows, scaler, dev, block_rows, full_batch=full)
+        theta, n_iter, converged = _batched_lbfgs(oracle, y, sample_weight, c_values, max_iter, tol, dev,
+                                                  use_preconditioner, penalty)
     coef = theta[:-1].T.reshape(n_targets, n_grid, source.dims)
     intercept = theta[-1].reshape(n_targets, n_grid)
     if per_target is not None:

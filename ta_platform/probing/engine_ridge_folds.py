@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .engine_data import DEFAULT_BLOCK_ROWS, as_row_source, engine_device, resolve_rows
+from .engine_data import DEFAULT_BLOCK_ROWS, as_row_source, engine_device, resolve_rows, threads_for
 from .engine_ridge import EIGH_MAX_DIMS, RidgeGram, RidgeGrid, ridge_path
 from .engine_ridge_cg import GramOperator, solve_ridge_pcg
 
@@ -93,7 +93,12 @@ def group_sums(data, targets: np.ndarray, groups: Sequence, rows: np.ndarray | N
 def ridge_grid_of(gram: RidgeGram, alphas: Sequence[float], *, solver: str = "auto",
                   device: str | torch.device | None = None) -> RidgeGrid:
     """The standardised ridge of every alpha from one fold's centred statistics."""
-    alphas = tuple(float(alpha) for alpha in alphas)
+    dims = gram.cross.shape[0]
+    with threads_for(dims * dims):
+        return _ridge_grid_of(gram, tuple(float(alpha) for alpha in alphas), solver, device)
+
+
+def _ridge_grid_of(gram: RidgeGram, alphas: tuple[float, ...], solver: str, device) -> RidgeGrid:
     dims = gram.cross.shape[0]
     solver = ("eigh" if dims <= EIGH_MAX_DIMS else "pcg") if solver == "auto" else solver
     if solver == "eigh":
