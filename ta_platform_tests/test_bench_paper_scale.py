@@ -1,8 +1,9 @@
 """``ta-platform bench paper-scale`` at a small fraction: the JSON shape, and the anchors probe stage
 recovering the planted signal (within 0.03 of the planted score's own AUROC on the same test rows).
 
-The preferences study is not run here: its ridge path eigendecomposes a 5,376 x 5,376 Gram matrix per
-fit (1 + topics fits per layer), minutes each on this machine at any number of tasks.
+The preferences and backtracking studies are not run here, to keep CI's time for the rest (even at
+their minimum sizes they fit 9 layers x 10 alphas x 11 folds at 5,376 dims, or 5 layers x 7 lags at
+4,096); the engine paths they call have their own agreement tests against sklearn.
 """
 
 from __future__ import annotations
@@ -52,3 +53,33 @@ def test_bench_paper_scale_small_fraction(tmp_path, capsys):
     assert abs(anchors["planted"] - anchors["recovered"]) <= 0.03, anchors
     assert not list(tmp_path.iterdir()), "the bench deletes its synthetic partitions"
     assert any("planted" in line and "recovered" in line for line in out[:-1])
+
+
+@pytest.mark.slow  # starts the bench in a subprocess and waits for its generation stage (~10 s)
+def test_a_terminated_bench_stops_its_child_and_deletes_its_partitions(tmp_path):
+    """A scheduler's SIGTERM mid-run: at full scale the partitions are ~20 GB of bf16 files and the child
+    goes on writing them unless the bench stops it, so both must be gone when the bench exits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    work = tmp_path / "work"
+    bench = subprocess.Popen([sys.executable, "-m", "ta_platform.cli.main", "bench", "paper-scale", "--study",
+                              "anchors", "--fraction", "0.05", "--seeds", "1", "--rank", "16", "--work-dir", str(work)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    partitions = work / "anchors-f0.05"
+    while not (partitions.exists() and any(partitions.rglob("shard-*.bin"))) and time.monotonic() < deadline:
+        assert bench.poll() is None, bench.communicate()
+        time.sleep(0.2)
+    assert any(partitions.rglob("shard-*.bin")), "the generation stage wrote no partition within 120 s"
+    children = subprocess.run(["pgrep", "-f", f"paper_scale --child .*{work}"], capture_output=True, text=True)
+    assert children.stdout.split(), "the bench runs each stage in a child interpreter"
+    bench.send_signal(signal.SIGTERM)
+    bench.communicate(timeout=60)
+    assert bench.returncode == 128 + signal.SIGTERM
+    assert not partitions.exists(), list(partitions.rglob("*"))
+    for pid in children.stdout.split():
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", pid

@@ -279,11 +279,17 @@ def _child(options: dict[str, Any]) -> dict[str, Any]:
 
 def _run_child(options: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(options.get("threads", 1)), "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, "-m", "ta_platform.benchmarks.paper_scale", "--child", json.dumps(options)],
-                          capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"paper-scale {options['study']} {options['stage']} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    child = subprocess.Popen([sys.executable, "-m", "ta_platform.benchmarks.paper_scale", "--child",
+                              json.dumps(options)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        stdout, stderr = child.communicate()
+    except BaseException:  # interrupted or terminated: the child must not go on writing gigabytes we delete
+        child.kill()
+        child.wait()
+        raise
+    if child.returncode != 0:
+        raise RuntimeError(f"paper-scale {options['study']} {options['stage']} failed:\n{stderr[-4000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def run_study(study: str, fraction: float, work_dir: Path, *, seeds: int | None = None, seed: int = 0,

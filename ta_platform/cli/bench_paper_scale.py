@@ -14,8 +14,11 @@ largest fraction; with several, ``runs`` and ``growth`` beside it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -50,10 +53,33 @@ def _line(study: str, r: dict) -> str:
             f"{r['metric']} planted {r['planted']:.4f} vs recovered {r['recovered']:.4f}")
 
 
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """SIGTERM (a job scheduler's stop, ``kill``) raises SystemExit, so every ``finally`` deletes its
+    partitions and stops its child: a full-scale run leaves ~20 GB of bf16 files otherwise."""
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="ta-bench-paper-"))
+    try:
+        with _terminate_as_exit():
+            return _run(args, work)
+    finally:
+        if not args.work_dir and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
     studies = args.study or list(STUDIES)
     fractions = sorted(set(args.fraction or [1.0]))
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="ta-bench-paper-"))
     if not args.json:
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     runs = {}
@@ -91,9 +117,5 @@ def run(args: argparse.Namespace) -> int:
                   f"{small['extract_peak_above_baseline_mb']} MB, {large['n_traces']} traces ({large['rows']} rows) "
                   f"{large['extract_peak_above_baseline_mb']} MB; one float32 layer grew by "
                   f"{memory['layer_float32_growth_mb']} MB, the peak by {memory['peak_growth_mb']['extract']} MB")
-    if not args.work_dir and not args.keep:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(record))
     return 0
