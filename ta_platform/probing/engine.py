@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from .engine_data import DEFAULT_BLOCK_ROWS, RowSource, as_row_source, engine_device
 from .engine_logistic import DEFAULT_MEMORY_BUDGET, LogisticHeads, fit_logistic_heads, plan_bytes
-from .engine_ridge import RidgeGram, RidgeGrid, RidgePath, accumulate_gram, fit_ridge_path, ridge_path
-from .engine_ridge_folds import fit_ridge_grid, fit_ridge_grids_leaving_out
+from .engine_ridge import RidgeGram, RidgeGrid, RidgePath, ridge_path
+from .engine_ridge_folds import accumulate_gram, fit_ridge_grid, fit_ridge_grids_leaving_out, fit_ridge_path
 from .streaming_scaler import Standardisation, StreamingScaler, fit_standardisation, fit_standardisations
 
 __all__ = [

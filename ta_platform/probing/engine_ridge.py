@@ -2,8 +2,9 @@
 
 Why: the preference study sweeps ten alphas per fold and target, and at paper scale (13k tasks x
 5376 dims, 9 layers) refitting sklearn's ``Ridge`` per alpha repeats the same d x d work. The
-training rows are read once, block by block, into float64 sums (shifted by the first block's mean so
-float32 activations with large offsets lose nothing); the centred, standardised Gram matrix
+training rows are read once, block by block, into float64 sums (``engine_ridge_folds.group_sums``,
+shifted by the first block's mean so float32 activations with large offsets lose nothing); the centred,
+standardised Gram matrix
 ``Z'Z`` is eigendecomposed once, after which every alpha (and every target) is a matrix product::
 
     coef(alpha) = V diag(1 / (lambda + alpha)) V' Z'(y - mean(y))      intercept = mean(y)
@@ -41,38 +42,6 @@ class RidgeGram:
         """(scaler, Z'Z, Z'(y - mean y)) for the standardised rows ``Z``: what every ridge solver solves."""
         scaler = self.scaler()
         return scaler, self.cross / np.outer(scaler.scale, scaler.scale), self.cross_y / scaler.scale[:, None]
-
-
-def accumulate_gram(data, targets: np.ndarray, rows: np.ndarray | None = None, *,
-                    block_rows: int = DEFAULT_BLOCK_ROWS) -> RidgeGram:
-    """One pass over the training ``rows``: shifted sums of x, x x' and x y in float64."""
-    source = as_row_source(data)
-    rows = resolve_rows(source, rows)
-    y = np.asarray(targets, dtype=np.float64)
-    y = y.reshape(-1, 1) if y.ndim == 1 else y
-    if y.shape[0] != rows.size:
-        raise ValueError(f"{y.shape[0]} target rows for {rows.size} training rows")
-    if rows.size < 2:
-        raise ValueError(f"ridge needs at least 2 training rows, got {rows.size}")
-    if not np.isfinite(y).all():
-        raise ValueError("ridge targets contain NaN or infinite values")
-    shift = None
-    sum_x = np.zeros(source.dims)
-    sum_xx = np.zeros((source.dims, source.dims))
-    sum_xy = np.zeros((source.dims, y.shape[1]))
-    for part, block in source.blocks(rows, block_rows, dtype=np.float64):
-        if shift is None:
-            shift = block.mean(axis=0)
-        block = block - shift
-        sum_x += block.sum(axis=0)
-        sum_xx += block.T @ block
-        sum_xy += block.T @ y[part]
-    n = rows.size
-    centre = sum_x / n  # mean - shift
-    y_mean = y.mean(axis=0)
-    cross = sum_xx - n * np.outer(centre, centre)
-    cross_y = sum_xy - np.outer(centre, y.sum(axis=0))  # sum (x - mean) y = sum (x - mean)(y - y_mean)
-    return RidgeGram(n, shift + centre, cross, cross_y, y_mean)
 
 
 @dataclass(frozen=True)
@@ -123,12 +92,6 @@ def ridge_path(gram: RidgeGram, device: str | torch.device | None = None) -> Rid
         values, vectors = (t.cpu().numpy() for t in torch.linalg.eigh(torch.from_numpy(gram_z).to(dev)))
     values = np.clip(values, 0.0, None)  # a Gram matrix is PSD; clip rounding below 0
     return RidgePath(scaler, values, vectors, vectors.T @ cross_zy, gram.y_mean)
-
-
-def fit_ridge_path(data, targets: np.ndarray, rows: np.ndarray | None = None, *,
-                   block_rows: int = DEFAULT_BLOCK_ROWS, device: str | torch.device | None = None) -> RidgePath:
-    """``accumulate_gram`` then ``ridge_path``: every alpha of a sweep from one pass over the rows."""
-    return ridge_path(accumulate_gram(data, targets, rows, block_rows=block_rows), device)
 
 
 EIGH_MAX_DIMS = 2048  # above this a fold's eigendecomposition costs more than its conjugate-gradient solve

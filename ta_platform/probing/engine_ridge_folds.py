@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .engine_data import DEFAULT_BLOCK_ROWS, as_row_source, engine_device, resolve_rows, threads_for
-from .engine_ridge import EIGH_MAX_DIMS, RidgeGram, RidgeGrid, ridge_path
+from .engine_ridge import EIGH_MAX_DIMS, RidgeGram, RidgeGrid, RidgePath, ridge_path
 from .engine_ridge_cg import GramOperator, solve_ridge_pcg
 
 
@@ -88,6 +88,23 @@ def group_sums(data, targets: np.ndarray, groups: Sequence, rows: np.ndarray | N
         stored = gram if exact else gram.astype(np.float32)  # ten topics' matrices at 5,376 dims: 1.2 GB, not 2.3
         sums[group] = ShiftedSums(n, sum_x, sum_sq, stored, sum_xy, y[mine].sum(axis=0))
     return shift, sums
+
+
+def accumulate_gram(data, targets: np.ndarray, rows: np.ndarray | None = None, *,
+                    block_rows: int = DEFAULT_BLOCK_ROWS) -> RidgeGram:
+    """One pass over the training ``rows``: their centred float64 sums of x x' and x y (one group)."""
+    source = as_row_source(data)
+    rows = resolve_rows(source, rows)
+    if rows.size < 2:
+        raise ValueError(f"ridge needs at least 2 training rows, got {rows.size}")
+    shift, sums = group_sums(source, targets, np.zeros(rows.size, dtype=np.int64), rows, block_rows=block_rows)
+    return sums[0].centred(shift)
+
+
+def fit_ridge_path(data, targets: np.ndarray, rows: np.ndarray | None = None, *,
+                   block_rows: int = DEFAULT_BLOCK_ROWS, device: str | torch.device | None = None) -> RidgePath:
+    """``accumulate_gram`` then ``ridge_path``: every alpha of a sweep from one pass over the rows."""
+    return ridge_path(accumulate_gram(data, targets, rows, block_rows=block_rows), device)
 
 
 def ridge_grid_of(gram: RidgeGram, alphas: Sequence[float], *, solver: str = "auto",
