@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ta_platform.benchmarks.synthetic_activations import LowRankActivations, write_units
+from ta_platform.cli.bench_paper_scale import growth_line, growth_of
 from ta_platform.cli.main import main
 from ta_platform.extraction.store import load_partition
 
@@ -53,6 +54,23 @@ def test_bench_paper_scale_small_fraction(tmp_path, capsys):
     assert abs(anchors["planted"] - anchors["recovered"]) <= 0.03, anchors
     assert not list(tmp_path.iterdir()), "the bench deletes its synthetic partitions"
     assert any("planted" in line and "recovered" in line for line in out[:-1])
+    # 6 problems: a 15% test split would hold 1 problem, so cv_mode "auto" ran leave-problems-out
+    assert any("leave_problems_out (5 folds)" in line for line in out[:-1]), out
+
+
+def test_growth_is_flagged_when_the_fractions_ran_different_schemes():
+    def record(rows, scheme):
+        return {"rows": rows, "seconds": 3.0 * rows, "probe_seconds": 2.0 * rows, "peak_rss_gb": 0.5 * rows**0.5,
+                "scheme": scheme}
+
+    same = growth_of([record(rows, "holdout") for rows in (100, 200, 400)])
+    assert same["comparable"] and same["seconds"] == pytest.approx(1.0) and same["peak_rss_gb"] == pytest.approx(0.5)
+    assert "NOT comparable" not in growth_line("anchors", same, [0.25, 0.5, 1.0], ["holdout"] * 3)
+    schemes = ["leave_problems_out (5 folds)", "leave_problems_out (5 folds)", "holdout"]
+    mixed = growth_of([record(rows, scheme) for rows, scheme in zip((100, 200, 400), schemes, strict=True)])
+    assert not mixed["comparable"]
+    line = growth_line("anchors", mixed, [0.25, 0.5, 1.0], schemes)
+    assert "NOT comparable" in line and "0.5: leave_problems_out (5 folds)" in line and "1: holdout" in line
 
 
 @pytest.mark.slow  # starts the bench in a subprocess and waits for its generation stage (~10 s)

@@ -130,13 +130,14 @@ def _probe_anchors(shape: StudyShape, work: Path, seeds: int) -> dict[str, Any]:
     out = work / "probes"
     planted_of = labels.set_index(["trace_key", "chunk_idx"])["planted"]
     label_of = labels.set_index(["trace_key", "chunk_idx"])["anchor"]
-    pairs = []
+    pairs, folds = [], set()
     heads = 0
     run_seeds(range(seeds), iter_probe_slices(labels, work / "activations", {shape.model_key: (SYNTHETIC_MODEL,)}),
               config, out, {"source": "synthetic"}, labels["problem_id"], log=lambda _: None)
     for seed in range(seeds):
         predictions = pd.read_parquet(seed_folder(out, seed) / "predictions.parquet")
         linear = predictions[predictions["probe"] == "linear_probe"]
+        folds.update(linear["fold"].unique())
         for _, part in linear.groupby(["layer_key", "setting"]):
             evaluated = part[(part["split"] == "test") | (part["fold"] != "holdout")]
             key = pd.MultiIndex.from_frame(evaluated[["trace_key", "chunk_idx"]])
@@ -144,8 +145,10 @@ def _probe_anchors(shape: StudyShape, work: Path, seeds: int) -> dict[str, Any]:
             pairs.append((auroc(y, planted_of.loc[key].to_numpy()), auroc(y, evaluated["score"].to_numpy())))
             heads += len(config.l2_c_grid)
     planted, recovered = np.nanmean(np.array(pairs), axis=0)
+    # cv_mode "auto" runs leave-problems-out below min_test_problems test problems: 5 folds' fits, not one
+    scheme = "holdout" if folds == {"holdout"} else f"leave_problems_out ({len(folds - {'holdout'})} folds)"
     return {"planted": float(planted), "recovered": float(recovered), "heads": heads, "metric": "auroc",
-            "slices": len(pairs)}
+            "slices": len(pairs), "scheme": scheme}
 
 
 # --------------------------------------------------------------------------- preferences
@@ -189,7 +192,7 @@ def _probe_preferences(shape: StudyShape, work: Path, seeds: int) -> dict[str, A
                     & (report["metric"] == "pearson_r")]
     folds = 1 + report.loc[report["scope"] == "held_out_topic", "held_out_topic"].nunique()
     return {"planted": float(planted), "recovered": float(chosen["value"].mean()), "metric": "pearson_r",
-            "heads": len(shape.layers) * folds * 2 * 10}
+            "heads": len(shape.layers) * folds * 2 * 10, "scheme": f"all topics + {folds - 1} held-out topics"}
 
 
 # --------------------------------------------------------------------------- backtracking
@@ -251,7 +254,8 @@ def _probe_backtracking(shape: StudyShape, work: Path, seeds: int) -> dict[str, 
         pairs += [(planted_auroc, float(value)) for value in probe["value"]]
     planted_mean, recovered = np.mean(np.array(pairs), axis=0)
     return {"planted": float(planted_mean), "recovered": float(recovered), "metric": "auroc (lag 0)",
-            "heads": seeds * len(shape.layers) * len(config.lags) * len(config.c_grid), "margin_rows": summaries}
+            "heads": seeds * len(shape.layers) * len(config.lags) * len(config.c_grid), "margin_rows": summaries,
+            "scheme": "holdout (chains)"}
 
 
 GENERATE = {"anchors": _generate_anchors, "backtracking": _generate_backtracking, "preferences": _generate_preferences}
@@ -314,7 +318,7 @@ def run_study(study: str, fraction: float, work_dir: Path, *, seeds: int | None 
             "generate_cpu_seconds": generated.get("cpu_seconds"), "probe_cpu_seconds": probed.get("cpu_seconds"),
             "peak_rss_gb": max(generated["peak_rss_gb"], probed["peak_rss_gb"]),
             "generate_peak_rss_gb": generated["peak_rss_gb"], "probe_peak_rss_gb": probed["peak_rss_gb"],
-            "disk_gb": round(generated["disk_bytes"] / 2**30, 3), "metric": probed["metric"],
+            "disk_gb": round(generated["disk_bytes"] / 2**30, 3), "metric": probed["metric"], "scheme": probed["scheme"],
             "planted": round(probed["planted"], 4), "recovered": round(probed["recovered"], 4)}
 
 

@@ -4,8 +4,9 @@ Why: the seeds ran at 4,096-5,376 dims and tens to hundreds of thousands of rows
 is 100-1000x smaller. This runs ``ta_platform.benchmarks.paper_scale`` (synthetic low-rank activations
 with a planted signal, written through the activation store in bf16, then the study's own probe code)
 per study and fraction, each stage in its own interpreter, and prints rows, dims, layers, heads, seconds
-per stage, peak RSS, bytes on disk and planted vs recovered AUROC (or r). With three or more fractions
-it fits ``time = a * rows ** b`` and the same for peak memory (``bench scale``'s fit). With
+per stage, peak RSS, bytes on disk, planted vs recovered AUROC (or r) and the evaluation scheme that
+ran. With three or more fractions it fits ``time = a * rows ** b`` and the same for peak memory
+(``bench scale``'s fit), flagged when the fractions ran different schemes. With
 ``--extraction-traces N`` it also measures extraction's peak memory at N and 4N traces
 (``extraction.store_memory``). The last line is JSON: ``{"fraction": F, "studies": {...}}`` (the
 largest fraction; with several, ``runs`` and ``growth`` beside it).
@@ -48,9 +49,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _line(study: str, r: dict) -> str:
     return (f"{study:<12}{r['rows']:>9} rows x {r['dims']} dims, {r['layers']} layers, {r['seeds']} seeds, "
-            f"{r['heads']} heads: generate+write {r['generate_seconds']:.1f}s ({r['generate_peak_rss_gb']:.2f} GB), "
+            f"{r['heads']} heads, {r['scheme']}: generate+write {r['generate_seconds']:.1f}s ({r['generate_peak_rss_gb']:.2f} GB), "
             f"probe stage {r['probe_seconds']:.1f}s, {r['probe_cpu_seconds']} CPU s ({r['probe_peak_rss_gb']:.2f} GB), disk {r['disk_gb']:.2f} GB; "
             f"{r['metric']} planted {r['planted']:.4f} vs recovered {r['recovered']:.4f}")
+
+
+def growth_of(records: list[dict]) -> dict:
+    """Power-law exponents of time and peak RSS in rows over one study's fractions (smallest first).
+
+    ``comparable`` is False when the fractions ran different evaluation schemes (anchors' ``cv_mode``
+    "auto" runs five leave-problems-out folds below ``min_test_problems`` test problems and one holdout
+    above): the exponent then compares different work, not the same work on more rows.
+    """
+    rows = [r["rows"] for r in records]
+    growth = {what: round(fit_power_law(rows, [r[key] for r in records])[1], 3)
+              for what, key in (("seconds", "seconds"), ("probe_seconds", "probe_seconds"),
+                                ("peak_rss_gb", "peak_rss_gb"))}
+    return {**growth, "comparable": len({r["scheme"] for r in records}) == 1}
+
+
+def growth_line(study: str, growth: dict, fractions: list[float], schemes: list[str]) -> str:
+    line = (f"growth {study}: time ~ rows^{growth['seconds']:.2f} (probe stage ^{growth['probe_seconds']:.2f}), "
+            f"peak RSS ~ rows^{growth['peak_rss_gb']:.2f}")
+    if growth["comparable"]:
+        return line
+    ran = ", ".join(f"{fraction:g}: {scheme}" for fraction, scheme in zip(fractions, schemes, strict=True))
+    return f"{line}; NOT comparable: the fractions ran different schemes ({ran})"
 
 
 @contextlib.contextmanager
@@ -94,16 +118,10 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     last = fractions[-1]
     record = {"fraction": last, "studies": {s: {k: runs[last][s][k] for k in JSON_KEYS} for s in studies}}
     if len(fractions) >= 3:
-        growth = {}
-        for study in studies:
-            rows = [runs[f][study]["rows"] for f in fractions]
-            growth[study] = {
-                what: round(fit_power_law(rows, [runs[f][study][key] for f in fractions])[1], 3)
-                for what, key in (("seconds", "seconds"), ("probe_seconds", "probe_seconds"),
-                                  ("peak_rss_gb", "peak_rss_gb"))}
-            if not args.json:
-                print(f"growth {study}: time ~ rows^{growth[study]['seconds']:.2f} (probe stage "
-                      f"^{growth[study]['probe_seconds']:.2f}), peak RSS ~ rows^{growth[study]['peak_rss_gb']:.2f}")
+        growth = {study: growth_of([runs[f][study] for f in fractions]) for study in studies}
+        if not args.json:
+            for study in studies:
+                print(growth_line(study, growth[study], fractions, [runs[f][study]["scheme"] for f in fractions]))
         record["growth"] = growth
         record["runs"] = {str(f): {s: {k: runs[f][s][k] for k in JSON_KEYS} for s in studies} for f in fractions}
     if args.extraction_traces:
