@@ -3,9 +3,9 @@
 Why: the preference study sweeps ten alphas per fold and target, and at paper scale (13k tasks x
 5376 dims, 9 layers) refitting sklearn's ``Ridge`` per alpha repeats the same d x d work. The
 training rows are read once, block by block, into float64 sums (``engine_ridge_folds.group_sums``,
-shifted by the first block's mean so float32 activations with large offsets lose nothing); the centred,
-standardised Gram matrix
-``Z'Z`` is eigendecomposed once, after which every alpha (and every target) is a matrix product::
+shifted by the first block's mean so float32 activations with large offsets lose nothing); the
+centred, standardised Gram matrix ``Z'Z`` is eigendecomposed once, after which every alpha (and every
+target) is a matrix product::
 
     coef(alpha) = V diag(1 / (lambda + alpha)) V' Z'(y - mean(y))      intercept = mean(y)
 
